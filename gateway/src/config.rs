@@ -1,0 +1,393 @@
+//! The gateway's configuration: one struct, read from a TOML file, then
+//! overridden by `INKAN_*` environment variables, then by command-line flags.
+//!
+//! Unknown keys are an error at start-up (a typo in a limit must not silently
+//! fall back to a default). Settings that weaken security are spelled
+//! `dangerous_*`. Every field is documented in `docs/configuration.md`; the
+//! rustdoc here is the source of that page.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// Everything `inkan serve` needs. Defaults are safe for a single gateway on
+/// one host; see each field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the gateway listens on. Default `127.0.0.1:8090`.
+    pub listen: SocketAddr,
+    /// Path under which the FHIR API is served, e.g. `/fhir`. Requests outside
+    /// it (and outside the admin prefix `/-/`) get a 404 OperationOutcome.
+    pub base_path: String,
+    /// Public base URL of the gateway as clients should see it, e.g.
+    /// `https://fhir.example-hospital.jp/fhir`. When unset, it is derived per
+    /// request from the scheme, the `Host` header and `base_path` (or from
+    /// `X-Forwarded-*` when `trust_forwarded_headers` is on).
+    pub public_base_url: Option<String>,
+    /// Trust `X-Forwarded-Proto/-Host/-Prefix/-For` sent by a reverse proxy in
+    /// front of the gateway. Only turn on when every client reaches the
+    /// gateway through such a proxy: otherwise clients could choose the URLs
+    /// the gateway writes into responses.
+    pub trust_forwarded_headers: bool,
+    pub upstream: UpstreamConfig,
+    pub limits: Limits,
+    /// TLS on the listener. Absent: plain HTTP (a warning is logged when the
+    /// listener is not on loopback).
+    pub tls: Option<ListenerTls>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            base_path: "/fhir".to_owned(),
+            public_base_url: None,
+            trust_forwarded_headers: false,
+            upstream: UpstreamConfig::default(),
+            limits: Limits::default(),
+            tls: None,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The FHIR server behind the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL of the upstream FHIR server, e.g. `http://127.0.0.1:8080/fhir`.
+    /// Required.
+    pub url: String,
+    /// Other bases the upstream writes into its responses (servers often
+    /// advertise a configured name such as `http://localhost:8080` instead of
+    /// the address we connect to). URLs under any of these, and under the
+    /// `implementation.url` of the upstream's CapabilityStatement, are
+    /// rewritten to the gateway's public base.
+    pub also_known_as: Vec<String>,
+    /// Milliseconds to establish a TCP (and TLS) connection. Default 5,000.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds from sending a request until the upstream's response
+    /// headers arrive. Default 60,000. Exceeded: 504.
+    pub response_timeout_ms: u64,
+    /// Extra attempts for GET/HEAD requests whose connection could not be
+    /// established. Never applied to POST, PUT, PATCH or DELETE. Default 1.
+    pub idempotent_connect_retries: u32,
+    /// How XML clients are served: `auto` (default: bridge when the upstream's
+    /// CapabilityStatement lists no XML format), `native` (forward XML as is),
+    /// `bridge` (always convert XML to JSON upstream and back).
+    pub xml: XmlMode,
+    /// A file holding a bearer token the gateway sends upstream instead of the
+    /// client's `Authorization` header. Absent (default): the client's
+    /// `Authorization` passes through unchanged.
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify an `https://` upstream. Absent: system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain presented to the upstream (mTLS).
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key for `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
+    /// Idle upstream connections kept per host. Default 64.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: String::new(),
+            also_known_as: Vec::new(),
+            connect_timeout_ms: 5_000,
+            response_timeout_ms: 60_000,
+            idempotent_connect_retries: 1,
+            xml: XmlMode::Auto,
+            bearer_token_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
+            pool_max_idle_per_host: 64,
+        }
+    }
+}
+
+/// How the gateway serves clients that speak FHIR XML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XmlMode {
+    Auto,
+    Native,
+    Bridge,
+}
+
+/// Bounds on what one client may cost the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes. Default 32 MiB. Exceeded: 413.
+    pub max_request_body_bytes: u64,
+    /// Largest request head (request line plus headers), in bytes. Default
+    /// 64 KiB (at least 8 KiB). Exceeded: the connection is refused with 431.
+    pub max_header_bytes: usize,
+    /// Milliseconds a client connection may sit with no bytes moving in either
+    /// direction while no request is in flight, and the time allowed to send
+    /// a request head. Default 60,000.
+    pub client_idle_timeout_ms: u64,
+    /// Milliseconds allowed to receive a whole request body. Default 60,000.
+    /// Exceeded: 408.
+    pub client_body_timeout_ms: u64,
+    /// Requests handled at once; more get 503 with `Retry-After`. Default 1,024.
+    pub max_concurrent_requests: usize,
+    /// Largest FHIR JSON/XML response the gateway buffers to rewrite base
+    /// URLs or convert formats, in bytes. Default 64 MiB. Larger responses
+    /// that need no format conversion stream through unmodified (logged and
+    /// counted); ones that need conversion get 502.
+    pub max_inspected_response_bytes: u64,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    /// Default 30.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body_bytes: 32 * 1024 * 1024,
+            max_header_bytes: 64 * 1024,
+            client_idle_timeout_ms: 60_000,
+            client_body_timeout_ms: 60_000,
+            max_concurrent_requests: 1024,
+            max_inspected_response_bytes: 64 * 1024 * 1024,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+impl Limits {
+    pub fn client_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_idle_timeout_ms)
+    }
+    pub fn client_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.client_body_timeout_ms)
+    }
+}
+
+/// TLS on the gateway's own listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA bundle: when set, every client must present a certificate that
+    /// chains to it (mutual TLS).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `inkan=debug`. Default `info`.
+    /// `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Environment variables that override file settings, with the key each one
+/// sets. Kept in one table so `--help` and the docs can list them.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("INKAN_LISTEN", "listen"),
+    ("INKAN_BASE_PATH", "base_path"),
+    ("INKAN_PUBLIC_BASE_URL", "public_base_url"),
+    ("INKAN_UPSTREAM_URL", "upstream.url"),
+    ("INKAN_LOG_FORMAT", "log.format"),
+    ("INKAN_LOG_LEVEL", "log.level"),
+];
+
+impl Config {
+    /// Reads `path` (when given) and applies environment overrides from
+    /// `env`. Unknown keys are an error here; call [`Config::validate`] once
+    /// command-line flags are applied too.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(e.to_string()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (var, key) in ENV_OVERRIDES {
+            if let Some(value) = env(var) {
+                set_dotted(&mut table, key, value);
+            }
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: required values and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.upstream.url.is_empty() {
+            return Err(ConfigError::Invalid(
+                "upstream.url is required (or --upstream / INKAN_UPSTREAM_URL)".into(),
+            ));
+        }
+        let scheme_ok =
+            self.upstream.url.starts_with("http://") || self.upstream.url.starts_with("https://");
+        if !scheme_ok || self.upstream.url.parse::<http::Uri>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "upstream.url must be an http:// or https:// URL, got {:?}",
+                self.upstream.url
+            )));
+        }
+        if !self.base_path.starts_with('/') {
+            return Err(ConfigError::Invalid(format!(
+                "base_path must start with '/', got {:?}",
+                self.base_path
+            )));
+        }
+        if self.base_path.starts_with("/-/") || self.base_path == "/-" {
+            return Err(ConfigError::Invalid(
+                "base_path may not be under the admin prefix /-/".into(),
+            ));
+        }
+        if self.limits.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid(
+                "limits.max_header_bytes must be at least 8192".into(),
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_concurrent_requests must be at least 1".into(),
+            ));
+        }
+        if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "upstream.client_cert_file and upstream.client_key_file go together".into(),
+            ));
+        }
+        if let Some(public) = &self.public_base_url {
+            if public.parse::<http::Uri>().is_err() || !public.contains("://") {
+                return Err(ConfigError::Invalid(format!(
+                    "public_base_url must be an absolute URL, got {public:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `base_path` without a trailing slash (`/` becomes the empty string), so
+    /// it can be joined with `/Patient/1`.
+    pub fn base_path_trimmed(&self) -> &str {
+        self.base_path.trim_end_matches('/')
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML table, creating sub-tables as needed.
+fn set_dotted(table: &mut toml::Table, dotted: &str, value: String) {
+    let mut parts = dotted.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_owned(), toml::Value::String(value));
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry {
+            toml::Value::Table(next) => current = next,
+            _ => unreachable!("just made it a table"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("inkan-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.toml", text.len()));
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), |_| None)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = load_str("upstream.url = \"http://127.0.0.1:1/fhir\"\nlisten_adress = \"x\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("listen_adress"), "{err}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_an_error() {
+        let err =
+            load_str("[upstream]\nurl = \"http://127.0.0.1:1/fhir\"\ntimeout = 3\n").unwrap_err();
+        assert!(err.to_string().contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let config = Config::load(None, |var| match var {
+            "INKAN_UPSTREAM_URL" => Some("http://127.0.0.1:9/fhir".into()),
+            "INKAN_LISTEN" => Some("127.0.0.1:7777".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(config.upstream.url, "http://127.0.0.1:9/fhir");
+        assert_eq!(config.listen.port(), 7777);
+        assert_eq!(config.limits.max_request_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn missing_upstream_is_an_error() {
+        let err = Config::load(None, |_| None)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("upstream.url"), "{err}");
+    }
+
+    #[test]
+    fn admin_prefix_cannot_be_the_fhir_base() {
+        let err = load_str("base_path = \"/-/fhir\"\nupstream.url = \"http://127.0.0.1:1/\"\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("admin prefix"), "{err}");
+    }
+}

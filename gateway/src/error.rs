@@ -1,0 +1,152 @@
+//! The gateway's errors. Every error the gateway itself produces while serving
+//! a request is a [`GatewayError`], and each variant maps to exactly one HTTP
+//! status and one FHIR issue type; [`crate::outcome`] renders it as an
+//! OperationOutcome in the negotiated format. Diagnostics never carry request
+//! bodies, query values or internal error chains (those go to the log).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Why the gateway answered a request itself instead of relaying the
+/// upstream's answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// No connection to the upstream could be made (refused, DNS, TLS).
+    #[error("the upstream FHIR server could not be reached")]
+    UpstreamUnreachable,
+    /// The upstream did not send response headers in time.
+    #[error("the upstream FHIR server did not answer within {} ms", .after.as_millis())]
+    UpstreamTimeout { after: Duration },
+    /// The upstream connection broke or the upstream sent something that is
+    /// not HTTP.
+    #[error("the upstream FHIR server sent an invalid response")]
+    UpstreamProtocol,
+    /// The upstream's body could not be converted for the client (e.g. JSON
+    /// that is not FHIR, when the client asked for XML).
+    #[error("the upstream's response could not be converted to {target}: {reason}")]
+    ResponseConversion {
+        target: &'static str,
+        reason: String,
+    },
+    /// The upstream's FHIR response was larger than the gateway may buffer to
+    /// convert it.
+    #[error("the upstream's response is larger than {limit} bytes and needs conversion")]
+    ResponseTooLarge { limit: u64 },
+    /// The request body exceeded `limits.max_request_body_bytes`.
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The client took longer than `limits.client_body_timeout_ms` to send the
+    /// body.
+    #[error("the request body was not received within {} ms", .after.as_millis())]
+    BodyTimeout { after: Duration },
+    /// The body's media type or charset cannot be handled.
+    #[error("unsupported media type: {detail}")]
+    UnsupportedMediaType { detail: String },
+    /// The client asked for a response format the gateway cannot produce.
+    #[error("cannot produce the requested format: {detail}")]
+    NotAcceptable { detail: String },
+    /// The request is malformed (unparseable body, bad URL, bad header).
+    #[error("malformed request: {detail}")]
+    MalformedRequest { detail: String },
+    /// The path is outside the FHIR base and the admin prefix.
+    #[error("no FHIR endpoint at this path; the FHIR base is {base_path}")]
+    NotFound { base_path: String },
+    /// `limits.max_concurrent_requests` requests are already being served.
+    #[error("the gateway is at its concurrency limit; retry shortly")]
+    Overloaded,
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// The FHIR `IssueType` code (http://hl7.org/fhir/issue-type) for an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueType {
+    Transient,
+    Timeout,
+    Exception,
+    TooLong,
+    NotSupported,
+    Structure,
+    Invalid,
+    NotFound,
+    Throttled,
+}
+
+impl IssueType {
+    pub fn code(self) -> &'static str {
+        match self {
+            IssueType::Transient => "transient",
+            IssueType::Timeout => "timeout",
+            IssueType::Exception => "exception",
+            IssueType::TooLong => "too-long",
+            IssueType::NotSupported => "not-supported",
+            IssueType::Structure => "structure",
+            IssueType::Invalid => "invalid",
+            IssueType::NotFound => "not-found",
+            IssueType::Throttled => "throttled",
+        }
+    }
+}
+
+impl GatewayError {
+    /// The one HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamProtocol
+            | GatewayError::ResponseConversion { .. }
+            | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
+            GatewayError::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Overloaded | GatewayError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    /// The FHIR issue type reported in the OperationOutcome.
+    pub fn issue_type(&self) -> IssueType {
+        match self {
+            GatewayError::UpstreamUnreachable | GatewayError::ShuttingDown => IssueType::Transient,
+            GatewayError::UpstreamTimeout { .. } | GatewayError::BodyTimeout { .. } => {
+                IssueType::Timeout
+            }
+            GatewayError::UpstreamProtocol
+            | GatewayError::ResponseConversion { .. }
+            | GatewayError::ResponseTooLarge { .. } => IssueType::Exception,
+            GatewayError::BodyTooLarge { .. } => IssueType::TooLong,
+            GatewayError::UnsupportedMediaType { .. } | GatewayError::NotAcceptable { .. } => {
+                IssueType::NotSupported
+            }
+            GatewayError::MalformedRequest { .. } => IssueType::Structure,
+            GatewayError::NotFound { .. } => IssueType::NotFound,
+            GatewayError::Overloaded => IssueType::Throttled,
+        }
+    }
+}
+
+/// Start-up errors: bad configuration, unreadable key files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}

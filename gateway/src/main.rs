@@ -1,0 +1,171 @@
+//! The `inkan` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use inkan::config::{Config, LogFormat};
+use inkan::pipeline::Gateway;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "inkan",
+    version,
+    about = "FHIR gateway that seals every resource version in a verifiable log"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway in front of an upstream FHIR server.
+    #[command(after_help = env_help())]
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see docs/configuration.md). Unknown keys are an error.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Upstream FHIR base URL, e.g. http://127.0.0.1:8080/fhir (overrides the file).
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Listen address, e.g. 127.0.0.1:8090 (overrides the file).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Path of the FHIR API on the gateway, e.g. /fhir (overrides the file).
+    #[arg(long)]
+    base_path: Option<String>,
+    /// Public base URL clients see (overrides the file).
+    #[arg(long)]
+    public_base_url: Option<String>,
+}
+
+fn env_help() -> String {
+    let mut help = String::from("Environment overrides (between the file and the flags):\n");
+    for (var, key) in inkan::config::ENV_OVERRIDES {
+        help.push_str(&format!("  {var:<24} sets {key}\n"));
+    }
+    help
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = match Config::load(args.config.as_deref(), |var| std::env::var(var).ok()) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    if let Some(upstream) = args.upstream {
+        config.upstream.url = upstream;
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(base_path) = args.base_path {
+        config.base_path = base_path;
+    }
+    if let Some(public) = args.public_base_url {
+        config.public_base_url = Some(public);
+    }
+    if let Err(error) = config.validate() {
+        return fail(&error);
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error),
+    };
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let tls = match &config.tls {
+        Some(tls) => match inkan::tls::server_config(tls) {
+            Ok(server_config) => Some(tokio_rustls::TlsAcceptor::from(server_config)),
+            Err(error) => return fail(&error),
+        },
+        None => None,
+    };
+    if tls.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(listen = %config.listen, "plain HTTP on a non-loopback address: the security guideline asks for TLS; configure [tls]");
+    }
+    let listener = match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => listener,
+        Err(error) => return fail(&format!("cannot listen on {}: {error}", config.listen)),
+    };
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let gateway = match Gateway::new(config) {
+        Ok(gateway) => Arc::new(gateway),
+        Err(error) => return fail(&error),
+    };
+    tracing::info!(
+        listen = %local,
+        base_path = %gateway.config.base_path,
+        upstream = %gateway.config.upstream.url,
+        tls = tls.is_some(),
+        "inkan listening"
+    );
+    // Learn the upstream's XML support and advertised base early; failure is
+    // fine here (readiness reports it, requests retry the probe).
+    if let Err(error) = gateway.probe_capabilities().await {
+        tracing::warn!(%error, "upstream CapabilityStatement not available yet");
+    }
+    inkan::server::serve(gateway, listener, tls, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("inkan: {error}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics, served at `/-/metrics`. Labels carry the interaction
+//! and status only: never ids, paths or query values.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub interaction: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms … ~65 s, doubling.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.0005, 2.0, 18,
+    ))
+}
+
+/// All of the gateway's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    /// Gateway-produced errors by kind (`upstream_unreachable`, …).
+    pub gateway_errors: Family<KindLabels, Counter>,
+    /// FHIR responses too large to inspect, streamed without rewriting.
+    pub uninspected_responses: Counter,
+    /// Bodies converted by the XML bridge, by direction.
+    pub xml_conversions: Family<KindLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("inkan");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let in_flight = Gauge::<i64, AtomicI64>::default();
+        let gateway_errors = Family::<KindLabels, Counter>::default();
+        let uninspected_responses = Counter::default();
+        let xml_conversions = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "FHIR requests served, by interaction and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request head to response head, by interaction and status",
+            latency.clone(),
+        );
+        registry.register(
+            "http_in_flight_requests",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        registry.register(
+            "gateway_errors",
+            "Errors answered by the gateway itself, by kind",
+            gateway_errors.clone(),
+        );
+        registry.register(
+            "uninspected_responses",
+            "FHIR responses over limits.max_inspected_response_bytes streamed without URL rewriting",
+            uninspected_responses.clone(),
+        );
+        registry.register(
+            "xml_conversions",
+            "Bodies converted between FHIR XML and JSON, by direction",
+            xml_conversions.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            in_flight,
+            gateway_errors,
+            uninspected_responses,
+            xml_conversions,
+        }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,889 @@
+//! The request pipeline. [`Gateway::handle`] runs the steps in order; each
+//! step is a function below whose doc comment states when it runs, what it
+//! may change, and what each of its results means.
+//!
+//! Later features hang on these steps: Japanese normalization on the request
+//! body (step 6), sealing on the upstream's answer to writes and verification
+//! on reads (step 8).
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, HOST,
+    LOCATION, RETRY_AFTER,
+};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::body::{self, BoxError, Buffered, ResponseBody};
+use crate::config::{Config, XmlMode};
+use crate::error::{ConfigError, GatewayError};
+use crate::fhir::format::{self, ContentType, Wanted, WireFormat};
+use crate::fhir::interaction::Interaction;
+use crate::fhir::outcome;
+use crate::fhir::rewrite::{BaseUrl, Rewriter};
+use crate::fhir::xml_bridge;
+use crate::headers::{
+    self, ClientFacts, X_FORWARDED_HOST, X_FORWARDED_PREFIX, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use crate::metrics::{KindLabels, Metrics, RequestLabels};
+use crate::upstream::Upstream;
+
+/// The admin prefix. No FHIR path segment can start with `-` (resource
+/// types, `$operations`, `_history`, `_search` and `metadata` never do), so
+/// nothing under it can collide with the FHIR API.
+pub const ADMIN_PREFIX: &str = "/-/";
+
+/// What the gateway knows about the upstream's XML support.
+const XML_UNKNOWN: u8 = 0;
+const XML_NATIVE: u8 = 1;
+const XML_BRIDGED: u8 = 2;
+
+/// Shared state of a running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    pub config: Config,
+    upstream: Upstream,
+    /// `upstream.url` without a trailing slash.
+    upstream_base: String,
+    pub rewriter: Rewriter,
+    pub metrics: Metrics,
+    admission: Arc<Semaphore>,
+    xml_support: AtomicU8,
+    /// `Authorization` value the gateway sends instead of the client's.
+    upstream_authorization: Option<HeaderValue>,
+    shutting_down: AtomicBool,
+    /// Whether the listener speaks TLS (for the derived public base).
+    listener_tls: bool,
+}
+
+/// Per-connection facts the pipeline needs.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+}
+
+/// Everything the steps learn about one request, passed from step to step.
+#[derive(Debug)]
+struct Exchange {
+    request_id: String,
+    method: Method,
+    /// Path after the FHIR base, e.g. `/Patient/1`.
+    fhir_path: String,
+    query: Option<String>,
+    interaction: Interaction,
+    wanted: Wanted,
+    /// True when the client wants XML and the upstream gets JSON instead.
+    bridge_response: bool,
+    /// The client's `_format` value when it used one (restored in links).
+    client_format_param: Option<String>,
+    public_base: String,
+}
+
+impl Gateway {
+    pub fn new(config: Config) -> Result<Gateway, ConfigError> {
+        let upstream = Upstream::new(&config.upstream)?;
+        let upstream_base = config.upstream.url.trim_end_matches('/').to_owned();
+        let mut bases = Vec::new();
+        for url in std::iter::once(&config.upstream.url).chain(&config.upstream.also_known_as) {
+            bases.push(BaseUrl::parse(url).ok_or_else(|| {
+                ConfigError::Invalid(format!("not an absolute http(s) base URL: {url:?}"))
+            })?);
+        }
+        let upstream_authorization = match &config.upstream.bearer_token_file {
+            Some(path) => {
+                let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                let value =
+                    HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                        ConfigError::Invalid("bearer token is not a valid header value".into())
+                    })?;
+                Some(value)
+            }
+            None => None,
+        };
+        let xml_support = match config.upstream.xml {
+            XmlMode::Auto => XML_UNKNOWN,
+            XmlMode::Native => XML_NATIVE,
+            XmlMode::Bridge => XML_BRIDGED,
+        };
+        Ok(Gateway {
+            admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            listener_tls: config.tls.is_some(),
+            upstream,
+            upstream_base,
+            rewriter: Rewriter::new(bases),
+            metrics: Metrics::new(),
+            xml_support: AtomicU8::new(xml_support),
+            upstream_authorization,
+            shutting_down: AtomicBool::new(false),
+            config,
+        })
+    }
+
+    /// From now on new requests get 503; in-flight ones finish.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Serves one request. The pipeline, in order:
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+        conn: Connection,
+    ) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        // 1. Identify: keep the client's X-Request-Id or make one; it is
+        //    logged, forwarded upstream and echoed in the response.
+        let request_id = headers::request_id(request.headers());
+        // 2. Admin: paths under /-/ (health, metrics) are answered here and
+        //    never forwarded.
+        if request.uri().path().starts_with(ADMIN_PREFIX) {
+            let response =
+                crate::admin::handle(&self, request.method(), request.uri().path()).await;
+            return with_request_id(response, &request_id);
+        }
+        // 3. Route: the path must be under the FHIR base (404 otherwise);
+        //    the interaction is classified for metrics and later steps.
+        let wanted = format::negotiate(request.headers(), request.uri().query());
+        let mut exchange = match self.route(&request, &conn, request_id, wanted) {
+            Ok(exchange) => exchange,
+            Err((error, request_id)) => {
+                return self.finish_error(error, wanted, &request_id, Interaction::Other, started)
+            }
+        };
+        // 4. Admit: take a concurrency permit or answer 503 with Retry-After.
+        let _permit = match self.admit() {
+            Ok(permit) => permit,
+            Err(error) => return self.fail(error, &exchange, started),
+        };
+        self.metrics.in_flight.inc();
+        let response = self.handle_admitted(request, &conn, &mut exchange).await;
+        self.metrics.in_flight.dec();
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => return self.fail(error, &exchange, started),
+        };
+        // 9. Record: metrics and one access-log line (no bodies, no query
+        //    values: search values are health data).
+        self.record(&exchange, response.status(), started);
+        with_request_id(response, &exchange.request_id)
+    }
+
+    /// Steps 5 to 8, which run holding a concurrency permit.
+    async fn handle_admitted<B>(
+        &self,
+        request: Request<B>,
+        conn: &Connection,
+        exchange: &mut Exchange,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<BoxError>,
+    {
+        // 5. Negotiate: decide whether the XML bridge is in play for this
+        //    request (client wants or sends XML, upstream speaks only JSON).
+        let (parts, body) = request.into_parts();
+        let request_type = ContentType::from_headers(&parts.headers);
+        let sends_xml = request_type
+            .as_ref()
+            .is_some_and(|ct| ct.format == WireFormat::Xml);
+        let bridge = (exchange.wanted == Wanted::Xml || sends_xml) && self.xml_bridged().await;
+        exchange.bridge_response = bridge && exchange.wanted == Wanted::Xml;
+        // 6. Read the body: within the size and time limits (413, 408), in a
+        //    media type and charset the gateway can forward (415), converted
+        //    from XML to JSON when bridging (400 when it is not FHIR XML).
+        let declared_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let limit = self.config.limits.max_request_body_bytes;
+        if declared_length.is_some_and(|len| len > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let body =
+            body::read_request_body(body, limit, self.config.limits.client_body_timeout()).await?;
+        let (body, request_type) = self.prepare_request_body(body, request_type, bridge)?;
+        // 7. Forward: build the upstream request (end-to-end headers,
+        //    X-Forwarded-*, Authorization policy) and send it; 502 when the
+        //    upstream cannot be reached, 504 when it does not answer in time.
+        let upstream_request = self.upstream_request(parts, body, request_type, conn, exchange)?;
+        let upstream_response = self.upstream.send(upstream_request).await?;
+        // 8. Respond: relay status and end-to-end headers, rewrite upstream
+        //    URLs to the public base, convert JSON to XML when bridging, and
+        //    stream what needs no inspection.
+        self.respond(upstream_response, exchange).await
+    }
+
+    /// Step 3. Resolves the FHIR path and the public base. Errors: 404 for
+    /// paths outside the base, 400 for a bad Host header.
+    fn route<B>(
+        &self,
+        request: &Request<B>,
+        conn: &Connection,
+        request_id: String,
+        wanted: Wanted,
+    ) -> Result<Exchange, (GatewayError, String)> {
+        let base = self.config.base_path_trimmed();
+        let path = request.uri().path();
+        let fhir_path = match path.strip_prefix(base) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
+            _ => {
+                return Err((
+                    GatewayError::NotFound {
+                        base_path: self.config.base_path.clone(),
+                    },
+                    request_id,
+                ))
+            }
+        };
+        let public_base = match self.public_base(request, conn) {
+            Ok(base) => base,
+            Err(error) => return Err((error, request_id)),
+        };
+        Ok(Exchange {
+            interaction: Interaction::classify(request.method(), &fhir_path),
+            method: request.method().clone(),
+            fhir_path,
+            query: request.uri().query().map(str::to_owned),
+            client_format_param: format::format_param(request.uri().query()),
+            wanted,
+            bridge_response: false,
+            public_base,
+            request_id,
+        })
+    }
+
+    /// The gateway's public FHIR base for this request: configured, or
+    /// derived from the scheme and `Host` (or trusted `X-Forwarded-*`).
+    fn public_base<B>(
+        &self,
+        request: &Request<B>,
+        conn: &Connection,
+    ) -> Result<String, GatewayError> {
+        if let Some(configured) = &self.config.public_base_url {
+            return Ok(configured.trim_end_matches('/').to_owned());
+        }
+        let headers = request.headers();
+        let header = |name: &http::HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(',').next().unwrap_or("").trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let trusted = self.config.trust_forwarded_headers;
+        let scheme = trusted
+            .then(|| header(&X_FORWARDED_PROTO))
+            .flatten()
+            .filter(|p| p == "http" || p == "https")
+            .unwrap_or_else(|| {
+                if conn.tls || self.listener_tls {
+                    "https".into()
+                } else {
+                    "http".into()
+                }
+            });
+        let host = trusted
+            .then(|| header(&X_FORWARDED_HOST))
+            .flatten()
+            .or_else(|| header(&HOST))
+            .or_else(|| request.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| self.config.listen.to_string());
+        if host.parse::<http::uri::Authority>().is_err() {
+            return Err(GatewayError::MalformedRequest {
+                detail: "the Host header is not a valid authority".into(),
+            });
+        }
+        let prefix = trusted
+            .then(|| header(&X_FORWARDED_PREFIX))
+            .flatten()
+            .map(|p| p.trim_end_matches('/').to_owned())
+            .unwrap_or_default();
+        Ok(format!(
+            "{scheme}://{host}{prefix}{}",
+            self.config.base_path_trimmed()
+        ))
+    }
+
+    /// Step 4. A permit for one request; `Overloaded` (503) when all are
+    /// taken, `ShuttingDown` (503) after SIGTERM.
+    fn admit(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(GatewayError::ShuttingDown);
+        }
+        self.admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded)
+    }
+
+    /// Step 5 helper: does this upstream need the XML bridge? Probes the
+    /// upstream's CapabilityStatement once in `auto` mode.
+    async fn xml_bridged(&self) -> bool {
+        match self.xml_support.load(Ordering::Relaxed) {
+            XML_NATIVE => false,
+            XML_BRIDGED => true,
+            _ => match self.probe_capabilities().await {
+                Ok(_) => self.xml_support.load(Ordering::Relaxed) == XML_BRIDGED,
+                // Unknown: bridging is always safe (JSON is every server's
+                // format); do not cache, probe again next time.
+                Err(_) => true,
+            },
+        }
+    }
+
+    /// Fetches the upstream's CapabilityStatement (JSON). Learns its XML
+    /// support (in `auto` mode) and the base it advertises. Used by the XML
+    /// decision and by `/-/readyz`.
+    pub async fn probe_capabilities(&self) -> Result<serde_json::Value, GatewayError> {
+        let request = Request::get(format!("{}/metadata", self.upstream_base))
+            .header(ACCEPT, "application/fhir+json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| GatewayError::UpstreamProtocol)?;
+        let response = self.upstream.send(request).await?;
+        if !response.status().is_success() {
+            return Err(GatewayError::UpstreamProtocol);
+        }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|_| GatewayError::UpstreamProtocol)?
+            .to_bytes();
+        let capability: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| GatewayError::UpstreamProtocol)?;
+        if capability["resourceType"] != "CapabilityStatement" {
+            return Err(GatewayError::UpstreamProtocol);
+        }
+        if self.config.upstream.xml == XmlMode::Auto {
+            let speaks_xml = capability["format"].as_array().is_some_and(|formats| {
+                formats.iter().filter_map(|f| f.as_str()).any(|f| {
+                    format::classify_media_type(f.split(';').next().unwrap_or(""))
+                        == WireFormat::Xml
+                })
+            });
+            let state = if speaks_xml { XML_NATIVE } else { XML_BRIDGED };
+            if self.xml_support.swap(state, Ordering::Relaxed) != state {
+                tracing::info!(
+                    bridged = !speaks_xml,
+                    "upstream XML support determined from its CapabilityStatement"
+                );
+            }
+        }
+        if let Some(base) = capability["implementation"]["url"]
+            .as_str()
+            .and_then(BaseUrl::parse)
+        {
+            self.rewriter.learn(base);
+        }
+        Ok(capability)
+    }
+
+    /// Step 6 helper. Checks the body's media type and charset, validates
+    /// FHIR JSON syntax, and converts FHIR XML to JSON when bridging.
+    /// Returns the body and the content type to send upstream.
+    fn prepare_request_body(
+        &self,
+        body: Bytes,
+        content_type: Option<ContentType>,
+        bridge: bool,
+    ) -> Result<(Bytes, Option<ContentType>), GatewayError> {
+        let Some(ct) = content_type else {
+            return Ok((body, None));
+        };
+        if body.is_empty() || ct.format == WireFormat::Other {
+            return Ok((body, Some(ct)));
+        }
+        if !ct.charset_is_utf8() {
+            return Err(GatewayError::UnsupportedMediaType {
+                detail: format!(
+                    "charset {:?} is not accepted for {}; send UTF-8",
+                    ct.charset.as_deref().unwrap_or(""),
+                    ct.essence
+                ),
+            });
+        }
+        match ct.format {
+            WireFormat::Json => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
+                    GatewayError::MalformedRequest {
+                        detail: format!("the body is not valid JSON: {e}"),
+                    }
+                })?;
+                Ok((body, Some(ct)))
+            }
+            WireFormat::Xml if bridge => {
+                let json =
+                    xml_bridge::xml_to_json(&body).map_err(|e| GatewayError::MalformedRequest {
+                        detail: e.to_string(),
+                    })?;
+                self.metrics
+                    .xml_conversions
+                    .get_or_create(&KindLabels {
+                        kind: "request_xml_to_json",
+                    })
+                    .inc();
+                Ok((
+                    Bytes::from(json),
+                    Some(ContentType::parse("application/fhir+json")),
+                ))
+            }
+            _ => Ok((body, Some(ct))),
+        }
+    }
+
+    /// Step 7 helper. The upstream request: same method, path and query
+    /// (with `_format` pointing at JSON when bridging), end-to-end headers
+    /// only, `X-Forwarded-*`, and the configured Authorization policy.
+    fn upstream_request(
+        &self,
+        parts: http::request::Parts,
+        body: Bytes,
+        content_type: Option<ContentType>,
+        conn: &Connection,
+        exchange: &Exchange,
+    ) -> Result<Request<Full<Bytes>>, GatewayError> {
+        let mut uri = format!("{}{}", self.upstream_base, exchange.fhir_path);
+        if let Some(query) = &exchange.query {
+            uri.push('?');
+            if exchange.bridge_response {
+                uri.push_str(&replace_format_param(query, "json"));
+            } else {
+                uri.push_str(query);
+            }
+        }
+        let uri: Uri = uri.parse().map_err(|_| GatewayError::MalformedRequest {
+            detail: "the request URL cannot be forwarded".into(),
+        })?;
+        let mut headers = parts.headers;
+        let facts = ClientFacts {
+            peer: conn.peer,
+            proto: if conn.tls {
+                "https".into()
+            } else {
+                "http".into()
+            },
+            host: headers
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string())),
+        };
+        headers::prepare_upstream_request_headers(
+            &mut headers,
+            &facts,
+            self.config.trust_forwarded_headers,
+        );
+        if let Ok(id) = HeaderValue::from_str(&exchange.request_id) {
+            headers.insert(X_REQUEST_ID, id);
+        }
+        if let Some(authorization) = &self.upstream_authorization {
+            headers.insert(AUTHORIZATION, authorization.clone());
+        }
+        if exchange.bridge_response {
+            headers.insert(ACCEPT, HeaderValue::from_static("application/fhir+json"));
+        }
+        if let Some(ct) = content_type {
+            if let Ok(value) = HeaderValue::from_str(&render_content_type(&ct, &headers)) {
+                headers.insert(CONTENT_TYPE, value);
+            }
+        }
+        headers.remove(CONTENT_LENGTH);
+        if !body.is_empty()
+            || parts.method == Method::POST
+            || parts.method == Method::PUT
+            || parts.method == Method::PATCH
+        {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// Step 8. Relays the upstream's answer (upstream errors unchanged except
+    /// for URL rewriting and the XML bridge). Buffers only FHIR JSON/XML
+    /// bodies, up to `max_inspected_response_bytes`; everything else streams.
+    async fn respond(
+        &self,
+        upstream: Response<hyper::body::Incoming>,
+        exchange: &Exchange,
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        let (mut parts, upstream_body) = upstream.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        for name in [LOCATION, CONTENT_LOCATION] {
+            if let Some(value) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+                if let Some(public) = self.rewriter.rewrite_url(value, &exchange.public_base) {
+                    if let Ok(v) = HeaderValue::from_str(&public) {
+                        parts.headers.insert(name, v);
+                    }
+                }
+            }
+        }
+        let response_type = ContentType::from_headers(&parts.headers);
+        let format = response_type
+            .as_ref()
+            .map_or(WireFormat::Other, |ct| ct.format);
+        let convert_to_xml = exchange.bridge_response && format == WireFormat::Json;
+        if exchange.method == Method::HEAD || format == WireFormat::Other {
+            return Ok(Response::from_parts(
+                parts,
+                upstream_body.map_err(BoxError::from).boxed_unsync(),
+            ));
+        }
+        let limit = self.config.limits.max_inspected_response_bytes;
+        let declared_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = match declared_length {
+            Some(len) if len > limit => None,
+            _ => match body::buffer_upstream(upstream_body, limit).await? {
+                Buffered::Whole(bytes) => Some(Ok(bytes)),
+                Buffered::TooLarge { head, rest } => Some(Err((head, rest))),
+            },
+        };
+        let body = match body {
+            Some(Ok(bytes)) => bytes,
+            too_large => {
+                if convert_to_xml {
+                    return Err(GatewayError::ResponseTooLarge { limit });
+                }
+                self.metrics.uninspected_responses.inc();
+                tracing::warn!(request_id = %exchange.request_id, limit, "FHIR response over the inspection limit streamed without URL rewriting");
+                let stream = match too_large {
+                    Some(Err((head, rest))) => prepend(head, rest),
+                    _ => return Err(GatewayError::ResponseTooLarge { limit }),
+                };
+                return Ok(Response::from_parts(parts, stream));
+            }
+        };
+        let body = self.rewrite_body(body, format, exchange, convert_to_xml)?;
+        if convert_to_xml {
+            parts.headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(WireFormat::Xml.fhir_media_type()),
+            );
+        }
+        parts
+            .headers
+            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(Response::from_parts(parts, body::full(body)))
+    }
+
+    /// Step 8 helper: URL rewriting, then (when bridging) JSON → XML.
+    fn rewrite_body(
+        &self,
+        body: Bytes,
+        format: WireFormat,
+        exchange: &Exchange,
+        convert_to_xml: bool,
+    ) -> Result<Bytes, GatewayError> {
+        let rewritten = match format {
+            WireFormat::Json => self.rewriter.rewrite_json(&body, &exchange.public_base),
+            WireFormat::Xml => self.rewriter.rewrite_xml(&body, &exchange.public_base),
+            WireFormat::Other => None,
+        };
+        let body = rewritten.map(Bytes::from).unwrap_or(body);
+        if !convert_to_xml || body.is_empty() {
+            return Ok(body);
+        }
+        let json = self.restore_client_view(&body, exchange);
+        let xml = xml_bridge::json_to_xml(json.as_deref().unwrap_or(&body)).map_err(|e| {
+            GatewayError::ResponseConversion {
+                target: "FHIR XML",
+                reason: e.to_string(),
+            }
+        })?;
+        self.metrics
+            .xml_conversions
+            .get_or_create(&KindLabels {
+                kind: "response_json_to_xml",
+            })
+            .inc();
+        Ok(Bytes::from(xml))
+    }
+
+    /// For a bridged response: a CapabilityStatement lists the XML formats
+    /// the gateway now serves, and paging links keep the client's
+    /// `_format`. `None` when nothing changes.
+    fn restore_client_view(&self, body: &[u8], exchange: &Exchange) -> Option<Vec<u8>> {
+        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        let mut changed = false;
+        if value["resourceType"] == "CapabilityStatement" {
+            if let Some(formats) = value["format"].as_array_mut() {
+                for xml in ["xml", "application/fhir+xml"] {
+                    if !formats.iter().any(|f| f == xml) {
+                        formats.push(serde_json::Value::String(xml.into()));
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if let (Some(client_format), Some(links)) =
+            (&exchange.client_format_param, value["link"].as_array_mut())
+        {
+            for link in links {
+                if let Some(url) = link["url"].as_str() {
+                    if let Some((base, query)) = url.split_once('?') {
+                        let restored =
+                            format!("{base}?{}", replace_format_param(query, client_format));
+                        if restored != url {
+                            link["url"] = serde_json::Value::String(restored);
+                            changed = true;
+                        }
+                    }
+                }
+            }
+        }
+        changed.then(|| serde_json::to_vec(&value).ok()).flatten()
+    }
+
+    fn fail(
+        &self,
+        error: GatewayError,
+        exchange: &Exchange,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        self.finish_error(
+            error,
+            exchange.wanted,
+            &exchange.request_id,
+            exchange.interaction,
+            started,
+        )
+    }
+
+    /// Renders a gateway error as an OperationOutcome and records it.
+    fn finish_error(
+        &self,
+        error: GatewayError,
+        wanted: Wanted,
+        request_id: &str,
+        interaction: Interaction,
+        started: Instant,
+    ) -> Response<ResponseBody> {
+        let status = error.status();
+        let kind = error_kind(&error);
+        self.metrics
+            .gateway_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+        tracing::warn!(request_id, status = status.as_u16(), kind, "{error}");
+        let response = error_response(&error, wanted.outcome_format());
+        self.observe(interaction, status, started);
+        with_request_id(response, request_id)
+    }
+
+    fn record(&self, exchange: &Exchange, status: StatusCode, started: Instant) {
+        self.observe(exchange.interaction, status, started);
+        tracing::info!(
+            target: "inkan::access",
+            request_id = %exchange.request_id,
+            method = %exchange.method,
+            path = %exchange.fhir_path,
+            query_params = %query_names(exchange.query.as_deref()),
+            interaction = exchange.interaction.as_str(),
+            status = status.as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+
+    fn observe(&self, interaction: Interaction, status: StatusCode, started: Instant) {
+        let labels = RequestLabels {
+            interaction: interaction.as_str(),
+            status: status.as_u16(),
+        };
+        self.metrics.requests.get_or_create(&labels).inc();
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// An OperationOutcome response for `error` in `format`.
+pub fn error_response(error: &GatewayError, format: WireFormat) -> Response<ResponseBody> {
+    let body = outcome::render(error, format);
+    let mut response = Response::new(body::full(body));
+    *response.status_mut() = error.status();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.fhir_media_type()),
+    );
+    if matches!(error, GatewayError::Overloaded | GatewayError::ShuttingDown) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn with_request_id(
+    mut response: Response<ResponseBody>,
+    request_id: &str,
+) -> Response<ResponseBody> {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
+}
+
+/// A stable metric label for each error.
+fn error_kind(error: &GatewayError) -> &'static str {
+    match error {
+        GatewayError::UpstreamUnreachable => "upstream_unreachable",
+        GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+        GatewayError::UpstreamProtocol => "upstream_protocol",
+        GatewayError::ResponseConversion { .. } => "response_conversion",
+        GatewayError::ResponseTooLarge { .. } => "response_too_large",
+        GatewayError::BodyTooLarge { .. } => "body_too_large",
+        GatewayError::BodyTimeout { .. } => "body_timeout",
+        GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
+        GatewayError::NotAcceptable { .. } => "not_acceptable",
+        GatewayError::MalformedRequest { .. } => "malformed_request",
+        GatewayError::NotFound { .. } => "not_found",
+        GatewayError::Overloaded => "overloaded",
+        GatewayError::ShuttingDown => "shutting_down",
+    }
+}
+
+/// The content type to send upstream: the client's own header when the
+/// body was not converted, else the converted type.
+fn render_content_type(ct: &ContentType, original: &http::HeaderMap) -> String {
+    match original.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(value) if ContentType::parse(value) == *ct => value.to_owned(),
+        _ => match &ct.charset {
+            Some(charset) => format!("{}; charset={charset}", ct.essence),
+            None => ct.essence.clone(),
+        },
+    }
+}
+
+/// `query` with every `_format` value replaced by `value` (percent-encoded).
+fn replace_format_param(query: &str, value: &str) -> String {
+    let encoded = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("_format", _)) => format!("_format={encoded}"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Query parameter names only, for logs: `name,birthdate`.
+fn query_names(query: Option<&str>) -> String {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map_or(p, |(name, _)| name))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A body that yields `head` and then the rest of `rest`.
+fn prepend<B>(head: Bytes, rest: B) -> ResponseBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let head = Full::new(head).map_err(|never| match never {});
+    let stream = futures_like::Chain::new(head, rest.map_err(Into::into));
+    stream.boxed_unsync()
+}
+
+mod futures_like {
+    //! A two-part body (no extra dependency for one adapter).
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+
+    use crate::body::BoxError;
+
+    #[derive(Debug)]
+    pub struct Chain<A, B> {
+        first: Option<A>,
+        second: B,
+    }
+
+    impl<A, B> Chain<A, B> {
+        pub fn new(first: A, second: B) -> Self {
+            Chain {
+                first: Some(first),
+                second,
+            }
+        }
+    }
+
+    impl<A, B> Body for Chain<A, B>
+    where
+        A: Body<Data = Bytes, Error = BoxError> + Unpin,
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if let Some(first) = self.first.as_mut() {
+                match Pin::new(first).poll_frame(cx) {
+                    Poll::Ready(None) => self.first = None,
+                    other => return other,
+                }
+            }
+            Pin::new(&mut self.second).poll_frame(cx)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_param_is_replaced_everywhere() {
+        assert_eq!(
+            replace_format_param("a=1&_format=xml&b=2", "json"),
+            "a=1&_format=json&b=2"
+        );
+        assert_eq!(replace_format_param("a=1", "json"), "a=1");
+        assert_eq!(
+            replace_format_param("_format=json", "application/fhir+xml"),
+            "_format=application%2Ffhir%2Bxml"
+        );
+    }
+
+    #[test]
+    fn logs_carry_query_names_not_values() {
+        assert_eq!(
+            query_names(Some("name=%E5%B1%B1%E7%94%B0&birthdate=1970")),
+            "name,birthdate"
+        );
+        assert_eq!(query_names(None), "");
+    }
+}

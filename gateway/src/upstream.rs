@@ -1,0 +1,89 @@
+//! The connection to the upstream FHIR server: a pooled HTTP/1.1 client
+//! (https verified by rustls), with the connect and response timeouts, and
+//! the one retry policy: only GET and HEAD are retried, only when no
+//! connection could be made, so a request is never sent twice.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::error::{ConfigError, GatewayError};
+
+/// A client for one upstream.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    response_timeout: Duration,
+    connect_retries: u32,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, ConfigError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(crate::tls::client_config(config)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(https);
+        Ok(Upstream {
+            client,
+            response_timeout: Duration::from_millis(config.response_timeout_ms),
+            connect_retries: config.idempotent_connect_retries,
+        })
+    }
+
+    /// Sends `request` and waits for the response head. The body is a
+    /// `Full<Bytes>` so an idempotent request can be re-sent after a failed
+    /// connect.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let retryable = request.method() == Method::GET || request.method() == Method::HEAD;
+        let attempts = if retryable {
+            1 + self.connect_retries
+        } else {
+            1
+        };
+        let (parts, body) = request.into_parts();
+        let mut last_error = GatewayError::UpstreamUnreachable;
+        for attempt in 0..attempts {
+            let request = Request::from_parts(parts.clone(), body.clone());
+            match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
+                Err(_) => {
+                    return Err(GatewayError::UpstreamTimeout {
+                        after: self.response_timeout,
+                    })
+                }
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(error)) if error.is_connect() => {
+                    tracing::warn!(attempt, error = %error, "upstream connect failed");
+                    last_error = GatewayError::UpstreamUnreachable;
+                    if attempt + 1 < attempts {
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "upstream request failed");
+                    return Err(GatewayError::UpstreamProtocol);
+                }
+            }
+        }
+        Err(last_error)
+    }
+}

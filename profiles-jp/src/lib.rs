@@ -1,0 +1,1 @@
+//! Japanese text normalization (issue 5; not built yet).
