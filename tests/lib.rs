@@ -1,1 +1,308 @@
+//! Harness for the end-to-end tests: starts real processes — Helios FHIR
+//! Server (the upstream) and the `inkan` binary — on ephemeral loopback
+//! ports, and stops them when dropped.
+//!
+//! The HFS binary comes from `scripts/install-hfs.sh` (or `INKAN_HFS_BIN`);
+//! the `inkan` binary from this workspace's target directory (the test
+//! script builds it first). A missing binary fails the test loudly: an
+//! end-to-end test that silently skips proves nothing.
+
+// Panicking is how a harness reports a broken environment to the test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// `../shared/fixtures/<rel>` beside the repository.
+pub fn fixture(rel: &str) -> PathBuf {
+    workspace_root().join("../shared/fixtures").join(rel)
+}
+
+fn hfs_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("INKAN_HFS_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var("INKAN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan"));
+    let bin = cache.join("hfs-0.2.7-r4-sqlite/bin/hfs");
+    assert!(
+        bin.exists(),
+        "Helios FHIR Server not found at {}: run scripts/install-hfs.sh (or scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `inkan` binary next to this test executable (target/<profile>/inkan).
+pub fn inkan_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/inkan
+    let bin = exe.parent().unwrap().parent().unwrap().join("inkan");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build -p inkan` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `url` until it answers 200 or `timeout` passes.
+pub fn wait_until_ok(url: &str, timeout: Duration) -> bool {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(response) = client.get(url).send() {
+            if response.status().is_success() {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Polls until `127.0.0.1:port` accepts TCP connections.
+pub fn wait_until_listening(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// A running process that is killed when dropped.
+#[derive(Debug)]
+pub struct Process {
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends a signal by name (`TERM`, `KILL`, `STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The process's combined output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Resident set size in KiB (Linux), for benches and sanity checks.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_logged(mut command: Command, log_path: &Path) -> Process {
+    let log = std::fs::File::create(log_path).unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+    Process {
+        child: Some(child),
+        log_path: log_path.to_owned(),
+    }
+}
+
+/// Helios FHIR Server on a temporary SQLite database.
+#[derive(Debug)]
+pub struct Hfs {
+    pub process: Process,
+    pub port: u16,
+    /// Where we connect: `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub database: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Hfs {
+    pub fn start() -> Hfs {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("hfs.sqlite");
+        Hfs::start_in(dir, database, free_port())
+    }
+
+    fn start_in(dir: tempfile::TempDir, database: PathBuf, port: u16) -> Hfs {
+        let mut command = Command::new(hfs_binary());
+        command
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("--database-url")
+            .arg(&database)
+            .env("HFS_DATA_DIR", dir.path())
+            .env("HFS_LOG_LEVEL", "warn")
+            .current_dir(dir.path());
+        let process = spawn_logged(command, &dir.path().join(format!("hfs-{port}.log")));
+        let url = format!("http://127.0.0.1:{port}");
+        if !wait_until_ok(&format!("{url}/metadata"), Duration::from_secs(60)) {
+            panic!("HFS did not come up on {url}:\n{}", process.log());
+        }
+        Hfs {
+            process,
+            port,
+            url,
+            database,
+            dir,
+        }
+    }
+
+    /// Stops the server (the database stays).
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port and database.
+    pub fn restart(self) -> Hfs {
+        let Hfs {
+            mut process,
+            port,
+            database,
+            dir,
+            ..
+        } = self;
+        process.kill();
+        Hfs::start_in(dir, database, port)
+    }
+}
+
+/// An `inkan serve` process in front of an upstream.
+#[derive(Debug)]
+pub struct Gateway {
+    pub process: Process,
+    pub port: u16,
+    /// The public FHIR base: `http://127.0.0.1:<port>/fhir`.
+    pub base: String,
+    /// `http://127.0.0.1:<port>`.
+    pub origin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts a gateway for `upstream_url`, with extra TOML appended to the
+    /// generated config (use it for limits and modes).
+    pub fn start(upstream_url: &str, extra_toml: &str) -> Gateway {
+        Gateway::start_with_upstream_table(upstream_url, extra_toml, "")
+    }
+
+    /// A gateway with a TLS listener (`tls_toml` is the `[tls]` table); ready
+    /// when its port accepts connections.
+    pub fn start_tls(upstream_url: &str, tls_toml: &str) -> Gateway {
+        Gateway::launch(upstream_url, tls_toml, "", false)
+    }
+
+    /// Like [`Gateway::start`], with extra keys for the `[upstream]` table.
+    pub fn start_with_upstream_table(upstream_url: &str, extra_toml: &str, upstream_keys: &str) -> Gateway {
+        Gateway::launch(upstream_url, extra_toml, upstream_keys, true)
+    }
+
+    fn launch(upstream_url: &str, extra_toml: &str, upstream_keys: &str, plain_http: bool) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("inkan.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nbase_path = \"/fhir\"\n{extra_toml}\n[upstream]\nurl = \"{upstream_url}\"\n{upstream_keys}"
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(inkan_binary());
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info");
+        let process = spawn_logged(command, &dir.path().join("inkan.log"));
+        let origin = format!("http://127.0.0.1:{port}");
+        let up = if plain_http {
+            wait_until_ok(&format!("{origin}/-/livez"), Duration::from_secs(20))
+        } else {
+            wait_until_listening(port, Duration::from_secs(20))
+        };
+        if !up {
+            panic!("inkan did not come up:\n{}", process.log());
+        }
+        Gateway {
+            process,
+            port,
+            base: format!("{origin}/fhir"),
+            origin,
+            dir,
+        }
+    }
+}
+
+/// A blocking HTTP client with a sane timeout and no automatic redirects
+/// (a proxy test must see `Location` as sent).
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
 

@@ -1,1 +1,72 @@
+//! End-to-end tests: real Helios FHIR Server, real `inkan` binary, real HTTP.
+//! One test binary; modules named by purpose (ripgrep style).
 
+// Tests report failures by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod admin;
+mod errors;
+mod formats;
+mod passthrough;
+mod rewriting;
+mod transport;
+
+use inkan_e2e::{Gateway, Hfs};
+use serde_json::Value;
+
+/// A fresh upstream and a gateway in front of it.
+#[derive(Debug)]
+pub struct Stack {
+    pub gateway: Gateway,
+    pub hfs: Hfs,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        Stack::start_with("")
+    }
+
+    pub fn start_with(extra_toml: &str) -> Stack {
+        let hfs = Hfs::start();
+        let gateway = Gateway::start(&hfs.url, extra_toml);
+        Stack { gateway, hfs }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway.base)
+    }
+}
+
+pub fn json(response: reqwest::blocking::Response) -> Value {
+    let text = response.text().unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+pub fn patient(family: &str, given: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": [given]}],
+        "gender": "female",
+        "birthDate": "1970-01-01"
+    })
+}
+
+/// Creates a resource through the gateway and returns it as stored.
+pub fn create(stack: &Stack, resource: &Value) -> Value {
+    let kind = resource["resourceType"].as_str().unwrap();
+    let response = inkan_e2e::client()
+        .post(stack.url(&format!("/{kind}")))
+        .header("Content-Type", "application/fhir+json")
+        .header("Prefer", "return=representation")
+        .body(resource.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "create {kind}");
+    json(response)
+}
+
+/// Asserts an OperationOutcome body with the given issue code.
+pub fn assert_outcome(body: &Value, code: &str) {
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    assert_eq!(body["issue"][0]["code"], code, "{body}");
+}
