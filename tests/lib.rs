@@ -17,11 +17,18 @@ use std::time::{Duration, Instant};
 
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// `../shared/fixtures/<rel>` beside the repository.
@@ -255,11 +262,20 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start`], with extra keys for the `[upstream]` table.
-    pub fn start_with_upstream_table(upstream_url: &str, extra_toml: &str, upstream_keys: &str) -> Gateway {
+    pub fn start_with_upstream_table(
+        upstream_url: &str,
+        extra_toml: &str,
+        upstream_keys: &str,
+    ) -> Gateway {
         Gateway::launch(upstream_url, extra_toml, upstream_keys, true)
     }
 
-    fn launch(upstream_url: &str, extra_toml: &str, upstream_keys: &str, plain_http: bool) -> Gateway {
+    fn launch(
+        upstream_url: &str,
+        extra_toml: &str,
+        upstream_keys: &str,
+        plain_http: bool,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("inkan.toml");
@@ -305,4 +321,3 @@ pub fn client() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
-

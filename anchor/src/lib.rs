@@ -1,1 +1,18 @@
-//! anchor
+//! The seal: canonical form, salted commitments, the RFC 6962 Merkle log,
+//! signed C2SP checkpoints and proofs. Hashing, proof and checkpoint code is
+//! pure (no IO, no async) so verification can run anywhere, offline.
+
+pub mod canonical;
+pub mod merkle;
+
+/// Errors of this crate. Each names what did not match.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The input cannot be put in canonical form.
+    #[error("not canonicalizable at byte {offset}: {reason}")]
+    Canonical { offset: usize, reason: String },
+    /// A Merkle proof is malformed or does not verify.
+    #[error("proof rejected: {0}")]
+    Proof(String),
+}

@@ -7,20 +7,52 @@ use inkan_e2e::client;
 fn livez_readyz_and_metrics() {
     let mut stack = Stack::start();
     let http = client();
-    assert_eq!(http.get(format!("{}/-/livez", stack.gateway.origin)).send().unwrap().status(), 200);
-    assert_eq!(http.get(format!("{}/-/readyz", stack.gateway.origin)).send().unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{}/-/livez", stack.gateway.origin))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{}/-/readyz", stack.gateway.origin))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
     http.get(stack.url("/metadata")).send().unwrap();
     http.get(stack.url("/Patient/missing")).send().unwrap();
-    let metrics = http.get(format!("{}/-/metrics", stack.gateway.origin)).send().unwrap().text().unwrap();
+    let metrics = http
+        .get(format!("{}/-/metrics", stack.gateway.origin))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(
         metrics.contains(r#"inkan_http_requests_total{interaction="capabilities",status="200"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"inkan_http_requests_total{interaction="read",status="404"} 1"#), "{metrics}");
-    assert!(metrics.contains("inkan_http_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains(r#"inkan_http_requests_total{interaction="read",status="404"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("inkan_http_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     stack.hfs.stop();
-    let response = http.get(format!("{}/-/readyz", stack.gateway.origin)).send().unwrap();
+    let response = http
+        .get(format!("{}/-/readyz", stack.gateway.origin))
+        .send()
+        .unwrap();
     assert_eq!(response.status(), 503, "not ready without an upstream");
-    assert_eq!(http.get(format!("{}/-/livez", stack.gateway.origin)).send().unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{}/-/livez", stack.gateway.origin))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 }

@@ -12,7 +12,10 @@ use inkan_e2e::client;
 fn upstream_stopped_mid_test_is_502_and_recovers() {
     let mut stack = Stack::start();
     let http = client();
-    assert_eq!(http.get(stack.url("/metadata")).send().unwrap().status(), 200);
+    assert_eq!(
+        http.get(stack.url("/metadata")).send().unwrap().status(),
+        200
+    );
     stack.hfs.stop();
     let response = http.get(stack.url("/Patient")).send().unwrap();
     assert_eq!(response.status(), 502);
@@ -24,7 +27,10 @@ fn upstream_stopped_mid_test_is_502_and_recovers() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 502);
-    assert!(response.text().unwrap().contains("<code value=\"transient\"/>"));
+    assert!(response
+        .text()
+        .unwrap()
+        .contains("<code value=\"transient\"/>"));
     // A POST is never retried and gets the same clean answer.
     let response = http
         .post(stack.url("/Patient"))
@@ -36,7 +42,13 @@ fn upstream_stopped_mid_test_is_502_and_recovers() {
 
     let Stack { gateway, hfs } = stack;
     let _hfs = hfs.restart();
-    assert_eq!(http.get(format!("{}/metadata", gateway.base)).send().unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{}/metadata", gateway.base))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[test]
@@ -50,7 +62,10 @@ fn frozen_upstream_is_504_after_the_response_timeout() {
     // A stopped (SIGSTOP) server accepts connections but never answers.
     hfs.process.signal("STOP");
     let started = Instant::now();
-    let response = client().get(format!("{}/Patient", gateway.base)).send().unwrap();
+    let response = client()
+        .get(format!("{}/Patient", gateway.base))
+        .send()
+        .unwrap();
     hfs.process.signal("CONT");
     assert_eq!(response.status(), 504);
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -116,7 +131,10 @@ fn malformed_json_is_400_and_bad_charset_is_415() {
 fn paths_outside_the_base_are_404_outcomes() {
     let stack = Stack::start();
     for path in ["/", "/Patient", "/fhirx/Patient", "/-/nothing"] {
-        let response = client().get(format!("{}{path}", stack.gateway.origin)).send().unwrap();
+        let response = client()
+            .get(format!("{}{path}", stack.gateway.origin))
+            .send()
+            .unwrap();
         assert_eq!(response.status(), 404, "{path}");
         assert_outcome(&json(response), "not-found");
     }
@@ -143,7 +161,9 @@ fn slow_request_head_and_idle_connections_are_closed() {
     let stack = Stack::start_with("[limits]\nclient_idle_timeout_ms = 800\n");
     // A client that starts a request head and stalls.
     let mut stalled = TcpStream::connect(("127.0.0.1", stack.gateway.port)).unwrap();
-    stalled.write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    stalled
+        .write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
     // A client that connects and says nothing.
     let mut idle = TcpStream::connect(("127.0.0.1", stack.gateway.port)).unwrap();
     for tcp in [&mut stalled, &mut idle] {
@@ -151,8 +171,15 @@ fn slow_request_head_and_idle_connections_are_closed() {
         let started = Instant::now();
         let mut rest = Vec::new();
         let result = tcp.read_to_end(&mut rest);
-        assert!(result.is_ok() || started.elapsed() < Duration::from_secs(9), "connection not closed");
-        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(
+            result.is_ok() || started.elapsed() < Duration::from_secs(9),
+            "connection not closed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
     }
 }
 
@@ -167,9 +194,17 @@ fn overload_is_503_with_retry_after() {
     // Freeze the upstream so one request holds the only permit.
     hfs.process.signal("STOP");
     let base = gateway.base.clone();
-    let holder = std::thread::spawn(move || client().get(format!("{base}/Patient")).send().map(|r| r.status().as_u16()));
+    let holder = std::thread::spawn(move || {
+        client()
+            .get(format!("{base}/Patient"))
+            .send()
+            .map(|r| r.status().as_u16())
+    });
     std::thread::sleep(Duration::from_millis(500));
-    let response = client().get(format!("{}/Patient", gateway.base)).send().unwrap();
+    let response = client()
+        .get(format!("{}/Patient", gateway.base))
+        .send()
+        .unwrap();
     hfs.process.signal("CONT");
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "1");

@@ -21,7 +21,10 @@ fn xml_create_read_search_and_errors() {
         .header("Accept", "application/fhir+xml")
         .send()
         .unwrap();
-    assert!(!direct.status().is_success() || !direct.text().unwrap().starts_with('<'), "upstream speaks XML; bridge test is moot");
+    assert!(
+        !direct.status().is_success() || !direct.text().unwrap().starts_with('<'),
+        "upstream speaks XML; bridge test is moot"
+    );
 
     // XML create → JSON upstream; XML answer back.
     let response = http
@@ -33,13 +36,27 @@ fn xml_create_read_search_and_errors() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/fhir+xml"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/fhir+xml"));
     let body = response.text().unwrap();
     assert!(body.contains("<family value=\"Yoshida\"/>"), "{body}");
-    let id = body.split("<id value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let id = body
+        .split("<id value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
 
     // The stored resource has the XML's content (read as JSON).
-    let stored = json(http.get(stack.url(&format!("/Patient/{id}"))).send().unwrap());
+    let stored = json(
+        http.get(stack.url(&format!("/Patient/{id}")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(stored["name"][0]["given"][0], "Hanako");
     assert_eq!(stored["birthDate"], "1980-02-03");
 
@@ -50,10 +67,22 @@ fn xml_create_read_search_and_errors() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(bundle.contains("<Bundle xmlns=\"http://hl7.org/fhir\">"), "{bundle}");
-    assert!(bundle.contains(&format!("<fullUrl value=\"{}/Patient/{id}\"/>", stack.gateway.base)), "{bundle}");
+    assert!(
+        bundle.contains("<Bundle xmlns=\"http://hl7.org/fhir\">"),
+        "{bundle}"
+    );
+    assert!(
+        bundle.contains(&format!(
+            "<fullUrl value=\"{}/Patient/{id}\"/>",
+            stack.gateway.base
+        )),
+        "{bundle}"
+    );
     assert!(!bundle.contains("localhost:8080"), "{bundle}");
-    assert!(bundle.contains("_format=xml"), "paging links keep the client's _format: {bundle}");
+    assert!(
+        bundle.contains("_format=xml"),
+        "paging links keep the client's _format: {bundle}"
+    );
 
     // Upstream errors reach XML clients as XML OperationOutcomes, status unchanged.
     let missing = http
@@ -63,11 +92,19 @@ fn xml_create_read_search_and_errors() {
         .unwrap();
     assert_eq!(missing.status(), 404);
     let body = missing.text().unwrap();
-    assert!(body.contains("<OperationOutcome xmlns=\"http://hl7.org/fhir\">"), "{body}");
+    assert!(
+        body.contains("<OperationOutcome xmlns=\"http://hl7.org/fhir\">"),
+        "{body}"
+    );
 
     // The CapabilityStatement seen through the gateway lists XML.
     let capability = json(http.get(stack.url("/metadata")).send().unwrap());
-    let formats: Vec<&str> = capability["format"].as_array().unwrap().iter().filter_map(|f| f.as_str()).collect();
+    let formats: Vec<&str> = capability["format"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
     assert!(formats.iter().any(|f| f.contains("xml")), "{formats:?}");
 }
 
@@ -83,7 +120,10 @@ fn malformed_xml_is_a_400_outcome_in_xml() {
         .unwrap();
     assert_eq!(response.status(), 400);
     let body = response.text().unwrap();
-    assert!(body.contains("<OperationOutcome") && body.contains("<code value=\"structure\"/>"), "{body}");
+    assert!(
+        body.contains("<OperationOutcome") && body.contains("<code value=\"structure\"/>"),
+        "{body}"
+    );
 }
 
 #[test]
@@ -99,5 +139,11 @@ fn json_resource_read_as_xml_has_the_same_content() {
         .text()
         .unwrap();
     assert!(xml.contains("<family value=\"Matsumoto\"/>"), "{xml}");
-    assert!(xml.contains(&format!("<versionId value=\"{}\"/>", created["meta"]["versionId"].as_str().unwrap())), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<versionId value=\"{}\"/>",
+            created["meta"]["versionId"].as_str().unwrap()
+        )),
+        "{xml}"
+    );
 }

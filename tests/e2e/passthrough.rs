@@ -24,11 +24,17 @@ fn crud_and_history_round_trip() {
     let id = created["id"].as_str().unwrap().to_owned();
 
     // read and vread
-    let read = http.get(stack.url(&format!("/Patient/{id}"))).send().unwrap();
+    let read = http
+        .get(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
     assert_eq!(read.status(), 200);
     let etag = read.headers()["etag"].to_str().unwrap().to_owned();
     assert_eq!(json(read)["name"][0]["family"], "Yamada");
-    let vread = http.get(stack.url(&format!("/Patient/{id}/_history/1"))).send().unwrap();
+    let vread = http
+        .get(stack.url(&format!("/Patient/{id}/_history/1")))
+        .send()
+        .unwrap();
     assert_eq!(vread.status(), 200);
 
     // update with If-Match (version-aware), then a stale If-Match is refused by the upstream.
@@ -50,7 +56,11 @@ fn crud_and_history_round_trip() {
         .body(updated.to_string())
         .send()
         .unwrap();
-    assert!(stale.status() == 409 || stale.status() == 412, "stale If-Match: {}", stale.status());
+    assert!(
+        stale.status() == 409 || stale.status() == 412,
+        "stale If-Match: {}",
+        stale.status()
+    );
 
     // JSON Patch body passes untouched.
     let response = http
@@ -60,12 +70,20 @@ fn crud_and_history_round_trip() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let read = json(http.get(stack.url(&format!("/Patient/{id}"))).send().unwrap());
+    let read = json(
+        http.get(stack.url(&format!("/Patient/{id}")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(read["gender"], "female");
     assert_eq!(read["meta"]["versionId"], "3");
 
     // history: instance, type, system
-    let history = json(http.get(stack.url(&format!("/Patient/{id}/_history"))).send().unwrap());
+    let history = json(
+        http.get(stack.url(&format!("/Patient/{id}/_history")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(history["type"], "history");
     assert_eq!(history["entry"].as_array().unwrap().len(), 3);
     let type_history = json(http.get(stack.url("/Patient/_history")).send().unwrap());
@@ -74,9 +92,19 @@ fn crud_and_history_round_trip() {
     assert_eq!(system_history["type"], "history");
 
     // delete, then read is gone
-    let response = http.delete(stack.url(&format!("/Patient/{id}"))).send().unwrap();
-    assert!(response.status().is_success(), "delete: {}", response.status());
-    let gone = http.get(stack.url(&format!("/Patient/{id}"))).send().unwrap();
+    let response = http
+        .delete(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "delete: {}",
+        response.status()
+    );
+    let gone = http
+        .get(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
     assert_eq!(gone.status(), 410);
 }
 
@@ -85,11 +113,15 @@ fn conditional_create_update_and_delete() {
     let stack = Stack::start();
     let http = client();
     let mut resource = patient("Sato", "Jiro");
-    resource["identifier"] = json!([{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "00001"}]);
+    resource["identifier"] =
+        json!([{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "00001"}]);
     let post = |body: &serde_json::Value| {
         http.post(stack.url("/Patient"))
             .header("Content-Type", "application/fhir+json")
-            .header("If-None-Exist", "identifier=urn:oid:1.2.392.100495.20.3.51.11311234567|00001")
+            .header(
+                "If-None-Exist",
+                "identifier=urn:oid:1.2.392.100495.20.3.51.11311234567|00001",
+            )
             .body(body.to_string())
             .send()
             .unwrap()
@@ -98,7 +130,11 @@ fn conditional_create_update_and_delete() {
     assert_eq!(first.status(), 201);
     let first_id = json(first)["id"].as_str().unwrap().to_owned();
     let second = post(&resource);
-    assert_eq!(second.status(), 200, "If-None-Exist match returns the existing resource");
+    assert_eq!(
+        second.status(),
+        200,
+        "If-None-Exist match returns the existing resource"
+    );
 
     // conditional update by search
     resource["gender"] = json!("male");
@@ -109,7 +145,11 @@ fn conditional_create_update_and_delete() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let read = json(http.get(stack.url(&format!("/Patient/{first_id}"))).send().unwrap());
+    let read = json(
+        http.get(stack.url(&format!("/Patient/{first_id}")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(read["gender"], "male");
 
     // conditional delete
@@ -117,8 +157,18 @@ fn conditional_create_update_and_delete() {
         .delete(stack.url("/Patient?identifier=urn:oid:1.2.392.100495.20.3.51.11311234567|00001"))
         .send()
         .unwrap();
-    assert!(response.status().is_success(), "conditional delete: {}", response.status());
-    assert_eq!(http.get(stack.url(&format!("/Patient/{first_id}"))).send().unwrap().status(), 410);
+    assert!(
+        response.status().is_success(),
+        "conditional delete: {}",
+        response.status()
+    );
+    assert_eq!(
+        http.get(stack.url(&format!("/Patient/{first_id}")))
+            .send()
+            .unwrap()
+            .status(),
+        410
+    );
 }
 
 #[test]
@@ -152,8 +202,14 @@ fn transaction_and_batch_bundles_pass_whole_and_in_order() {
     assert_eq!(entries.len(), 2);
     let patient_location = entries[0]["response"]["location"].as_str().unwrap();
     let observation_location = entries[1]["response"]["location"].as_str().unwrap();
-    assert!(patient_location.contains("Patient/"), "order kept: {patient_location}");
-    assert!(observation_location.contains("Observation/"), "order kept: {observation_location}");
+    assert!(
+        patient_location.contains("Patient/"),
+        "order kept: {patient_location}"
+    );
+    assert!(
+        observation_location.contains("Observation/"),
+        "order kept: {observation_location}"
+    );
     for location in [patient_location, observation_location] {
         assert!(
             location.starts_with(&stack.gateway.base) || !location.contains("://"),
@@ -167,10 +223,20 @@ fn transaction_and_batch_bundles_pass_whole_and_in_order() {
         .next()
         .unwrap()
         .to_owned();
-    let observation = json(http.get(stack.url(&format!("/{observation_path}"))).send().unwrap());
+    let observation = json(
+        http.get(stack.url(&format!("/{observation_path}")))
+            .send()
+            .unwrap(),
+    );
     let subject = observation["subject"]["reference"].as_str().unwrap();
-    assert!(subject.contains("Patient/") && !subject.starts_with("urn:uuid"), "{subject}");
-    assert!(!subject.contains("localhost:8080"), "subject not rewritten: {subject}");
+    assert!(
+        subject.contains("Patient/") && !subject.starts_with("urn:uuid"),
+        "{subject}"
+    );
+    assert!(
+        !subject.contains("localhost:8080"),
+        "subject not rewritten: {subject}"
+    );
     assert_eq!(observation["valueQuantity"]["value"].as_f64(), Some(60.5));
 
     let batch = json!({
@@ -208,7 +274,11 @@ fn search_by_get_and_by_post() {
         create(&stack, &patient("Kobayashi", given));
     }
     create(&stack, &patient("Watanabe", "C"));
-    let by_get = json(http.get(stack.url("/Patient?family=Kobayashi")).send().unwrap());
+    let by_get = json(
+        http.get(stack.url("/Patient?family=Kobayashi"))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(by_get["entry"].as_array().unwrap().len(), 2);
     let by_post = json(
         http.post(stack.url("/Patient/_search"))
@@ -235,7 +305,10 @@ fn operations_pass_through() {
     assert!(status.is_success(), "{status} {body}");
     assert_eq!(body["resourceType"], "OperationOutcome");
 
-    let unknown = http.get(stack.url("/Patient/$no-such-operation")).send().unwrap();
+    let unknown = http
+        .get(stack.url("/Patient/$no-such-operation"))
+        .send()
+        .unwrap();
     assert!(unknown.status().is_client_error(), "{}", unknown.status());
     let body = json(unknown);
     assert_outcome(&body, body["issue"][0]["code"].as_str().unwrap());

@@ -10,11 +10,14 @@ use inkan_e2e::client;
 fn upstream_urls(value: &serde_json::Value, stack: &Stack, found: &mut Vec<String>) {
     match value {
         serde_json::Value::String(s) => {
-            if s.contains("localhost:8080") || s.contains(&format!("127.0.0.1:{}", stack.hfs.port)) {
+            if s.contains("localhost:8080") || s.contains(&format!("127.0.0.1:{}", stack.hfs.port))
+            {
                 found.push(s.clone());
             }
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| upstream_urls(v, stack, found)),
+        serde_json::Value::Array(items) => {
+            items.iter().for_each(|v| upstream_urls(v, stack, found))
+        }
         serde_json::Value::Object(map) => map.values().for_each(|v| upstream_urls(v, stack, found)),
         _ => {}
     }
@@ -26,7 +29,12 @@ fn paging_through_a_multi_page_search_follows_rewritten_links() {
     let http = client();
     let mut ids = Vec::new();
     for i in 0..7 {
-        ids.push(create(&stack, &patient("Nakamura", &format!("P{i}")))["id"].as_str().unwrap().to_owned());
+        ids.push(
+            create(&stack, &patient("Nakamura", &format!("P{i}")))["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let mut url = stack.url("/Patient?family=Nakamura&_count=3");
     let mut seen = Vec::new();
@@ -38,7 +46,13 @@ fn paging_through_a_multi_page_search_follows_rewritten_links() {
         upstream_urls(&page, &stack, &mut leaked);
         assert!(leaked.is_empty(), "upstream URLs leaked: {leaked:?}");
         for entry in page["entry"].as_array().into_iter().flatten() {
-            assert!(entry["fullUrl"].as_str().unwrap().starts_with(&stack.gateway.base), "{entry}");
+            assert!(
+                entry["fullUrl"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(&stack.gateway.base),
+                "{entry}"
+            );
             seen.push(entry["resource"]["id"].as_str().unwrap().to_owned());
         }
         let next = page["link"]
@@ -83,9 +97,20 @@ fn bulk_export_kickoff_polling_and_download_go_through_the_gateway() {
         .header("Prefer", "respond-async")
         .send()
         .unwrap();
-    assert_eq!(kickoff.status(), 202, "{}", kickoff.text().unwrap_or_default());
-    let status_url = kickoff.headers()["content-location"].to_str().unwrap().to_owned();
-    assert!(status_url.starts_with(&stack.gateway.base), "polling URL not rewritten: {status_url}");
+    assert_eq!(
+        kickoff.status(),
+        202,
+        "{}",
+        kickoff.text().unwrap_or_default()
+    );
+    let status_url = kickoff.headers()["content-location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        status_url.starts_with(&stack.gateway.base),
+        "polling URL not rewritten: {status_url}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let manifest = loop {
         let poll = http.get(&status_url).send().unwrap();
@@ -102,7 +127,10 @@ fn bulk_export_kickoff_polling_and_download_go_through_the_gateway() {
     assert!(!outputs.is_empty(), "{manifest}");
     let mut leaked = Vec::new();
     upstream_urls(&manifest, &stack, &mut leaked);
-    assert!(leaked.is_empty(), "manifest leaks upstream URLs: {leaked:?}");
+    assert!(
+        leaked.is_empty(),
+        "manifest leaks upstream URLs: {leaked:?}"
+    );
     let file_url = outputs[0]["url"].as_str().unwrap();
     assert!(file_url.starts_with(&stack.gateway.base), "{file_url}");
     let file = http.get(file_url).send().unwrap();

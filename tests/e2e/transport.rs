@@ -34,7 +34,10 @@ fn request_id_is_generated_or_echoed_and_headers_pass() {
         .send()
         .unwrap();
     assert_eq!(response.headers()["x-request-id"], "ward-7-req-42");
-    assert!(stack.gateway.process.log().contains("ward-7-req-42"), "request id is logged");
+    assert!(
+        stack.gateway.process.log().contains("ward-7-req-42"),
+        "request id is logged"
+    );
 
     // ETag and Last-Modified from the upstream reach the client.
     let created = crate::create(&stack, &patient("Header", "Test"));
@@ -54,8 +57,14 @@ fn logs_carry_no_query_values() {
         .send()
         .unwrap();
     let log = stack.gateway.process.log();
-    assert!(log.contains("family,birthdate"), "query names are logged: {log}");
-    assert!(!log.contains("%E5%B1%B1") && !log.contains("山田") && !log.contains("1970-01-01"), "{log}");
+    assert!(
+        log.contains("family,birthdate"),
+        "query names are logged: {log}"
+    );
+    assert!(
+        !log.contains("%E5%B1%B1") && !log.contains("山田") && !log.contains("1970-01-01"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -75,19 +84,33 @@ fn graceful_shutdown_finishes_in_flight_requests() {
     stack.gateway.process.signal("TERM");
     std::thread::sleep(Duration::from_millis(300));
     // New connections are refused once the listener is closed.
-    assert!(client().get(stack.url("/metadata")).send().is_err(), "still accepting after SIGTERM");
+    assert!(
+        client().get(stack.url("/metadata")).send().is_err(),
+        "still accepting after SIGTERM"
+    );
     tcp.write_all(&body.as_bytes()[10..]).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut answer = String::new();
     let _ = tcp.read_to_string(&mut answer);
-    assert!(answer.starts_with("HTTP/1.1 201"), "in-flight request completed: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 201"),
+        "in-flight request completed: {answer}"
+    );
     let (_, body) = answer.split_once("\r\n\r\n").unwrap();
     let content_length: usize = answer
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
         .unwrap();
     assert_eq!(body.len(), content_length, "response not truncated");
-    let status = stack.gateway.process.wait_exit(Duration::from_secs(10)).expect("gateway exited");
+    let status = stack
+        .gateway
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .expect("gateway exited");
     assert!(status.success(), "{status:?}");
 }
 
@@ -96,16 +119,77 @@ fn tls_listener_with_required_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).current_dir(d).output().unwrap();
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     // A test CA, a server certificate for 127.0.0.1 and a client certificate.
-    openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=inkan test CA"]);
-    std::fs::write(d.join("server.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
-    std::fs::write(d.join("client.ext"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=inkan test CA",
+    ]);
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
     for who in ["server", "client"] {
-        openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &format!("{who}.key"), "-out", &format!("{who}.csr"), "-subj", &format!("/CN={who}")]);
-        openssl(&["x509", "-req", "-in", &format!("{who}.csr"), "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &format!("{who}.pem"), "-days", "2", "-extfile", &format!("{who}.ext")]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{who}.key"),
+            "-out",
+            &format!("{who}.csr"),
+            "-subj",
+            &format!("/CN={who}"),
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{who}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{who}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{who}.ext"),
+        ]);
     }
     let hfs = inkan_e2e::Hfs::start();
     let tls = format!(
@@ -127,12 +211,19 @@ fn tls_listener_with_required_client_certificates() {
         .unwrap();
     let response = with_cert.get(&url).send().unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.version(), reqwest::Version::HTTP_2, "ALPN negotiates h2");
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN negotiates h2"
+    );
 
     let without_cert = reqwest::blocking::Client::builder()
         .use_rustls_tls()
         .add_root_certificate(ca)
         .build()
         .unwrap();
-    assert!(without_cert.get(&url).send().is_err(), "a client without a certificate is refused");
+    assert!(
+        without_cert.get(&url).send().is_err(),
+        "a client without a certificate is refused"
+    );
 }
