@@ -4,6 +4,7 @@
 
 pub mod canonical;
 pub mod merkle;
+pub mod note;
 
 /// Errors of this crate. Each names what did not match.
 #[derive(Debug, thiserror::Error)]
@@ -15,4 +16,7 @@ pub enum Error {
     /// A Merkle proof is malformed or does not verify.
     #[error("proof rejected: {0}")]
     Proof(String),
+    /// A signed note or checkpoint is malformed or its signature is wrong.
+    #[error("signed note rejected: {0}")]
+    Note(String),
 }
