@@ -339,6 +339,14 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.error("expected ',' or '}'")),
             }
         }
+        for (name, value) in members.iter_mut() {
+            // Narrative XHTML has its own canonical form (see narrative.rs).
+            if name == "div" {
+                if let Value::String(div) = value {
+                    *div = crate::narrative::canonical_div(div)?;
+                }
+            }
+        }
         members.sort_by(|a, b| utf16_order(&a.0, &b.0));
         if let Some(pair) = members.windows(2).find(|w| w[0].0 == w[1].0) {
             return Err(Error::Canonical {

@@ -3,8 +3,11 @@
 //! pure (no IO, no async) so verification can run anywhere, offline.
 
 pub mod canonical;
+pub mod leaf;
 pub mod merkle;
+pub mod narrative;
 pub mod note;
+pub mod resource;
 
 /// Errors of this crate. Each names what did not match.
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +19,9 @@ pub enum Error {
     /// A Merkle proof is malformed or does not verify.
     #[error("proof rejected: {0}")]
     Proof(String),
+    /// Leaf data that is not a valid leaf encoding.
+    #[error("invalid leaf: {0}")]
+    Leaf(String),
     /// A signed note or checkpoint is malformed or its signature is wrong.
     #[error("signed note rejected: {0}")]
     Note(String),
