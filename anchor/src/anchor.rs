@@ -1,0 +1,101 @@
+//! Anchor backends: where signed checkpoints are sent so that people who do
+//! not trust the hospital's key can still rely on them.
+//!
+//! Only checkpoints (origin, size, root) ever leave the ledger, never
+//! health data.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+use crate::store::StoredCheckpoint;
+use crate::Error;
+
+/// A place checkpoints are anchored.
+///
+/// Obligations of every implementation:
+/// - `anchor` MUST be idempotent for the same checkpoint: anchoring a
+///   checkpoint twice returns an equivalent receipt and does not anchor it
+///   a second time where the backend can tell.
+/// - It MAY be slow (a chain confirmation takes minutes) and so MUST NOT be
+///   called while holding a lock that appends wait on.
+/// - A returned receipt MUST be durable at the backend (the local file is
+///   fsync'd; a TSA token is self-contained; a transaction is mined).
+/// - On error nothing is assumed anchored; the caller keeps the checkpoint
+///   and retries later with backoff. A backend never loses a checkpoint by
+///   failing.
+/// - Receipts are strings (JSON) stored beside the checkpoint and copied
+///   into proof bundles.
+pub trait AnchorBackend: Send + Sync + std::fmt::Debug {
+    /// A stable backend name (`local`, `rfc3161`, `evm`).
+    fn name(&self) -> &str;
+    /// Anchors `checkpoint`; returns the receipt.
+    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, Error>;
+}
+
+/// SHA-256 of a checkpoint's signed note, hex.
+pub fn note_digest(note: &str) -> String {
+    hex::encode(Sha256::digest(note.as_bytes()))
+}
+
+/// The `local` backend: one line per anchored checkpoint in an append-only
+/// file (`<size> <sha256 of the signed note> <unix seconds>`), fsync'd.
+#[derive(Debug)]
+pub struct LocalFileAnchor {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+impl LocalFileAnchor {
+    pub fn new(path: PathBuf) -> LocalFileAnchor {
+        LocalFileAnchor {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    fn receipt(line: usize, size: u64, digest: &str) -> String {
+        serde_json::json!({"file": "anchors.log", "line": line, "size": size, "checkpointSha256": digest}).to_string()
+    }
+}
+
+impl AnchorBackend for LocalFileAnchor {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, Error> {
+        let _guard = self
+            .lock
+            .lock()
+            .map_err(|_| Error::Store("anchor lock poisoned".into()))?;
+        let digest = note_digest(&checkpoint.note);
+        let mut lines = 0;
+        if let Ok(file) = std::fs::File::open(&self.path) {
+            for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+                let line = line.map_err(|e| Error::Store(e.to_string()))?;
+                lines = number + 1;
+                let mut fields = line.split(' ');
+                if fields.next() == Some(checkpoint.size.to_string().as_str())
+                    && fields.next() == Some(digest.as_str())
+                {
+                    return Ok(Self::receipt(number + 1, checkpoint.size, &digest));
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| Error::Store(format!("{}: {e}", self.path.display())))?;
+        writeln!(file, "{} {digest} {now}", checkpoint.size)
+            .map_err(|e| Error::Store(e.to_string()))?;
+        file.sync_all().map_err(|e| Error::Store(e.to_string()))?;
+        Ok(Self::receipt(lines + 1, checkpoint.size, &digest))
+    }
+}

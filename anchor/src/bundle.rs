@@ -1,0 +1,272 @@
+//! Proof bundles: everything an outsider needs to check one resource
+//! version offline (docs/ledger-format.md), plus the same proof as a C2SP
+//! `tlog-proof@v1` file. Verification is pure.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use crate::anchor::note_digest;
+use crate::leaf::{self, Leaf, LeafKind, Salt};
+use crate::merkle::{self, Hash};
+use crate::note::{Checkpoint, NoteVerifier};
+use crate::resource::{self, Format};
+use crate::store::IndexRecord;
+use crate::Error;
+
+pub const BUNDLE_FORMAT: &str = "inkan-proof-bundle/v1";
+pub const CANONICAL_FORM: &str = "inkan-canonical/v1";
+
+/// The version a bundle is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BundleResource {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: String,
+}
+
+/// An anchor receipt for the bundle's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnchorReceipt {
+    pub backend: String,
+    pub checkpoint_size: u64,
+    /// The backend's receipt (JSON text).
+    pub receipt: String,
+}
+
+/// A proof bundle (JSON, versioned by `format`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProofBundle {
+    pub format: String,
+    pub canonical_form: String,
+    pub resource: BundleResource,
+    /// `version` or `tombstone`.
+    pub kind: String,
+    /// Base64 of the 32-byte salt (private: whoever holds the bundle and
+    /// the resource can check it; the salt alone reveals nothing).
+    pub salt: String,
+    /// Base64 of the 35-byte leaf data.
+    pub leaf: String,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    /// Base64 hashes, leaf to root.
+    pub inclusion_proof: Vec<String>,
+    /// The signed checkpoint note for `tree_size`.
+    pub checkpoint: String,
+    pub anchors: Vec<AnchorReceipt>,
+}
+
+/// What an offline verification established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub resource: BundleResource,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub root: Hash,
+    /// One line per receipt: what was checked.
+    pub anchors: Vec<String>,
+}
+
+impl ProofBundle {
+    pub fn new(
+        record: &IndexRecord,
+        tree_size: u64,
+        proof: Vec<Hash>,
+        checkpoint: String,
+        anchors: Vec<AnchorReceipt>,
+    ) -> ProofBundle {
+        ProofBundle {
+            format: BUNDLE_FORMAT.into(),
+            canonical_form: CANONICAL_FORM.into(),
+            resource: BundleResource {
+                resource_type: record.key.resource_type.clone(),
+                id: record.key.id.clone(),
+                version_id: record.key.version_id.clone(),
+            },
+            kind: match record.leaf.kind {
+                LeafKind::Version => "version".into(),
+                LeafKind::Tombstone => "tombstone".into(),
+            },
+            salt: B64.encode(record.salt),
+            leaf: B64.encode(record.leaf.encode()),
+            leaf_index: record.leaf_index,
+            tree_size,
+            inclusion_proof: proof.iter().map(|h| B64.encode(h)).collect(),
+            checkpoint,
+            anchors,
+        }
+    }
+
+    /// The same proof as a C2SP `tlog-proof@v1` file; the extra data is the
+    /// leaf data, so the file is checkable with generic tlog tooling.
+    pub fn to_tlog_proof(&self) -> String {
+        let mut out = String::from("c2sp.org/tlog-proof@v1\n");
+        out.push_str(&format!("extra {}\n", self.leaf));
+        out.push_str(&format!("index {}\n", self.leaf_index));
+        for hash in &self.inclusion_proof {
+            out.push_str(hash);
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.checkpoint);
+        out
+    }
+}
+
+fn decode32(what: &str, b64: &str) -> Result<[u8; 32], Error> {
+    B64.decode(b64)
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| Error::Bundle(format!("{what} is not 32 bytes of base64")))
+}
+
+/// Verifies `bundle` offline. For a `version` bundle, `resource` is the
+/// resource's bytes (JSON or XML); for a `tombstone`, `None`.
+/// Every failure names what did not match, expected (from the bundle or the
+/// signed checkpoint) versus computed.
+pub fn verify_bundle(
+    bundle: &ProofBundle,
+    resource: Option<&[u8]>,
+    log_key: &NoteVerifier,
+) -> Result<Verified, Error> {
+    // Preconditions first.
+    if bundle.format != BUNDLE_FORMAT {
+        return Err(Error::Bundle(format!(
+            "unknown bundle format {:?}",
+            bundle.format
+        )));
+    }
+    if bundle.canonical_form != CANONICAL_FORM {
+        return Err(Error::Bundle(format!(
+            "unknown canonical form {:?}",
+            bundle.canonical_form
+        )));
+    }
+    let checkpoint = Checkpoint::verify(&bundle.checkpoint, log_key)?;
+    if checkpoint.size != bundle.tree_size {
+        return Err(Error::Bundle(format!(
+            "the bundle claims tree size {} but its signed checkpoint is for {}",
+            bundle.tree_size, checkpoint.size
+        )));
+    }
+    let leaf_data = B64
+        .decode(&bundle.leaf)
+        .map_err(|_| Error::Bundle("leaf is not base64".into()))?;
+    let leaf = Leaf::decode(&leaf_data)?;
+    let salt: Salt = decode32("salt", &bundle.salt)?;
+    let computed = match (leaf.kind, bundle.kind.as_str(), resource) {
+        (LeafKind::Version, "version", Some(bytes)) => {
+            check_identity(bytes, &bundle.resource)?;
+            let canonical = resource::canonical_resource(bytes, Format::sniff(bytes))?;
+            leaf::commitment(&salt, &canonical)
+        }
+        (LeafKind::Version, "version", None) => {
+            return Err(Error::Bundle(
+                "this bundle is for a resource version: give the resource file".into(),
+            ))
+        }
+        (LeafKind::Tombstone, "tombstone", _) => leaf::tombstone_commitment(
+            &salt,
+            &bundle.resource.resource_type,
+            &bundle.resource.id,
+            &bundle.resource.version_id,
+        ),
+        _ => {
+            return Err(Error::Bundle(format!(
+                "bundle kind {:?} does not match its leaf",
+                bundle.kind
+            )))
+        }
+    };
+    if computed != leaf.commitment {
+        return Err(Error::Bundle(format!(
+            "commitment mismatch: the leaf commits to {} but the resource and salt give {}",
+            hex::encode(leaf.commitment),
+            hex::encode(computed)
+        )));
+    }
+    let proof = bundle
+        .inclusion_proof
+        .iter()
+        .map(|h| decode32("inclusion proof hash", h))
+        .collect::<Result<Vec<_>, _>>()?;
+    merkle::verify_inclusion(
+        bundle.leaf_index,
+        checkpoint.size,
+        &merkle::leaf_hash(&leaf_data),
+        &proof,
+        &checkpoint.root,
+    )?;
+    let mut anchors = Vec::new();
+    for receipt in &bundle.anchors {
+        anchors.push(check_receipt(receipt, bundle)?);
+    }
+    Ok(Verified {
+        resource: bundle.resource.clone(),
+        leaf_index: bundle.leaf_index,
+        tree_size: checkpoint.size,
+        root: checkpoint.root,
+        anchors,
+    })
+}
+
+/// A resource whose `id` or `meta.versionId` contradicts the bundle is the
+/// wrong file, even if someone arranged its commitment to match.
+fn check_identity(bytes: &[u8], expected: &BundleResource) -> Result<(), Error> {
+    if Format::sniff(bytes) != Format::Json {
+        return Ok(()); // XML: identity is covered by the commitment itself.
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Bundle(format!("resource is not JSON: {e}")))?;
+    let pairs = [
+        (
+            "resourceType",
+            value["resourceType"].as_str(),
+            &expected.resource_type,
+        ),
+        ("id", value["id"].as_str(), &expected.id),
+        (
+            "meta.versionId",
+            value["meta"]["versionId"].as_str(),
+            &expected.version_id,
+        ),
+    ];
+    for (field, found, want) in pairs {
+        if let Some(found) = found {
+            if found != want {
+                return Err(Error::Bundle(format!(
+                    "the resource's {field} is {found:?} but the bundle is for {want:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_receipt(receipt: &AnchorReceipt, bundle: &ProofBundle) -> Result<String, Error> {
+    match receipt.backend.as_str() {
+        "local" => {
+            let value: serde_json::Value = serde_json::from_str(&receipt.receipt)
+                .map_err(|_| Error::Bundle("local receipt is not JSON".into()))?;
+            let digest = note_digest(&bundle.checkpoint);
+            if value["checkpointSha256"] != digest.as_str()
+                || receipt.checkpoint_size != bundle.tree_size
+            {
+                return Err(Error::Bundle(format!(
+                    "local anchor receipt is for checkpoint {} but the bundle's checkpoint hashes to {digest}",
+                    value["checkpointSha256"]
+                )));
+            }
+            Ok(format!(
+                "local: checkpoint {} recorded in the hospital's anchor file (checked)",
+                receipt.checkpoint_size
+            ))
+        }
+        other => Ok(format!(
+            "{other}: receipt present, not checked by this verifier"
+        )),
+    }
+}

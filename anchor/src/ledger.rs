@@ -1,0 +1,427 @@
+//! The ledger: a store, the Merkle tree over its leaves, the log's signing
+//! key, the tiles directory and the anchor backends.
+//!
+//! Files in a ledger directory:
+//!
+//! | file              | what                                                   |
+//! |-------------------|--------------------------------------------------------|
+//! | `ledger.sqlite`   | leaves, private index, checkpoints, receipts (source of truth) |
+//! | `log.key`         | the log's Ed25519 signing key (mode 0600), Go note format |
+//! | `log.pub`         | the verifier key, `<name>+<hash>+<key>`                 |
+//! | `tiles/`          | C2SP tlog-tiles: `checkpoint`, `tile/<L>/<N>`, `tile/entries/<N>` |
+//! | `anchors.log`     | the `local` anchor backend's append-only file          |
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::anchor::{AnchorBackend, LocalFileAnchor};
+use crate::bundle::{AnchorReceipt, ProofBundle};
+use crate::leaf::{self, Leaf, LeafKind};
+use crate::merkle::{self, Hash, MemoryTree};
+use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
+use crate::resource::{self, Format};
+use crate::store::{IndexRecord, LedgerStore, NewEntry, SqliteStore, StoredCheckpoint, VersionKey};
+use crate::tiles;
+use crate::Error;
+
+/// How to open a ledger.
+#[derive(Debug, Clone)]
+pub struct LedgerOptions {
+    /// The log's origin line and key name, e.g. `hospital.example.jp/inkan`.
+    pub origin: String,
+    /// Signing key file; default `<dir>/log.key` (generated on first open).
+    pub key_file: Option<PathBuf>,
+}
+
+/// What sealing one version produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealReceipt {
+    pub leaf_index: u64,
+    pub commitment: Hash,
+    /// False when the version was already sealed (idempotent re-seal).
+    pub newly_sealed: bool,
+}
+
+/// One version to seal.
+#[derive(Debug, Clone)]
+pub enum SealRequest {
+    /// A stored version: its bytes as the upstream holds them.
+    Version {
+        key: VersionKey,
+        bytes: Vec<u8>,
+        format: Format,
+        original_digest: Option<Hash>,
+        backfilled: bool,
+    },
+    /// A deletion.
+    Tombstone { key: VersionKey },
+}
+
+/// An open ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    store: Box<dyn LedgerStore>,
+    tree: Mutex<MemoryTree>,
+    signer: NoteSigner,
+    backends: Vec<Box<dyn AnchorBackend>>,
+    /// Serializes checkpoint production (never two signers racing).
+    checkpointing: Mutex<()>,
+}
+
+impl Ledger {
+    /// Opens the ledger in `dir`, creating it (and its key) if needed, and
+    /// rebuilds the in-memory tree from the stored leaves.
+    pub fn open(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let store = SqliteStore::open(&dir.join("ledger.sqlite"))?;
+        let key_file = options
+            .key_file
+            .clone()
+            .unwrap_or_else(|| dir.join("log.key"));
+        let signer = load_or_create_key(&key_file, &options.origin)?;
+        if signer.name() != options.origin {
+            return Err(Error::Note(format!(
+                "the key in {} is for {:?}, not the configured origin {:?}",
+                key_file.display(),
+                signer.name(),
+                options.origin
+            )));
+        }
+        write_atomically(
+            &dir.join("log.pub"),
+            format!("{}\n", signer.verifier().to_key_string()).as_bytes(),
+        )?;
+        let ledger = Ledger {
+            backends: vec![Box::new(LocalFileAnchor::new(dir.join("anchors.log")))],
+            dir: dir.to_owned(),
+            store: Box::new(store),
+            tree: Mutex::new(MemoryTree::new()),
+            signer,
+            checkpointing: Mutex::new(()),
+        };
+        ledger.sync_tree()?;
+        Ok(ledger)
+    }
+
+    pub fn verifier(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    pub fn store(&self) -> &dyn LedgerStore {
+        self.store.as_ref()
+    }
+
+    pub fn tiles_dir(&self) -> PathBuf {
+        self.dir.join("tiles")
+    }
+
+    /// Brings the in-memory tree up to the store's size.
+    fn sync_tree(&self) -> Result<u64, Error> {
+        let mut tree = self
+            .tree
+            .lock()
+            .map_err(|_| Error::Store("tree lock poisoned".into()))?;
+        let size = self.store.size()?;
+        let mut next = tree.size();
+        while next < size {
+            let end = (next + 65_536).min(size);
+            for data in self.store.leaves(next, end)? {
+                tree.push(merkle::leaf_hash(&data));
+            }
+            next = end;
+        }
+        Ok(size)
+    }
+
+    /// Seals versions durably, in order. Returns once every leaf is on disk.
+    pub fn seal(&self, requests: Vec<SealRequest>) -> Result<Vec<SealReceipt>, Error> {
+        let mut entries = Vec::with_capacity(requests.len());
+        for request in requests {
+            let salt = leaf::fresh_salt();
+            entries.push(match request {
+                SealRequest::Version {
+                    key,
+                    bytes,
+                    format,
+                    original_digest,
+                    backfilled,
+                } => {
+                    let canonical = resource::canonical_resource(&bytes, format)?;
+                    NewEntry {
+                        key,
+                        leaf: Leaf {
+                            kind: LeafKind::Version,
+                            backfilled,
+                            commitment: leaf::commitment(&salt, &canonical),
+                        },
+                        salt,
+                        content_digest: Some(leaf::content_digest(&canonical)),
+                        original_digest,
+                    }
+                }
+                SealRequest::Tombstone { key } => NewEntry {
+                    leaf: Leaf {
+                        kind: LeafKind::Tombstone,
+                        backfilled: false,
+                        commitment: leaf::tombstone_commitment(
+                            &salt,
+                            &key.resource_type,
+                            &key.id,
+                            &key.version_id,
+                        ),
+                    },
+                    key,
+                    salt,
+                    content_digest: None,
+                    original_digest: None,
+                },
+            });
+        }
+        let new_commitments: Vec<Hash> = entries.iter().map(|e| e.leaf.commitment).collect();
+        let indexes = self.store.append(entries)?;
+        self.sync_tree()?;
+        let mut receipts = Vec::with_capacity(indexes.len());
+        for (index, fresh) in indexes.into_iter().zip(new_commitments) {
+            let stored = self
+                .store
+                .leaves(index, index + 1)?
+                .pop()
+                .ok_or_else(|| Error::Store(format!("leaf {index} vanished")))?;
+            let leaf = Leaf::decode(&stored)?;
+            receipts.push(SealReceipt {
+                leaf_index: index,
+                commitment: leaf.commitment,
+                newly_sealed: leaf.commitment == fresh,
+            });
+        }
+        Ok(receipts)
+    }
+
+    /// Signs a checkpoint for the current tree when it grew since the last
+    /// one, publishes tiles, and anchors it with every backend. `None` when
+    /// the tree did not grow.
+    pub fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error> {
+        let _guard = self
+            .checkpointing
+            .lock()
+            .map_err(|_| Error::Store("checkpoint lock poisoned".into()))?;
+        self.sync_tree()?;
+        let tree = self
+            .tree
+            .lock()
+            .map_err(|_| Error::Store("tree lock poisoned".into()))?
+            .clone();
+        let size = tree.size();
+        let previous = self.store.latest_checkpoint()?;
+        let previous_size = previous.as_ref().map_or(0, |c| c.size);
+        if size <= previous_size && previous.is_some() {
+            return Ok(None);
+        }
+        // Never sign a checkpoint that is not consistent with the last one:
+        // the previous root must be a prefix root of the current tree.
+        if let Some(previous) = &previous {
+            let signed = Checkpoint::verify(&previous.note, &self.signer.verifier())?;
+            let recomputed = tree.root(signed.size)?;
+            if recomputed != signed.root {
+                return Err(Error::Proof(format!(
+                    "refusing to sign: the tree no longer matches checkpoint {} (calculated root {}, signed root {})",
+                    signed.size,
+                    hex::encode(recomputed),
+                    hex::encode(signed.root)
+                )));
+            }
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin().to_owned(),
+            size,
+            root: tree.root(size)?,
+        };
+        let stored = StoredCheckpoint {
+            size,
+            note: self.signer.sign(&checkpoint.body())?,
+        };
+        self.store.store_checkpoint(&stored)?;
+        tiles::write_tiles(
+            &self.tiles_dir(),
+            &tree,
+            previous_size,
+            size,
+            |start, end| self.store.leaves(start, end),
+        )?;
+        write_atomically(&self.tiles_dir().join("checkpoint"), stored.note.as_bytes())?;
+        for backend in &self.backends {
+            // A failing backend never loses the checkpoint: it stays stored
+            // and is anchored by the next successful run (issue: anchors).
+            match backend.anchor(&stored) {
+                Ok(receipt) => self.store.store_receipt(size, backend.name(), &receipt)?,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Some(stored))
+    }
+
+    /// The index record of a version, if sealed.
+    pub fn find(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
+        self.store.find_version(key)
+    }
+
+    /// A proof bundle for a sealed version, against the latest checkpoint.
+    pub fn proof_bundle(&self, key: &VersionKey) -> Result<ProofBundle, Error> {
+        let record = self.store.find_version(key)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "{}/{}/_history/{} is not sealed",
+                key.resource_type, key.id, key.version_id
+            ))
+        })?;
+        let checkpoint = self
+            .store
+            .checkpoint_covering(record.leaf_index + 1)?
+            .ok_or_else(|| {
+                Error::NotFound(
+                    "no checkpoint covers this version yet; try again in a second".into(),
+                )
+            })?;
+        let latest = self
+            .store
+            .latest_checkpoint()?
+            .unwrap_or_else(|| checkpoint.clone());
+        let tree = self
+            .tree
+            .lock()
+            .map_err(|_| Error::Store("tree lock poisoned".into()))?
+            .clone();
+        let proof = tree.inclusion_proof(record.leaf_index, latest.size)?;
+        let mut anchors = Vec::new();
+        for (backend, receipt) in self.store.receipts(latest.size)? {
+            anchors.push(AnchorReceipt {
+                backend,
+                checkpoint_size: latest.size,
+                receipt,
+            });
+        }
+        Ok(ProofBundle::new(
+            &record,
+            latest.size,
+            proof,
+            latest.note,
+            anchors,
+        ))
+    }
+
+    /// Recomputes the tree from the stored leaves and checks every leaf's
+    /// encoding, every index row, every checkpoint's signature and root,
+    /// every receipt's presence and the published tiles. Returns the list
+    /// of defects (empty when healthy).
+    pub fn fsck(&self) -> Result<Vec<String>, Error> {
+        let mut defects = Vec::new();
+        let size = self.store.size()?;
+        let mut tree = MemoryTree::new();
+        let mut next = 0;
+        while next < size {
+            let end = (next + 65_536).min(size);
+            for (offset, data) in self.store.leaves(next, end)?.iter().enumerate() {
+                if let Err(e) = Leaf::decode(data) {
+                    defects.push(format!("leaf {}: {e}", next + offset as u64));
+                }
+                tree.push(merkle::leaf_hash(data));
+            }
+            next = end;
+        }
+        let verifier = self.signer.verifier();
+        for stored in self.store.checkpoints()? {
+            match Checkpoint::verify(&stored.note, &verifier) {
+                Err(e) => defects.push(format!("checkpoint {}: {e}", stored.size)),
+                Ok(cp) if cp.size != stored.size => defects.push(format!(
+                    "checkpoint row {} holds size {}",
+                    stored.size, cp.size
+                )),
+                Ok(cp) if cp.size > size => defects.push(format!(
+                    "checkpoint {} is beyond the log's {} leaves",
+                    cp.size, size
+                )),
+                Ok(cp) => {
+                    let calculated = tree.root(cp.size)?;
+                    if calculated != cp.root {
+                        defects.push(format!(
+                            "checkpoint {}: calculated root {} but the signed root is {}",
+                            cp.size,
+                            hex::encode(calculated),
+                            hex::encode(cp.root)
+                        ));
+                    }
+                }
+            }
+        }
+        for index in 0..size {
+            if self.store.find_by_leaf_index(index)?.is_none() {
+                defects.push(format!("leaf {index} has no index row"));
+            }
+        }
+        if let Some(latest) = self.store.latest_checkpoint()? {
+            defects.extend(tiles::check_tiles(
+                &self.tiles_dir(),
+                &tree,
+                latest.size,
+                |s, e| self.store.leaves(s, e),
+            )?);
+            match std::fs::read_to_string(self.tiles_dir().join("checkpoint")) {
+                Ok(published) if published == latest.note => {}
+                Ok(_) => {
+                    defects.push("tiles/checkpoint is not the latest signed checkpoint".into())
+                }
+                Err(e) => defects.push(format!("tiles/checkpoint: {e}")),
+            }
+        }
+        Ok(defects)
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Store(format!("{}: {e}", path.display()))
+}
+
+/// Writes a file via a temporary name and a rename, fsync'd.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+    file.sync_all().map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
+fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, Error> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => NoteSigner::from_private_key_string(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let signer = NoteSigner::generate(origin)?;
+            let text = format!("{}\n", signer.to_private_key_string());
+            create_private_file(path, text.as_bytes())?;
+            Ok(signer)
+        }
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// Creates a file readable by its owner only (0600), failing if it exists.
+fn create_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(|e| io_error(path, e))?;
+    file.write_all(bytes).map_err(|e| io_error(path, e))?;
+    file.sync_all().map_err(|e| io_error(path, e))
+}

@@ -1,0 +1,474 @@
+//! Ledger storage: the leaves, the private index and the checkpoints.
+//!
+//! [`LedgerStore`] states what any backend must guarantee; [`SqliteStore`]
+//! is the embedded default. SQLite was chosen over redb for the index
+//! because (1) WAL mode with `synchronous=FULL` gives a crash-safe,
+//! fsync'd group commit that survives `kill -9` at any instant, (2) the
+//! index needs several lookups (by version, by content digest, by leaf)
+//! that are plain SQL indexes, and (3) operators can inspect it with the
+//! `sqlite3` shell during an incident. A PostgreSQL store for multi-instance
+//! deployments implements the same trait.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::thread;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::leaf::{Leaf, Salt, LEAF_LEN};
+use crate::merkle::Hash;
+use crate::Error;
+
+/// What a resource version is, in the private index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionKey {
+    pub resource_type: String,
+    pub id: String,
+    pub version_id: String,
+}
+
+/// One leaf to append, with the private facts the index keeps about it.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub key: VersionKey,
+    pub leaf: Leaf,
+    pub salt: Salt,
+    /// `SHA-256(canonical)`; `None` for tombstones.
+    pub content_digest: Option<Hash>,
+    /// `SHA-256` of the bytes the client originally sent, when known.
+    pub original_digest: Option<Hash>,
+}
+
+/// An index row: where a version's leaf is and how to reopen it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRecord {
+    pub key: VersionKey,
+    pub leaf_index: u64,
+    pub leaf: Leaf,
+    pub salt: Salt,
+    pub content_digest: Option<Hash>,
+    pub original_digest: Option<Hash>,
+    /// Seconds since the Unix epoch when the leaf became durable.
+    pub sealed_at: i64,
+}
+
+/// A stored signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub note: String,
+}
+
+/// Storage for one ledger.
+///
+/// Obligations of every implementation:
+/// - **Durable once it returns**: when `append` returns `Ok(indexes)`, the
+///   leaves and their index rows survive a crash or power loss (fsync'd).
+///   When it returns `Err`, none of the batch is visible, ever.
+/// - **Idempotent**: appending a version key that is already sealed returns
+///   its existing leaf index and adds no leaf (a retried seal after a crash
+///   cannot create a second leaf for the same version).
+/// - **Dense and ordered**: leaf indexes are `0..size` without gaps, in
+///   append order; a leaf's data never changes once written.
+/// - **Safe for concurrent use**: all methods may be called from many
+///   threads; concurrent appends are serialized into one order.
+/// - `store_checkpoint` is durable once it returns and idempotent per size.
+pub trait LedgerStore: Send + Sync + std::fmt::Debug {
+    /// Appends `entries` in order; returns each entry's leaf index.
+    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, Error>;
+    /// Number of leaves.
+    fn size(&self) -> Result<u64, Error>;
+    /// Leaf data for indexes `start..end`.
+    fn leaves(&self, start: u64, end: u64) -> Result<Vec<[u8; LEAF_LEN]>, Error>;
+    fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error>;
+    fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error>;
+    fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
+    fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error>;
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error>;
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error>;
+    /// The oldest checkpoint whose size is at least `size`.
+    fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error>;
+    /// Records an anchor receipt for the checkpoint of `size` (idempotent
+    /// per backend and size).
+    fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error>;
+    /// Receipts for the checkpoint of exactly `size`: `(backend, receipt)`.
+    fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error>;
+}
+
+fn db_error(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS leaves (
+    leaf_index INTEGER PRIMARY KEY,
+    data       BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS versions (
+    resource_type   TEXT NOT NULL,
+    id              TEXT NOT NULL,
+    version_id      TEXT NOT NULL,
+    leaf_index      INTEGER NOT NULL UNIQUE REFERENCES leaves(leaf_index),
+    salt            BLOB NOT NULL,
+    content_digest  BLOB,
+    original_digest BLOB,
+    sealed_at       INTEGER NOT NULL,
+    PRIMARY KEY (resource_type, id, version_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_by_digest ON versions(content_digest);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    size    INTEGER NOT NULL REFERENCES checkpoints(size),
+    backend TEXT NOT NULL,
+    receipt TEXT NOT NULL,
+    PRIMARY KEY (size, backend)
+);
+";
+
+type AppendRequest = (Vec<NewEntry>, mpsc::Sender<Result<Vec<u64>, String>>);
+
+/// The embedded SQLite store with a group-commit appender thread.
+#[derive(Debug)]
+pub struct SqliteStore {
+    /// Readers share one connection (SQLite serializes them; WAL lets them
+    /// run beside the writer).
+    reader: Mutex<Connection>,
+    appender: Mutex<mpsc::Sender<AppendRequest>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the ledger database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, Error> {
+        let writer = open_connection(path)?;
+        writer.execute_batch(SCHEMA).map_err(db_error)?;
+        let reader = open_connection(path)?;
+        let (sender, receiver) = mpsc::channel::<AppendRequest>();
+        thread::Builder::new()
+            .name("ledger-appender".into())
+            .spawn(move || group_commit_loop(writer, receiver))
+            .map_err(|e| Error::Store(format!("cannot start the appender: {e}")))?;
+        Ok(SqliteStore {
+            reader: Mutex::new(reader),
+            appender: Mutex::new(sender),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let conn = self
+            .reader
+            .lock()
+            .map_err(|_| Error::Store("reader lock poisoned".into()))?;
+        f(&conn).map_err(db_error)
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path).map_err(db_error)?;
+    // WAL + FULL: a commit returns only after the WAL is fsync'd, and a
+    // crash at any point leaves the last committed state.
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+    )
+    .map_err(db_error)?;
+    Ok(conn)
+}
+
+/// Drains every waiting append request into one transaction: one fsync
+/// for the whole group.
+fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<AppendRequest>) {
+    while let Ok(first) = receiver.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            group.push(more);
+            if group.len() >= 4096 {
+                break;
+            }
+        }
+        match commit_group(&mut conn, &group) {
+            Ok(results) => {
+                for ((_, reply), indexes) in group.into_iter().zip(results) {
+                    let _ = reply.send(Ok(indexes));
+                }
+            }
+            Err(error) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Result<Vec<Vec<u64>>> {
+    let tx = conn.transaction()?;
+    let mut next: u64 = tx.query_row(
+        "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves",
+        [],
+        |r| r.get(0),
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut results = Vec::with_capacity(group.len());
+    {
+        let mut existing = tx.prepare_cached(
+            "SELECT leaf_index FROM versions WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3",
+        )?;
+        let mut insert_leaf =
+            tx.prepare_cached("INSERT INTO leaves (leaf_index, data) VALUES (?1, ?2)")?;
+        let mut insert_version = tx.prepare_cached(
+            "INSERT INTO versions (resource_type, id, version_id, leaf_index, salt, content_digest, original_digest, sealed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for (entries, _) in group {
+            let mut indexes = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let key = &entry.key;
+                let found: Option<u64> = existing
+                    .query_row(params![key.resource_type, key.id, key.version_id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(index) = found {
+                    indexes.push(index);
+                    continue;
+                }
+                insert_leaf.execute(params![next, entry.leaf.encode().as_slice()])?;
+                insert_version.execute(params![
+                    key.resource_type,
+                    key.id,
+                    key.version_id,
+                    next,
+                    entry.salt.as_slice(),
+                    entry.content_digest.as_ref().map(|d| d.as_slice()),
+                    entry.original_digest.as_ref().map(|d| d.as_slice()),
+                    now,
+                ])?;
+                indexes.push(next);
+                next += 1;
+            }
+            results.push(indexes);
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn blob32(bytes: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(0, "32-byte blob".into(), rusqlite::types::Type::Blob)
+    })
+}
+
+fn record_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(
+    VersionKey,
+    u64,
+    Vec<u8>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    i64,
+)> {
+    Ok((
+        VersionKey {
+            resource_type: row.get(0)?,
+            id: row.get(1)?,
+            version_id: row.get(2)?,
+        },
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    ))
+}
+
+const RECORD_SELECT: &str = "SELECT v.resource_type, v.id, v.version_id, v.leaf_index, l.data, v.salt, v.content_digest, v.original_digest, v.sealed_at
+     FROM versions v JOIN leaves l ON l.leaf_index = v.leaf_index";
+
+fn to_record(
+    raw: (
+        VersionKey,
+        u64,
+        Vec<u8>,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        i64,
+    ),
+) -> Result<IndexRecord, Error> {
+    let (key, leaf_index, data, salt, content, original, sealed_at) = raw;
+    Ok(IndexRecord {
+        key,
+        leaf_index,
+        leaf: Leaf::decode(&data)?,
+        salt: blob32(salt).map_err(db_error)?,
+        content_digest: content.map(blob32).transpose().map_err(db_error)?,
+        original_digest: original.map(blob32).transpose().map_err(db_error)?,
+        sealed_at,
+    })
+}
+
+impl LedgerStore for SqliteStore {
+    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = mpsc::channel();
+        self.appender
+            .lock()
+            .map_err(|_| Error::Store("appender lock poisoned".into()))?
+            .send((entries, reply))
+            .map_err(|_| Error::Store("the appender thread is gone".into()))?;
+        answer
+            .recv()
+            .map_err(|_| Error::Store("the appender thread is gone".into()))?
+            .map_err(Error::Store)
+    }
+
+    fn size(&self) -> Result<u64, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn leaves(&self, start: u64, end: u64) -> Result<Vec<[u8; LEAF_LEN]>, Error> {
+        let rows = self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT leaf_index, data FROM leaves WHERE leaf_index >= ?1 AND leaf_index < ?2 ORDER BY leaf_index")?;
+            let rows = stmt.query_map(params![start, end], |r| Ok((r.get::<_, u64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (expected, (index, data)) in (start..).zip(rows) {
+            if index != expected {
+                return Err(Error::Store(format!("leaf {expected} is missing")));
+            }
+            out.push(
+                data.try_into()
+                    .map_err(|_| Error::Store(format!("leaf {index} has the wrong length")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
+        let raw = self.read(|c| {
+            c.query_row(
+                &format!("{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3"),
+                params![key.resource_type, key.id, key.version_id],
+                record_from_row,
+            )
+            .optional()
+        })?;
+        raw.map(to_record).transpose()
+    }
+
+    fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error> {
+        let raws = self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{RECORD_SELECT} WHERE v.content_digest = ?1 ORDER BY v.leaf_index"
+            ))?;
+            let rows = stmt.query_map(params![digest.as_slice()], record_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(to_record).collect()
+    }
+
+    fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error> {
+        let raw = self.read(|c| {
+            c.query_row(
+                &format!("{RECORD_SELECT} WHERE v.leaf_index = ?1"),
+                params![index],
+                record_from_row,
+            )
+            .optional()
+        })?;
+        raw.map(to_record).transpose()
+    }
+
+    fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {
+        self.read(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO checkpoints (size, note) VALUES (?1, ?2)",
+                params![checkpoint.size, checkpoint.note],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(StoredCheckpoint {
+                        size: r.get(0)?,
+                        note: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+            let rows = stmt.query_map([], |r| {
+                Ok(StoredCheckpoint {
+                    size: r.get(0)?,
+                    note: r.get(1)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT size, note FROM checkpoints WHERE size >= ?1 ORDER BY size LIMIT 1",
+                params![size],
+                |r| {
+                    Ok(StoredCheckpoint {
+                        size: r.get(0)?,
+                        note: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error> {
+        self.read(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO receipts (size, backend, receipt) VALUES (?1, ?2, ?3)",
+                params![size, backend, receipt],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT backend, receipt FROM receipts WHERE size = ?1 ORDER BY backend",
+            )?;
+            let rows = stmt.query_map(params![size], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+}

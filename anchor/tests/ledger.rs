@@ -1,0 +1,239 @@
+//! The ledger end to end, in one process: seal, checkpoint, prove, verify
+//! offline, and detect every single-bit alteration.
+
+use anchor::bundle::{verify_bundle, ProofBundle};
+use anchor::ledger::{Ledger, LedgerOptions, SealRequest};
+use anchor::note::NoteVerifier;
+use anchor::resource::Format;
+use anchor::store::VersionKey;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+
+fn options() -> LedgerOptions {
+    LedgerOptions {
+        origin: "test.example.jp/inkan".into(),
+        key_file: None,
+    }
+}
+
+fn key(id: &str, version: &str) -> VersionKey {
+    VersionKey {
+        resource_type: "Patient".into(),
+        id: id.into(),
+        version_id: version.into(),
+    }
+}
+
+fn patient(id: &str, version: &str, family: &str) -> Vec<u8> {
+    format!(
+        r#"{{"resourceType":"Patient","id":"{id}","meta":{{"versionId":"{version}"}},"name":[{{"family":"{family}"}}],"extension":[{{"url":"http://example.jp/weight","valueDecimal":60.50}}]}}"#
+    )
+    .into_bytes()
+}
+
+fn seal(ledger: &Ledger, id: &str, version: &str, bytes: Vec<u8>) -> u64 {
+    ledger
+        .seal(vec![SealRequest::Version {
+            key: key(id, version),
+            bytes,
+            format: Format::Json,
+            original_digest: None,
+            backfilled: false,
+        }])
+        .unwrap()[0]
+        .leaf_index
+}
+
+#[test]
+fn seal_prove_verify_and_detect_every_bit_flip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    for i in 0..20 {
+        seal(
+            &ledger,
+            &format!("p{i}"),
+            "1",
+            patient(&format!("p{i}"), "1", "Yamada"),
+        );
+    }
+    let target = patient("p7", "2", "山田");
+    let index = seal(&ledger, "p7", "2", target.clone());
+    assert_eq!(index, 20);
+    // Idempotent: sealing the same version again adds no leaf.
+    let again = ledger
+        .seal(vec![SealRequest::Version {
+            key: key("p7", "2"),
+            bytes: target.clone(),
+            format: Format::Json,
+            original_digest: None,
+            backfilled: false,
+        }])
+        .unwrap();
+    assert_eq!(again[0].leaf_index, 20);
+    assert!(!again[0].newly_sealed);
+    ledger
+        .seal(vec![SealRequest::Tombstone {
+            key: key("p3", "2"),
+        }])
+        .unwrap();
+
+    let checkpoint = ledger.checkpoint().unwrap().expect("the tree grew");
+    assert_eq!(checkpoint.size, 22);
+    assert!(
+        ledger.checkpoint().unwrap().is_none(),
+        "no new checkpoint without growth"
+    );
+
+    let log_key =
+        NoteVerifier::parse(&std::fs::read_to_string(dir.path().join("log.pub")).unwrap()).unwrap();
+    let bundle = ledger.proof_bundle(&key("p7", "2")).unwrap();
+    let verified = verify_bundle(&bundle, Some(&target), &log_key).unwrap();
+    assert_eq!(verified.leaf_index, 20);
+    assert_eq!(
+        verified.anchors.len(),
+        1,
+        "the local anchor receipt is in the bundle"
+    );
+
+    // The same resource as pretty-printed JSON verifies: the canonical form
+    // ignores whitespace and member order.
+    let pretty =
+        serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(&target).unwrap())
+            .unwrap();
+    verify_bundle(&bundle, Some(&pretty), &log_key).unwrap();
+
+    // Every single-bit flip of the resource is detected.
+    for bit in 0..target.len() * 8 {
+        let mut altered = target.clone();
+        altered[bit / 8] ^= 1 << (bit % 8);
+        assert!(
+            verify_bundle(&bundle, Some(&altered), &log_key).is_err(),
+            "resource bit {bit}"
+        );
+    }
+    // ...and of the salt, the leaf, each proof hash and the checkpoint note.
+    let flip_b64 = |b64: &str, bit: usize| {
+        let mut bytes = B64.decode(b64).unwrap();
+        bytes[bit / 8] ^= 1 << (bit % 8);
+        B64.encode(bytes)
+    };
+    for bit in 0..256 {
+        let mut b = bundle.clone();
+        b.salt = flip_b64(&b.salt, bit);
+        let err = verify_bundle(&b, Some(&target), &log_key)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("commitment mismatch"), "salt bit {bit}: {err}");
+    }
+    for bit in 0..35 * 8 {
+        let mut b = bundle.clone();
+        b.leaf = flip_b64(&b.leaf, bit);
+        assert!(
+            verify_bundle(&b, Some(&target), &log_key).is_err(),
+            "leaf bit {bit}"
+        );
+    }
+    for (i, _) in bundle.inclusion_proof.iter().enumerate() {
+        for bit in 0..256 {
+            let mut b = bundle.clone();
+            b.inclusion_proof[i] = flip_b64(&b.inclusion_proof[i], bit);
+            let err = verify_bundle(&b, Some(&target), &log_key)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("calculated"), "proof {i} bit {bit}: {err}");
+        }
+    }
+    for bit in 0..bundle.checkpoint.len() * 8 {
+        let mut note = bundle.checkpoint.clone().into_bytes();
+        note[bit / 8] ^= 1 << (bit % 8);
+        let Ok(note) = String::from_utf8(note) else {
+            continue;
+        };
+        let mut b = bundle.clone();
+        b.checkpoint = note;
+        assert!(
+            verify_bundle(&b, Some(&target), &log_key).is_err(),
+            "checkpoint bit {bit}"
+        );
+    }
+    // Another log's key does not verify it.
+    let other = anchor::note::NoteSigner::generate("test.example.jp/inkan")
+        .unwrap()
+        .verifier();
+    assert!(verify_bundle(&bundle, Some(&target), &other).is_err());
+
+    // The tombstone has a bundle of its own that verifies without a resource.
+    let tombstone = ledger.proof_bundle(&key("p3", "2")).unwrap();
+    verify_bundle(&tombstone, None, &log_key).unwrap();
+
+    // The tlog-proof text carries the index, the proof and the checkpoint.
+    let text = bundle.to_tlog_proof();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "));
+    assert!(text.contains("\nindex 20\n"));
+    assert!(text.ends_with(&bundle.checkpoint));
+
+    // Bundles survive a JSON round trip unchanged.
+    let json = serde_json::to_string(&bundle).unwrap();
+    assert_eq!(serde_json::from_str::<ProofBundle>(&json).unwrap(), bundle);
+
+    assert_eq!(ledger.fsck().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn reopen_keeps_the_tree_and_fsck_finds_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open(dir.path(), &options()).unwrap();
+        for i in 0..300 {
+            seal(
+                &ledger,
+                &format!("r{i}"),
+                "1",
+                patient(&format!("r{i}"), "1", "Sato"),
+            );
+        }
+        ledger.checkpoint().unwrap().unwrap();
+    }
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    seal(&ledger, "r300", "1", patient("r300", "1", "Sato"));
+    let second = ledger.checkpoint().unwrap().unwrap();
+    assert_eq!(second.size, 301);
+    assert_eq!(ledger.fsck().unwrap(), Vec::<String>::new());
+    assert!(
+        dir.path().join("tiles/tile/0/000").exists(),
+        "full level-0 tile"
+    );
+    assert!(
+        dir.path().join("tiles/tile/0/001.p/45").exists(),
+        "partial level-0 tile"
+    );
+    assert!(
+        dir.path().join("tiles/tile/entries/000").exists(),
+        "full entry bundle"
+    );
+
+    // Damage a published tile: fsck names it.
+    let tile = dir.path().join("tiles/tile/0/000");
+    let mut bytes = std::fs::read(&tile).unwrap();
+    bytes[5] ^= 0x10;
+    std::fs::write(&tile, bytes).unwrap();
+    let defects = ledger.fsck().unwrap();
+    assert!(
+        defects.iter().any(|d| d.contains("tile/0/000")),
+        "{defects:?}"
+    );
+}
+
+#[test]
+fn xml_and_json_of_one_version_share_a_commitment() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    let json = br#"{"resourceType":"Patient","id":"x1","meta":{"versionId":"1"},"active":true,"name":[{"family":"Ito","given":["Aki"]}]}"#.to_vec();
+    let xml = br#"<Patient xmlns="http://hl7.org/fhir"><id value="x1"/><meta><versionId value="1"/></meta><active value="true"/><name><family value="Ito"/><given value="Aki"/></name></Patient>"#.to_vec();
+    seal(&ledger, "x1", "1", json.clone());
+    ledger.checkpoint().unwrap();
+    let log_key = ledger.verifier();
+    let bundle = ledger.proof_bundle(&key("x1", "1")).unwrap();
+    verify_bundle(&bundle, Some(&json), &log_key).unwrap();
+    verify_bundle(&bundle, Some(&xml), &log_key).unwrap();
+}
