@@ -40,6 +40,7 @@ pub struct Config {
     /// listener is not on loopback).
     pub tls: Option<ListenerTls>,
     pub log: LogConfig,
+    pub ledger: LedgerConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,47 @@ impl Default for Config {
             limits: Limits::default(),
             tls: None,
             log: LogConfig::default(),
+            ledger: LedgerConfig::default(),
+        }
+    }
+}
+
+/// The seal's Merkle log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Directory of the ledger (SQLite index, tiles, keys). Default
+    /// `inkan-data/ledger`.
+    pub dir: PathBuf,
+    /// The log's origin: the first line of every checkpoint and the signing
+    /// key's name. Set it to something unique to your site, e.g.
+    /// `ledger.example-hospital.jp/inkan`; it cannot change once the log has
+    /// checkpoints. Default `localhost/inkan`.
+    pub origin: String,
+    /// The signing key file (Go note `PRIVATE+KEY+…` format). Default
+    /// `<dir>/log.key`, generated with mode 0600 on first start.
+    pub key_file: Option<PathBuf>,
+    /// Milliseconds between checkpoints (one is signed only when the tree
+    /// grew). Default 1,000.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            dir: PathBuf::from("inkan-data/ledger"),
+            origin: "localhost/inkan".to_owned(),
+            key_file: None,
+            checkpoint_interval_ms: 1_000,
+        }
+    }
+}
+
+impl LedgerConfig {
+    pub fn options(&self) -> anchor::ledger::LedgerOptions {
+        anchor::ledger::LedgerOptions {
+            origin: self.origin.clone(),
+            key_file: self.key_file.clone(),
         }
     }
 }
@@ -222,6 +264,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("INKAN_UPSTREAM_URL", "upstream.url"),
     ("INKAN_LOG_FORMAT", "log.format"),
     ("INKAN_LOG_LEVEL", "log.level"),
+    ("INKAN_LEDGER_DIR", "ledger.dir"),
+    ("INKAN_LEDGER_ORIGIN", "ledger.origin"),
 ];
 
 impl Config {

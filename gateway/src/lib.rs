@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fhir;

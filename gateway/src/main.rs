@@ -25,6 +25,10 @@ enum Command {
     /// Run the gateway in front of an upstream FHIR server.
     #[command(after_help = env_help())]
     Serve(ServeArgs),
+    /// Operate the seal's Merkle log: seal, checkpoint, proof, stats, fsck.
+    Ledger(inkan::commands::ledger::LedgerArgs),
+    /// Verify a proof bundle offline.
+    Verify(inkan::commands::verify::VerifyArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -58,6 +62,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Ledger(args) => inkan::commands::ledger::run(args),
+        Command::Verify(args) => inkan::commands::verify::run(args),
     }
 }
 

@@ -7,6 +7,7 @@
 mod admin;
 mod errors;
 mod formats;
+mod ledger_crash;
 mod passthrough;
 mod rewriting;
 mod transport;

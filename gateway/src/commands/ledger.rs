@@ -1,0 +1,247 @@
+//! `inkan ledger …`: operate the seal's Merkle log from the command line.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anchor::ledger::{Ledger, SealRequest};
+use anchor::resource::Format;
+use anchor::store::VersionKey;
+use clap::{Args, Subcommand};
+use sha2::Digest;
+
+use crate::config::Config;
+
+#[derive(Debug, Args)]
+pub struct LedgerArgs {
+    /// TOML configuration file; its [ledger] table is used.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    /// Ledger directory (overrides the file).
+    #[arg(long, global = true)]
+    pub dir: Option<PathBuf>,
+    /// Log origin (overrides the file).
+    #[arg(long, global = true)]
+    pub origin: Option<String>,
+    #[command(subcommand)]
+    pub command: LedgerCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Seal one resource version from a file (JSON or XML), durably.
+    Seal {
+        #[arg(long = "type")]
+        resource_type: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        version: String,
+        /// The version's bytes as stored upstream.
+        #[arg(long)]
+        resource: PathBuf,
+    },
+    /// Sign a checkpoint now (when the tree grew) and print it.
+    Checkpoint,
+    /// Print the proof bundle of one version.
+    Proof {
+        #[arg(long = "type")]
+        resource_type: String,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        version: String,
+        /// `json` (the bundle) or `tlog-proof` (C2SP text).
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+    /// Print the log's size, checkpoints and disk use.
+    Stats,
+    /// Recompute the tree and check leaves, index, checkpoints and tiles.
+    /// Exits non-zero on any defect.
+    Fsck,
+    /// Print the log's verifier key (give it to whoever verifies bundles).
+    Key,
+    /// Load test: seal `count` synthetic versions in batches, printing
+    /// `sealed <n>` after each durable batch (used by the crash test).
+    Stress {
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 1_000)]
+        batch: u64,
+    },
+}
+
+pub fn run(args: LedgerArgs) -> ExitCode {
+    let mut config = match Config::load(args.config.as_deref(), |v| std::env::var(v).ok()) {
+        Ok(config) => config,
+        Err(error) => return fail(&error),
+    };
+    if let Some(dir) = args.dir {
+        config.ledger.dir = dir;
+    }
+    if let Some(origin) = args.origin {
+        config.ledger.origin = origin;
+    }
+    let ledger = match Ledger::open(&config.ledger.dir, &config.ledger.options()) {
+        Ok(ledger) => ledger,
+        Err(error) => return fail(&error),
+    };
+    match run_command(&ledger, args.command, &config) {
+        Ok(code) => code,
+        Err(error) => fail(&error),
+    }
+}
+
+fn key(resource_type: String, id: String, version_id: String) -> VersionKey {
+    VersionKey {
+        resource_type,
+        id,
+        version_id,
+    }
+}
+
+fn run_command(
+    ledger: &Ledger,
+    command: LedgerCommand,
+    config: &Config,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        LedgerCommand::Seal {
+            resource_type,
+            id,
+            version,
+            resource,
+        } => {
+            let bytes = std::fs::read(&resource)?;
+            let format = Format::sniff(&bytes);
+            let receipt = ledger
+                .seal(vec![SealRequest::Version {
+                    key: key(resource_type, id, version),
+                    original_digest: Some(sha2::Sha256::digest(&bytes).into()),
+                    bytes,
+                    format,
+                    backfilled: false,
+                }])?
+                .remove(0);
+            writeln!(
+                out,
+                "leaf {} commitment {}{}",
+                receipt.leaf_index,
+                hex::encode(receipt.commitment),
+                if receipt.newly_sealed {
+                    ""
+                } else {
+                    " (already sealed)"
+                }
+            )?;
+        }
+        LedgerCommand::Checkpoint => match ledger.checkpoint()? {
+            Some(checkpoint) => write!(out, "{}", checkpoint.note)?,
+            None => match ledger.store().latest_checkpoint()? {
+                Some(latest) => write!(out, "{}", latest.note)?,
+                None => writeln!(out, "the log is empty: nothing to checkpoint")?,
+            },
+        },
+        LedgerCommand::Proof {
+            resource_type,
+            id,
+            version,
+            format,
+        } => {
+            let bundle = ledger.proof_bundle(&key(resource_type, id, version))?;
+            match format.as_str() {
+                "json" => writeln!(out, "{}", serde_json::to_string_pretty(&bundle)?)?,
+                "tlog-proof" => write!(out, "{}", bundle.to_tlog_proof())?,
+                other => {
+                    return Err(format!("unknown proof format {other:?} (json, tlog-proof)").into())
+                }
+            }
+        }
+        LedgerCommand::Stats => {
+            let size = ledger.store().size()?;
+            let checkpoints = ledger.store().checkpoints()?;
+            let bytes = dir_size(&config.ledger.dir);
+            writeln!(out, "origin:          {}", ledger.origin())?;
+            writeln!(
+                out,
+                "verifier key:    {}",
+                ledger.verifier().to_key_string()
+            )?;
+            writeln!(out, "leaves:          {size}")?;
+            writeln!(out, "checkpoints:     {}", checkpoints.len())?;
+            if let Some(latest) = checkpoints.last() {
+                writeln!(out, "latest size:     {}", latest.size)?;
+            }
+            writeln!(out, "bytes on disk:   {bytes}")?;
+            if size > 0 {
+                writeln!(out, "bytes per leaf:  {:.1}", bytes as f64 / size as f64)?;
+            }
+        }
+        LedgerCommand::Fsck => {
+            let defects = ledger.fsck()?;
+            if defects.is_empty() {
+                writeln!(
+                    out,
+                    "ok: {} leaves, every checkpoint, index row and tile verified",
+                    ledger.store().size()?
+                )?;
+            } else {
+                for defect in &defects {
+                    writeln!(out, "DEFECT: {defect}")?;
+                }
+                writeln!(out, "{} defect(s)", defects.len())?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        LedgerCommand::Key => writeln!(out, "{}", ledger.verifier().to_key_string())?,
+        LedgerCommand::Stress { count, batch } => {
+            let start = ledger.store().size()?;
+            let mut done = 0;
+            while done < count {
+                let n = batch.min(count - done);
+                let requests = (0..n)
+                    .map(|i| {
+                        let id = format!("stress-{}", start + done + i);
+                        let body = format!(
+                            r#"{{"resourceType":"Patient","id":"{id}","meta":{{"versionId":"1"}}}}"#
+                        );
+                        SealRequest::Version {
+                            key: key("Patient".into(), id, "1".into()),
+                            bytes: body.into_bytes(),
+                            format: Format::Json,
+                            original_digest: None,
+                            backfilled: false,
+                        }
+                    })
+                    .collect();
+                ledger.seal(requests)?;
+                done += n;
+                // Printed only after the batch is durable.
+                writeln!(out, "sealed {}", start + done)?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("inkan ledger: {error}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,4 @@
+//! The `inkan` subcommands other than `serve`.
+
+pub mod ledger;
+pub mod verify;

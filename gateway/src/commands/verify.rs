@@ -1,0 +1,66 @@
+//! `inkan verify`: check a proof bundle offline.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anchor::bundle::{verify_bundle, ProofBundle};
+use anchor::note::NoteVerifier;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The proof bundle (JSON) from `inkan ledger proof` or `$proof`.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// The resource version (FHIR JSON or XML). Not needed for a deletion.
+    #[arg(long)]
+    pub resource: Option<PathBuf>,
+    /// The log's verifier key `<name>+<hash>+<key>`, or a file holding it.
+    #[arg(long)]
+    pub log_key: String,
+}
+
+pub fn run(args: VerifyArgs) -> ExitCode {
+    match verify(&args) {
+        Ok(lines) => {
+            println!("VERIFIED");
+            for line in lines {
+                println!("  {line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            println!("NOT VERIFIED: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+    let key_text = match std::fs::read_to_string(&args.log_key) {
+        Ok(text) => text,
+        Err(_) => args.log_key.clone(),
+    };
+    let log_key = NoteVerifier::parse(&key_text)?;
+    let bundle: ProofBundle = serde_json::from_slice(&std::fs::read(&args.bundle)?)
+        .map_err(|e| format!("{} is not a proof bundle: {e}", args.bundle.display()))?;
+    let resource = args.resource.as_ref().map(std::fs::read).transpose()?;
+    let verified = verify_bundle(&bundle, resource.as_deref(), &log_key)?;
+    let mut lines = vec![
+        format!(
+            "{}/{}/_history/{} is leaf {} of {}'s log",
+            verified.resource.resource_type,
+            verified.resource.id,
+            verified.resource.version_id,
+            verified.leaf_index,
+            log_key.name()
+        ),
+        format!(
+            "inclusion proof checked against the signed checkpoint of {} leaves (root {})",
+            verified.tree_size,
+            hex::encode(verified.root)
+        ),
+    ];
+    lines.extend(verified.anchors);
+    Ok(lines)
+}
