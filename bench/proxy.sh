@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Pass-through cost of inkan, measured against nginx as a reverse proxy in
+# the same run on the same machine.
+#
+#   bench/proxy.sh [seconds per run, default 20] [connections, default 64]
+#
+# Upstream: nginx serving a 4 KB FHIR Patient (application/fhir+json) and a
+# 4 KB searchset Bundle whose links point at the upstream base (so inkan must
+# rewrite them). Targets, each loaded by wrk with the same settings:
+#   (a) the upstream directly, (b) nginx proxy_pass with upstream keepalive,
+#   (c) inkan (release build).
+# Also: inkan's idle RSS and its peak RSS while streaming a 200 MB Binary.
+# Needs: nginx and wrk (apt-get install nginx-light wrk), python3, curl.
+# Prints a Markdown table for docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-20}"
+connections="${2:-64}"
+threads=2
+
+command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  echo "needs nginx and wrk: apt-get install -y nginx-light wrk" >&2; exit 1; }
+
+cargo build --release --locked -p inkan >&2
+inkan="$(pwd)/target/release/inkan"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ok() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
+
+up_port="$(free_port)"; proxy_port="$(free_port)"; inkan_port="$(free_port)"
+mkdir -p "$work/www/fhir/Patient" "$work/www/fhir/Binary" "$work/logs"
+
+# A 4 KB Patient: padded with a realistic narrative.
+python3 - "$work/www/fhir/Patient/bench" "$up_port" <<'PY'
+import json, sys
+narrative = "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "<p>山田 太郎 (ヤマダ タロウ) 1970-01-01 東京都新宿区</p>" * 40 + "</div>"
+p = {"resourceType": "Patient", "id": "bench", "meta": {"versionId": "1", "lastUpdated": "2026-01-01T00:00:00Z"},
+     "text": {"status": "generated", "div": narrative},
+     "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "00000010"}],
+     "name": [{"family": "山田", "given": ["太郎"], "text": "山田 太郎"}], "gender": "male", "birthDate": "1970-01-01"}
+s = json.dumps(p, ensure_ascii=False)
+while len(s.encode()) < 4096:
+    p["text"]["div"] = p["text"]["div"].replace("</div>", "<p>.</p></div>"); s = json.dumps(p, ensure_ascii=False)
+open(sys.argv[1], "w").write(s)
+base = "http://127.0.0.1:%s/fhir" % sys.argv[2]
+b = {"resourceType": "Bundle", "type": "searchset", "total": 3,
+     "link": [{"relation": "self", "url": base + "/Patient?name=x"}, {"relation": "next", "url": base + "/Patient?name=x&_offset=3"}],
+     "entry": [{"fullUrl": base + "/Patient/%d" % i, "resource": {"resourceType": "Patient", "id": str(i),
+        "managingOrganization": {"reference": base + "/Organization/1"}, "name": [{"family": "山田" * 20}]}} for i in range(12)]}
+open(sys.argv[1].replace("Patient/bench", "Patient/search"), "w").write(json.dumps(b, ensure_ascii=False))
+PY
+head -c $((200 * 1024 * 1024)) /dev/urandom >"$work/www/fhir/Binary/big"
+
+cat >"$work/nginx.conf" <<NGINX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  default_type application/fhir+json;
+  sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  upstream fhir { server 127.0.0.1:$up_port; keepalive 128; }
+  server {
+    listen 127.0.0.1:$up_port; root $work/www;
+    location /fhir/Binary/ { default_type application/octet-stream; }
+  }
+  server {
+    listen 127.0.0.1:$proxy_port;
+    location / { proxy_pass http://fhir; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
+  }
+}
+NGINX
+nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
+pids+=($!)
+wait_ok "http://127.0.0.1:$up_port/fhir/Patient/bench"
+wait_ok "http://127.0.0.1:$proxy_port/fhir/Patient/bench"
+
+cat >"$work/inkan.toml" <<TOML
+listen = "127.0.0.1:$inkan_port"
+base_path = "/fhir"
+[log]
+level = "warn"
+[upstream]
+url = "http://127.0.0.1:$up_port/fhir"
+xml = "bridge"
+TOML
+"$inkan" serve --config "$work/inkan.toml" 2>"$work/logs/inkan.log" &
+inkan_pid=$!
+pids+=($inkan_pid)
+wait_ok "http://127.0.0.1:$inkan_port/-/livez"
+rss() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+idle_rss_kib="$(rss "$inkan_pid" VmRSS)"
+
+# wrk summary → "req/s p50_ms p99_ms"
+run_wrk() {
+  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$1" >"$work/wrk.txt" 2>&1
+  python3 - "$work/wrk.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errors: sys.exit("non-2xx responses: " + errors.group(1))
+print("%.0f %.3f %.3f" % (rps, ms("50%"), ms("99%")))
+PY
+}
+
+declare -A result
+for path in Patient/bench Patient/search; do
+  result[up,$path]="$(run_wrk "http://127.0.0.1:$up_port/fhir/$path")"
+  result[nginx,$path]="$(run_wrk "http://127.0.0.1:$proxy_port/fhir/$path")"
+  result[inkan,$path]="$(run_wrk "http://127.0.0.1:$inkan_port/fhir/$path")"
+done
+
+# 200 MB Binary streamed through inkan; VmHWM is the peak RSS since start.
+before_hwm="$(rss "$inkan_pid" VmHWM)"
+curl -sS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$inkan_port/fhir/Binary/big" >"$work/size"
+stream_hwm_kib="$(rss "$inkan_pid" VmHWM)"
+
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+echo
+echo "| response | target | req/s | p50 ms | p99 ms |"
+echo "|---|---|---:|---:|---:|"
+for path in Patient/bench Patient/search; do
+  for target in up nginx inkan; do
+    read -r rps p50 p99 <<<"${result[$target,$path]}"
+    name=$([[ $target == up ]] && echo "upstream direct" || ([[ $target == nginx ]] && echo "nginx proxy_pass" || echo "inkan"))
+    echo "| $path | $name | $rps | $p50 | $p99 |"
+  done
+done
+echo
+for path in Patient/bench Patient/search; do
+  read -r n_rps _ n_p99 <<<"${result[nginx,$path]}"
+  read -r i_rps _ i_p99 <<<"${result[inkan,$path]}"
+  python3 -c "import sys; n,i,np,ip=map(float,sys.argv[1:]); print('%s: inkan/nginx req/s = %.2f×, p99 inkan − nginx = %+.3f ms' % ('$path', i/n, ip-np))" "$n_rps" "$i_rps" "$n_p99" "$i_p99"
+done
+echo
+echo "inkan idle RSS: $((idle_rss_kib / 1024)) MiB; peak RSS after load: $((before_hwm / 1024)) MiB;" \
+  "peak RSS after streaming $(($(cat "$work/size") / 1024 / 1024)) MiB Binary: $((stream_hwm_kib / 1024)) MiB"
