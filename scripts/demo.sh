@@ -29,6 +29,8 @@ trap cleanup EXIT
 
 hfs_port="$(free_port)"
 gw_port="$(free_port)"
+# HFS searches only by the SearchParameters in its data directory.
+python3 scripts/hfs-search-parameters.py "$work"
 say "Starting Helios FHIR Server on 127.0.0.1:$hfs_port (it advertises http://localhost:8080 as its base)"
 (cd "$work" && HFS_DATA_DIR="$work" HFS_LOG_LEVEL=warn "$hfs" --host 127.0.0.1 --port "$hfs_port" \
   --database-url "$work/hfs.sqlite" >"$work/hfs.log" 2>&1) &

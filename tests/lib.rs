@@ -192,6 +192,16 @@ impl Hfs {
     }
 
     fn start_in(dir: tempfile::TempDir, database: PathBuf, port: u16) -> Hfs {
+        // HFS searches only by the SearchParameters in its data directory.
+        let generated = Command::new("python3")
+            .arg(workspace_root().join("scripts/hfs-search-parameters.py"))
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            generated.success(),
+            "scripts/hfs-search-parameters.py failed"
+        );
         let mut command = Command::new(hfs_binary());
         command
             .arg("--port")

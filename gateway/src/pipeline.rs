@@ -81,6 +81,9 @@ struct Exchange {
     wanted: Wanted,
     /// True when the client wants XML and the upstream gets JSON instead.
     bridge_response: bool,
+    /// True for a CapabilityStatement while the XML bridge serves XML: it
+    /// must list the XML formats the gateway adds.
+    advertise_xml: bool,
     /// The client's `_format` value when it used one (restored in links).
     client_format_param: Option<String>,
     public_base: String,
@@ -202,6 +205,8 @@ impl Gateway {
             .is_some_and(|ct| ct.format == WireFormat::Xml);
         let bridge = (exchange.wanted == Wanted::Xml || sends_xml) && self.xml_bridged().await;
         exchange.bridge_response = bridge && exchange.wanted == Wanted::Xml;
+        exchange.advertise_xml =
+            exchange.interaction == Interaction::Capabilities && self.xml_bridged().await;
         // 6. Read the body: within the size and time limits (413, 408), in a
         //    media type and charset the gateway can forward (415), converted
         //    from XML to JSON when bridging (400 when it is not FHIR XML).
@@ -262,6 +267,7 @@ impl Gateway {
             client_format_param: format::format_param(request.uri().query()),
             wanted,
             bridge_response: false,
+            advertise_xml: false,
             public_base,
             request_id,
         })
@@ -588,7 +594,8 @@ impl Gateway {
         Ok(Response::from_parts(parts, body::full(body)))
     }
 
-    /// Step 8 helper: URL rewriting, then (when bridging) JSON → XML.
+    /// Step 8 helper: URL rewriting, the client's view of a bridged
+    /// response, then (when bridging) JSON → XML.
     fn rewrite_body(
         &self,
         body: Bytes,
@@ -601,16 +608,18 @@ impl Gateway {
             WireFormat::Xml => self.rewriter.rewrite_xml(&body, &exchange.public_base),
             WireFormat::Other => None,
         };
-        let body = rewritten.map(Bytes::from).unwrap_or(body);
+        let mut body = rewritten.map(Bytes::from).unwrap_or(body);
+        if format == WireFormat::Json && (exchange.advertise_xml || convert_to_xml) {
+            if let Some(adjusted) = self.restore_client_view(&body, exchange) {
+                body = Bytes::from(adjusted);
+            }
+        }
         if !convert_to_xml || body.is_empty() {
             return Ok(body);
         }
-        let json = self.restore_client_view(&body, exchange);
-        let xml = xml_bridge::json_to_xml(json.as_deref().unwrap_or(&body)).map_err(|e| {
-            GatewayError::ResponseConversion {
-                target: "FHIR XML",
-                reason: e.to_string(),
-            }
+        let xml = xml_bridge::json_to_xml(&body).map_err(|e| GatewayError::ResponseConversion {
+            target: "FHIR XML",
+            reason: e.to_string(),
         })?;
         self.metrics
             .xml_conversions
@@ -627,7 +636,7 @@ impl Gateway {
     fn restore_client_view(&self, body: &[u8], exchange: &Exchange) -> Option<Vec<u8>> {
         let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let mut changed = false;
-        if value["resourceType"] == "CapabilityStatement" {
+        if exchange.advertise_xml && value["resourceType"] == "CapabilityStatement" {
             if let Some(formats) = value["format"].as_array_mut() {
                 for xml in ["xml", "application/fhir+xml"] {
                     if !formats.iter().any(|f| f == xml) {
@@ -637,9 +646,11 @@ impl Gateway {
                 }
             }
         }
-        if let (Some(client_format), Some(links)) =
-            (&exchange.client_format_param, value["link"].as_array_mut())
-        {
+        let client_format = exchange
+            .client_format_param
+            .as_ref()
+            .filter(|_| exchange.bridge_response);
+        if let (Some(client_format), Some(links)) = (client_format, value["link"].as_array_mut()) {
             for link in links {
                 if let Some(url) = link["url"].as_str() {
                     if let Some((base, query)) = url.split_once('?') {
