@@ -22,8 +22,7 @@ impl Format {
         let first = bytes
             .iter()
             .copied()
-            .skip_while(|b| b.is_ascii_whitespace() || *b == 0xEF || *b == 0xBB || *b == 0xBF)
-            .next();
+            .find(|b| !(b.is_ascii_whitespace() || *b == 0xEF || *b == 0xBB || *b == 0xBF));
         if first == Some(b'<') {
             Format::Xml
         } else {

@@ -264,55 +264,45 @@ fn blob32(bytes: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
     })
 }
 
-fn record_from_row(
-    row: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(
-    VersionKey,
-    u64,
-    Vec<u8>,
-    Vec<u8>,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    i64,
-)> {
-    Ok((
-        VersionKey {
+/// An index row as SQLite returns it, before the blobs are checked.
+struct RawRecord {
+    key: VersionKey,
+    leaf_index: u64,
+    data: Vec<u8>,
+    salt: Vec<u8>,
+    content: Option<Vec<u8>>,
+    original: Option<Vec<u8>>,
+    sealed_at: i64,
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRecord> {
+    Ok(RawRecord {
+        key: VersionKey {
             resource_type: row.get(0)?,
             id: row.get(1)?,
             version_id: row.get(2)?,
         },
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-    ))
+        leaf_index: row.get(3)?,
+        data: row.get(4)?,
+        salt: row.get(5)?,
+        content: row.get(6)?,
+        original: row.get(7)?,
+        sealed_at: row.get(8)?,
+    })
 }
 
 const RECORD_SELECT: &str = "SELECT v.resource_type, v.id, v.version_id, v.leaf_index, l.data, v.salt, v.content_digest, v.original_digest, v.sealed_at
      FROM versions v JOIN leaves l ON l.leaf_index = v.leaf_index";
 
-fn to_record(
-    raw: (
-        VersionKey,
-        u64,
-        Vec<u8>,
-        Vec<u8>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        i64,
-    ),
-) -> Result<IndexRecord, Error> {
-    let (key, leaf_index, data, salt, content, original, sealed_at) = raw;
+fn to_record(raw: RawRecord) -> Result<IndexRecord, Error> {
     Ok(IndexRecord {
-        key,
-        leaf_index,
-        leaf: Leaf::decode(&data)?,
-        salt: blob32(salt).map_err(db_error)?,
-        content_digest: content.map(blob32).transpose().map_err(db_error)?,
-        original_digest: original.map(blob32).transpose().map_err(db_error)?,
-        sealed_at,
+        key: raw.key,
+        leaf_index: raw.leaf_index,
+        leaf: Leaf::decode(&raw.data)?,
+        salt: blob32(raw.salt).map_err(db_error)?,
+        content_digest: raw.content.map(blob32).transpose().map_err(db_error)?,
+        original_digest: raw.original.map(blob32).transpose().map_err(db_error)?,
+        sealed_at: raw.sealed_at,
     })
 }
 

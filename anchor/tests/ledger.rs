@@ -1,6 +1,9 @@
 //! The ledger end to end, in one process: seal, checkpoint, prove, verify
 //! offline, and detect every single-bit alteration.
 
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used)]
+
 use anchor::bundle::{verify_bundle, ProofBundle};
 use anchor::ledger::{Ledger, LedgerOptions, SealRequest};
 use anchor::note::NoteVerifier;

@@ -1,6 +1,9 @@
 //! The digest does not depend on the wire format: every R4 example, written
 //! as FHIR XML, canonicalizes to the same bytes as its JSON form.
 
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used)]
+
 use anchor::resource::{canonical_resource, Format};
 use fhirbolt::element::Element;
 use fhirbolt::FhirReleases;

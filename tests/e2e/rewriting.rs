@@ -9,11 +9,11 @@ use inkan_e2e::client;
 /// Every string in `value` that looks like an upstream URL.
 fn upstream_urls(value: &serde_json::Value, stack: &Stack, found: &mut Vec<String>) {
     match value {
-        serde_json::Value::String(s) => {
-            if s.contains("localhost:8080") || s.contains(&format!("127.0.0.1:{}", stack.hfs.port))
-            {
-                found.push(s.clone());
-            }
+        serde_json::Value::String(s)
+            if s.contains("localhost:8080")
+                || s.contains(&format!("127.0.0.1:{}", stack.hfs.port)) =>
+        {
+            found.push(s.clone());
         }
         serde_json::Value::Array(items) => {
             items.iter().for_each(|v| upstream_urls(v, stack, found))
