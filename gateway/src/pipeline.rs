@@ -898,3 +898,113 @@ mod tests {
         assert_eq!(query_names(None), "");
     }
 }
+
+#[cfg(test)]
+mod upstream_request_tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn gateway(extra: impl FnOnce(&mut Config)) -> Gateway {
+        let mut config = Config::default();
+        config.upstream.url = "http://127.0.0.1:9/fhir".into();
+        extra(&mut config);
+        Gateway::new(config).unwrap()
+    }
+
+    fn exchange(bridge: bool, query: Option<&str>) -> Exchange {
+        Exchange {
+            request_id: "rid-1".into(),
+            method: Method::GET,
+            fhir_path: "/Patient".into(),
+            query: query.map(str::to_owned),
+            interaction: Interaction::SearchType,
+            wanted: if bridge { Wanted::Xml } else { Wanted::Json },
+            bridge_response: bridge,
+            advertise_xml: false,
+            client_format_param: None,
+            public_base: "http://gw/fhir".into(),
+        }
+    }
+
+    fn parts(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = Request::get("http://gw/fhir/Patient");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn conn() -> Connection {
+        Connection {
+            peer: "192.0.2.1:4000".parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    #[test]
+    fn authorization_passes_through_by_default_and_multi_values_survive() {
+        let gw = gateway(|_| {});
+        let request = gw
+            .upstream_request(
+                parts(&[
+                    ("authorization", "Bearer client-token"),
+                    ("if-match", "W/\"1\""),
+                    ("if-match", "W/\"2\""),
+                    ("connection", "close"),
+                    ("te", "trailers"),
+                ]),
+                Bytes::new(),
+                None,
+                &conn(),
+                &exchange(false, Some("name=a&_count=2")),
+            )
+            .unwrap();
+        assert_eq!(
+            request.uri(),
+            "http://127.0.0.1:9/fhir/Patient?name=a&_count=2"
+        );
+        assert_eq!(request.headers()["authorization"], "Bearer client-token");
+        assert_eq!(request.headers().get_all("if-match").iter().count(), 2);
+        assert!(request.headers().get("connection").is_none());
+        assert!(request.headers().get("te").is_none());
+        assert_eq!(request.headers()["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(request.headers()["x-request-id"], "rid-1");
+    }
+
+    #[test]
+    fn gateway_token_replaces_the_client_authorization() {
+        let dir = std::env::temp_dir().join(format!("inkan-token-{}", std::process::id()));
+        std::fs::write(&dir, "gateway-secret\n").unwrap();
+        let gw = gateway(|c| c.upstream.bearer_token_file = Some(dir.clone()));
+        let request = gw
+            .upstream_request(
+                parts(&[("authorization", "Bearer client-token")]),
+                Bytes::new(),
+                None,
+                &conn(),
+                &exchange(false, None),
+            )
+            .unwrap();
+        assert_eq!(request.headers()["authorization"], "Bearer gateway-secret");
+        let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn bridged_requests_ask_the_upstream_for_json() {
+        let gw = gateway(|_| {});
+        let request = gw
+            .upstream_request(
+                parts(&[("accept", "application/fhir+xml")]),
+                Bytes::new(),
+                None,
+                &conn(),
+                &exchange(true, Some("name=a&_format=xml")),
+            )
+            .unwrap();
+        assert_eq!(
+            request.uri(),
+            "http://127.0.0.1:9/fhir/Patient?name=a&_format=json"
+        );
+        assert_eq!(request.headers()["accept"], "application/fhir+json");
+    }
+}

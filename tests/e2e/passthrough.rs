@@ -313,3 +313,35 @@ fn operations_pass_through() {
     let body = json(unknown);
     assert_outcome(&body, body["issue"][0]["code"].as_str().unwrap());
 }
+
+#[test]
+fn fhirpath_patch_body_passes_untouched() {
+    let stack = Stack::start();
+    let created = create(&stack, &patient("Patch", "FhirPath"));
+    let id = created["id"].as_str().unwrap();
+    let parameters = json!({
+        "resourceType": "Parameters",
+        "parameter": [{
+            "name": "operation",
+            "part": [
+                {"name": "type", "valueCode": "replace"},
+                {"name": "path", "valueString": "Patient.birthDate"},
+                {"name": "value", "valueDate": "1999-12-31"}
+            ]
+        }]
+    });
+    let response = client()
+        .patch(stack.url(&format!("/Patient/{id}")))
+        .header("Content-Type", "application/fhir+json")
+        .body(parameters.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let read = json(
+        client()
+            .get(stack.url(&format!("/Patient/{id}")))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(read["birthDate"], "1999-12-31");
+}
