@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
 /// Everything `inkan serve` needs. Defaults are safe for a single gateway on
 /// one host; see each field.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the gateway listens on. Default `127.0.0.1:8090`.
@@ -60,7 +60,7 @@ impl Default for Config {
 }
 
 /// The seal's Merkle log.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// Directory of the ledger (SQLite index, tiles, keys). Default
@@ -100,7 +100,7 @@ impl LedgerConfig {
 }
 
 /// The FHIR server behind the gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Base URL of the upstream FHIR server, e.g. `http://127.0.0.1:8080/fhir`.
@@ -157,7 +157,7 @@ impl Default for UpstreamConfig {
 }
 
 /// How the gateway serves clients that speak FHIR XML.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum XmlMode {
     Auto,
@@ -166,7 +166,7 @@ pub enum XmlMode {
 }
 
 /// Bounds on what one client may cost the gateway.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body accepted, in bytes. Default 32 MiB. Exceeded: 413.
@@ -217,7 +217,7 @@ impl Limits {
 }
 
 /// TLS on the gateway's own listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
     /// PEM certificate chain.
@@ -229,7 +229,7 @@ pub struct ListenerTls {
     pub client_ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` (default) or `json`.
@@ -248,7 +248,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -433,5 +433,48 @@ mod tests {
         let err = load_str("base_path = \"/-/fhir\"\nupstream.url = \"http://127.0.0.1:1/\"\n")
             .unwrap_err();
         assert!(err.to_string().contains("admin prefix"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/configuration.md shows every key; its example must load.
+    #[test]
+    fn documented_example_is_complete_and_valid() {
+        let doc = include_str!("../../docs/configuration.md");
+        let start = doc.find("```toml\n").unwrap() + "```toml\n".len();
+        let end = start + doc[start..].find("```").unwrap();
+        let path = std::env::temp_dir().join(format!("inkan-doc-{}.toml", std::process::id()));
+        std::fs::write(&path, &doc[start..end]).unwrap();
+        let config = Config::load(Some(&path), |_| None).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.upstream.also_known_as,
+            vec!["http://localhost:8080".to_owned()]
+        );
+        assert!(config.tls.is_some());
+        // Every field of every table appears in the example: serialize the
+        // loaded config (all optional fields are set there) and compare.
+        let documented: toml::Table = doc[start..end].parse().unwrap();
+        let actual = toml::Table::try_from(&config).unwrap();
+        for (section, value) in &actual {
+            assert!(
+                documented.contains_key(section),
+                "docs/configuration.md lacks {section}"
+            );
+            if let (Some(fields), Some(doc_fields)) =
+                (value.as_table(), documented[section].as_table())
+            {
+                for field in fields.keys() {
+                    assert!(
+                        doc_fields.contains_key(field),
+                        "docs/configuration.md lacks {section}.{field}"
+                    );
+                }
+            }
+        }
+        let _ = std::fs::remove_file(path);
     }
 }
