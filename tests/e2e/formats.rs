@@ -139,6 +139,11 @@ fn json_resource_read_as_xml_has_the_same_content() {
         .text()
         .unwrap();
     assert!(xml.contains("<family value=\"Matsumoto\"/>"), "{xml}");
+    assert_eq!(
+        xml.matches("<?xml").count(),
+        1,
+        "exactly one XML declaration: {xml}"
+    );
     assert!(
         xml.contains(&format!(
             "<versionId value=\"{}\"/>",

@@ -40,11 +40,9 @@ pub fn xml_to_json(xml: &[u8]) -> Result<Vec<u8>, ConversionError> {
 pub fn json_to_xml(json: &[u8]) -> Result<Vec<u8>, ConversionError> {
     let element: R4Element = fhirbolt::serde::json::from_slice(json, strict())
         .map_err(|e| ConversionError(format!("invalid FHIR JSON: {e}")))?;
-    let mut out = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>".to_vec();
-    let xml = fhirbolt::serde::xml::to_vec(&element, None)
-        .map_err(|e| ConversionError(format!("cannot write FHIR XML: {e}")))?;
-    out.extend_from_slice(&xml);
-    Ok(out)
+    // fhirbolt writes the XML declaration itself.
+    fhirbolt::serde::xml::to_vec(&element, None)
+        .map_err(|e| ConversionError(format!("cannot write FHIR XML: {e}")))
 }
 
 #[cfg(test)]
@@ -64,6 +62,11 @@ mod tests {
             "{xml_text}"
         );
         assert!(xml_text.contains("<value value=\"1.50\"/>"), "{xml_text}");
+        assert_eq!(
+            xml_text.matches("<?xml").count(),
+            1,
+            "one XML declaration: {xml_text}"
+        );
         let back: serde_json::Value = serde_json::from_slice(&xml_to_json(&xml).unwrap()).unwrap();
         let original: serde_json::Value = serde_json::from_slice(json).unwrap();
         assert_eq!(back["valueQuantity"]["value"].to_string(), "1.50");
