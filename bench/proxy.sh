@@ -24,6 +24,7 @@ command -v nginx >/dev/null && command -v wrk >/dev/null || {
 cargo build --release --locked -p inkan >&2
 inkan="$(pwd)/target/release/inkan"
 work="$(mktemp -d)"
+chmod 755 "$work"  # nginx workers run as an unprivileged user
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT

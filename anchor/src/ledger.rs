@@ -104,6 +104,11 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Adds an anchor backend (the `local` one is always present).
+    pub fn add_backend(&mut self, backend: Box<dyn AnchorBackend>) {
+        self.backends.push(backend);
+    }
+
     pub fn verifier(&self) -> NoteVerifier {
         self.signer.verifier()
     }
@@ -206,63 +211,134 @@ impl Ledger {
     /// one, publishes tiles, and anchors it with every backend. `None` when
     /// the tree did not grow.
     pub fn checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error> {
+        let signed = self.checkpoint_only()?;
+        self.anchor_pending()?;
+        Ok(signed)
+    }
+
+    /// Signs and publishes a checkpoint when the tree grew; no anchoring.
+    fn checkpoint_only(&self) -> Result<Option<StoredCheckpoint>, Error> {
         let _guard = self
             .checkpointing
             .lock()
             .map_err(|_| Error::Store("checkpoint lock poisoned".into()))?;
         self.sync_tree()?;
-        let tree = self
-            .tree
-            .lock()
-            .map_err(|_| Error::Store("tree lock poisoned".into()))?
-            .clone();
-        let size = tree.size();
         let previous = self.store.latest_checkpoint()?;
         let previous_size = previous.as_ref().map_or(0, |c| c.size);
-        if size <= previous_size && previous.is_some() {
-            return Ok(None);
-        }
-        // Never sign a checkpoint that is not consistent with the last one:
-        // the previous root must be a prefix root of the current tree.
-        if let Some(previous) = &previous {
-            let signed = Checkpoint::verify(&previous.note, &self.signer.verifier())?;
-            let recomputed = tree.root(signed.size)?;
-            if recomputed != signed.root {
-                return Err(Error::Proof(format!(
-                    "refusing to sign: the tree no longer matches checkpoint {} (calculated root {}, signed root {})",
-                    signed.size,
-                    hex::encode(recomputed),
-                    hex::encode(signed.root)
-                )));
+        // Everything that needs the tree is computed under its lock, without
+        // copying it: the root, the consistency check and the changed tiles.
+        let (checkpoint, changed_tiles) = {
+            let tree = self
+                .tree
+                .lock()
+                .map_err(|_| Error::Store("tree lock poisoned".into()))?;
+            let size = tree.size();
+            if size <= previous_size && previous.is_some() {
+                return Ok(None);
             }
-        }
-        let checkpoint = Checkpoint {
-            origin: self.origin().to_owned(),
-            size,
-            root: tree.root(size)?,
+            // Never sign a checkpoint that is not consistent with the last
+            // one: the previous root must be a prefix root of this tree.
+            if let Some(previous) = &previous {
+                let signed = Checkpoint::verify(&previous.note, &self.signer.verifier())?;
+                let recomputed = tree.root(signed.size)?;
+                if recomputed != signed.root {
+                    return Err(Error::Proof(format!(
+                        "refusing to sign: the tree no longer matches checkpoint {} (calculated root {}, signed root {})",
+                        signed.size,
+                        hex::encode(recomputed),
+                        hex::encode(signed.root)
+                    )));
+                }
+            }
+            let checkpoint = Checkpoint {
+                origin: self.origin().to_owned(),
+                size,
+                root: tree.root(size)?,
+            };
+            let changed = tiles::tiles_between(&tree, previous_size, size, |start, end| {
+                self.store.leaves(start, end)
+            })?;
+            (checkpoint, changed)
         };
+        let size = checkpoint.size;
         let stored = StoredCheckpoint {
             size,
             note: self.signer.sign(&checkpoint.body())?,
         };
         self.store.store_checkpoint(&stored)?;
-        tiles::write_tiles(
-            &self.tiles_dir(),
-            &tree,
-            previous_size,
-            size,
-            |start, end| self.store.leaves(start, end),
-        )?;
+        tiles::write_tile_files(&self.tiles_dir(), changed_tiles)?;
         write_atomically(&self.tiles_dir().join("checkpoint"), stored.note.as_bytes())?;
+        Ok(Some(stored))
+    }
+
+    /// Hands the latest checkpoint to every backend that has no receipt for
+    /// it yet. The latest checkpoint covers all earlier ones through
+    /// consistency proofs, so a backend that was down catches up with one
+    /// anchor. Errors leave the checkpoint stored and un-anchored: the
+    /// checkpointer retries with backoff.
+    pub fn anchor_pending(&self) -> Result<(), Error> {
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let anchored: Vec<String> = self
+            .store
+            .receipts(latest.size)?
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        let mut first_error = None;
         for backend in &self.backends {
-            // A failing backend never loses the checkpoint: it stays stored
-            // and is anchored by the next successful run (issue: anchors).
-            match backend.anchor(&stored) {
-                Ok(receipt) => self.store.store_receipt(size, backend.name(), &receipt)?,
-                Err(error) => return Err(error),
+            if anchored.iter().any(|name| name == backend.name()) {
+                continue;
+            }
+            match backend.anchor(&latest) {
+                Ok(receipt) => self
+                    .store
+                    .store_receipt(latest.size, backend.name(), &receipt)?,
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
             }
         }
-        Ok(Some(stored))
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Starts a thread that signs a checkpoint every `interval` when the
+    /// tree grew, and retries failed anchors with exponential backoff (up
+    /// to a minute). It stops when the returned handle is dropped.
+    pub fn spawn_checkpointer(
+        self: &std::sync::Arc<Self>,
+        interval: std::time::Duration,
+    ) -> Checkpointer {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ledger = std::sync::Arc::downgrade(self);
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("ledger-checkpointer".into())
+            .spawn(move || {
+                let mut backoff = interval;
+                let mut next_anchor_try = std::time::Instant::now();
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(interval);
+                    let Some(ledger) = ledger.upgrade() else { break };
+                    let signed = ledger.checkpoint_only();
+                    if let Err(error) = &signed {
+                        eprintln!("inkan ledger: checkpoint failed: {error}");
+                    }
+                    if std::time::Instant::now() >= next_anchor_try {
+                        match ledger.anchor_pending() {
+                            Ok(()) => backoff = interval,
+                            Err(error) => {
+                                eprintln!("inkan ledger: anchoring failed, retrying in {backoff:?}: {error}");
+                                next_anchor_try = std::time::Instant::now() + backoff;
+                                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        Checkpointer { stop, thread }
     }
 
     /// The index record of a version, if sealed.
@@ -290,12 +366,11 @@ impl Ledger {
             .store
             .latest_checkpoint()?
             .unwrap_or_else(|| checkpoint.clone());
-        let tree = self
+        let proof = self
             .tree
             .lock()
             .map_err(|_| Error::Store("tree lock poisoned".into()))?
-            .clone();
-        let proof = tree.inclusion_proof(record.leaf_index, latest.size)?;
+            .inclusion_proof(record.leaf_index, latest.size)?;
         let mut anchors = Vec::new();
         for (backend, receipt) in self.store.receipts(latest.size)? {
             anchors.push(AnchorReceipt {
@@ -424,4 +499,21 @@ fn create_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut file = options.open(path).map_err(|e| io_error(path, e))?;
     file.write_all(bytes).map_err(|e| io_error(path, e))?;
     file.sync_all().map_err(|e| io_error(path, e))
+}
+
+/// The running checkpointer; dropping it stops the thread after its current
+/// round.
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub fn tile_path(level: Option<u32>, index: u64, width: u64) -> String {
 
 /// Every tile that a tree of `size` has, with its expected bytes, for tiles
 /// whose index is at least the one that covered `from_size`.
-fn tiles_between<F>(
+pub fn tiles_between<F>(
     tree: &MemoryTree,
     from_size: u64,
     size: u64,
@@ -96,18 +96,9 @@ where
     Ok(out)
 }
 
-/// Writes the tiles that changed between `old_size` and `new_size`.
-pub fn write_tiles<F>(
-    dir: &Path,
-    tree: &MemoryTree,
-    old_size: u64,
-    new_size: u64,
-    leaves: F,
-) -> Result<(), Error>
-where
-    F: FnMut(u64, u64) -> Result<Vec<[u8; LEAF_LEN]>, Error>,
-{
-    for (path, data) in tiles_between(tree, old_size, new_size, leaves)? {
+/// Writes tiles from [`tiles_between`] under `dir`.
+pub fn write_tile_files(dir: &Path, tiles: Vec<(PathBuf, Vec<u8>)>) -> Result<(), Error> {
+    for (path, data) in tiles {
         let path = dir.join(path);
         // Full tiles never change; skip them when present.
         if path.exists() && !path.to_string_lossy().contains(".p/") {

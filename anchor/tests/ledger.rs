@@ -240,3 +240,114 @@ fn xml_and_json_of_one_version_share_a_commitment() {
     verify_bundle(&bundle, Some(&json), &log_key).unwrap();
     verify_bundle(&bundle, Some(&xml), &log_key).unwrap();
 }
+
+/// A backend that persists the first anchor and then reports failure (the
+/// "failed but persisted" fault), then fails outright once, then works.
+#[derive(Debug, Default)]
+struct FlakyBackend {
+    anchored: std::sync::Mutex<Vec<u64>>,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl anchor::anchor::AnchorBackend for FlakyBackend {
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn anchor(
+        &self,
+        checkpoint: &anchor::store::StoredCheckpoint,
+    ) -> Result<String, anchor::Error> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut anchored = self.anchored.lock().unwrap();
+        // Idempotent: a checkpoint already anchored is not anchored again.
+        if !anchored.contains(&checkpoint.size) {
+            anchored.push(checkpoint.size);
+        }
+        match call {
+            0 => Err(anchor::Error::Store(
+                "connection reset after the anchor was persisted".into(),
+            )),
+            1 => Err(anchor::Error::Store("backend down".into())),
+            _ => Ok(format!("{{\"size\":{}}}", checkpoint.size)),
+        }
+    }
+}
+
+#[test]
+fn a_failing_backend_never_loses_a_checkpoint_and_is_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = Ledger::open(dir.path(), &options()).unwrap();
+    let flaky = std::sync::Arc::new(FlakyBackend::default());
+    #[derive(Debug)]
+    struct Shared(std::sync::Arc<FlakyBackend>);
+    impl anchor::anchor::AnchorBackend for Shared {
+        fn name(&self) -> &str {
+            self.0.name()
+        }
+        fn anchor(&self, c: &anchor::store::StoredCheckpoint) -> Result<String, anchor::Error> {
+            self.0.anchor(c)
+        }
+    }
+    ledger.add_backend(Box::new(Shared(flaky.clone())));
+    seal(&ledger, "a", "1", patient("a", "1", "Abe"));
+
+    // The backend fails: the checkpoint is still signed and stored, and the
+    // local backend's receipt is kept.
+    assert!(ledger.checkpoint().is_err());
+    let latest = ledger
+        .store()
+        .latest_checkpoint()
+        .unwrap()
+        .expect("checkpoint stored despite the failure");
+    assert_eq!(latest.size, 1);
+    let receipts = ledger.store().receipts(1).unwrap();
+    assert_eq!(
+        receipts.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>(),
+        vec!["local"]
+    );
+
+    // More appends while it is down; the next checkpoint covers them all.
+    seal(&ledger, "b", "1", patient("b", "1", "Abe"));
+    assert!(ledger.checkpoint().is_err());
+    // Back up: the latest checkpoint is anchored, once.
+    ledger.anchor_pending().unwrap();
+    let receipts = ledger.store().receipts(2).unwrap();
+    assert!(
+        receipts
+            .iter()
+            .any(|(b, r)| b == "flaky" && r == "{\"size\":2}"),
+        "{receipts:?}"
+    );
+    assert_eq!(
+        *flaky.anchored.lock().unwrap(),
+        vec![1, 2],
+        "each checkpoint anchored once"
+    );
+    // Nothing pending: no further call.
+    let calls = flaky.calls.load(std::sync::atomic::Ordering::SeqCst);
+    ledger.anchor_pending().unwrap();
+    assert_eq!(flaky.calls.load(std::sync::atomic::Ordering::SeqCst), calls);
+}
+
+#[test]
+fn the_checkpointer_signs_when_the_tree_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = std::sync::Arc::new(Ledger::open(dir.path(), &options()).unwrap());
+    let checkpointer = ledger.spawn_checkpointer(std::time::Duration::from_millis(50));
+    seal(&ledger, "c", "1", patient("c", "1", "Chiba"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ledger.store().latest_checkpoint().unwrap().map(|c| c.size) != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(checkpointer);
+    assert_eq!(
+        ledger.store().checkpoints().unwrap().len(),
+        1,
+        "no checkpoint without growth"
+    );
+}

@@ -60,10 +60,16 @@ impl Upstream {
         } else {
             1
         };
-        let (parts, body) = request.into_parts();
+        // Keep a copy of the request only when a retry may need it.
+        let spare = (attempts > 1).then(|| (request.clone_parts(), request.body().clone()));
+        let mut first = Some(request);
         let mut last_error = GatewayError::UpstreamUnreachable;
         for attempt in 0..attempts {
-            let request = Request::from_parts(parts.clone(), body.clone());
+            let request = match (first.take(), &spare) {
+                (Some(request), _) => request,
+                (None, Some((parts, body))) => Request::from_parts(parts.clone(), body.clone()),
+                (None, None) => break,
+            };
             match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
                 Err(_) => {
                     return Err(GatewayError::UpstreamTimeout {
@@ -85,5 +91,26 @@ impl Upstream {
             }
         }
         Err(last_error)
+    }
+}
+
+/// Cloning the head of a request (http's `Parts` is `Clone`, `Request` is not).
+trait CloneParts {
+    fn clone_parts(&self) -> http::request::Parts;
+}
+
+impl<B> CloneParts for Request<B> {
+    fn clone_parts(&self) -> http::request::Parts {
+        let mut builder = Request::builder()
+            .method(self.method().clone())
+            .uri(self.uri().clone())
+            .version(self.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = self.headers().clone();
+        }
+        match builder.body(()) {
+            Ok(request) => request.into_parts().0,
+            Err(_) => Request::new(()).into_parts().0,
+        }
     }
 }

@@ -24,6 +24,7 @@
 //! segment boundary. The rest of the URL — path, percent-encoded query and
 //! fragment — is kept byte for byte.
 
+use std::borrow::Cow;
 use std::sync::RwLock;
 
 use quick_xml::events::{BytesStart, Event};
@@ -128,35 +129,41 @@ fn split_host_port(authority: &str, default_port: u16) -> Option<(String, u16)> 
 #[derive(Debug)]
 pub struct Rewriter {
     /// The configured upstream URL and its aliases, plus bases learned from
-    /// the upstream's CapabilityStatement at run time.
-    bases: RwLock<Vec<BaseUrl>>,
+    /// the upstream's CapabilityStatement at run time, each with its
+    /// authority needle (precomputed: it is searched for in every body).
+    bases: RwLock<Vec<(BaseUrl, String)>>,
 }
 
 impl Rewriter {
     pub fn new(bases: impl IntoIterator<Item = BaseUrl>) -> Rewriter {
         Rewriter {
-            bases: RwLock::new(bases.into_iter().collect()),
+            bases: RwLock::new(
+                bases
+                    .into_iter()
+                    .map(|b| {
+                        let needle = b.authority_needle();
+                        (b, needle)
+                    })
+                    .collect(),
+            ),
         }
     }
 
     /// Adds a base the upstream was seen to advertise (idempotent).
     pub fn learn(&self, base: BaseUrl) {
         let mut bases = self.bases.write().unwrap_or_else(|e| e.into_inner());
-        if !bases.contains(&base) {
+        if !bases.iter().any(|(known, _)| *known == base) {
             tracing::info!(base = %format!("{}://{}:{}{}", base.scheme, base.host, base.port, base.path), "learned an upstream base from its CapabilityStatement");
-            bases.push(base);
+            let needle = base.authority_needle();
+            bases.push((base, needle));
         }
-    }
-
-    fn bases(&self) -> Vec<BaseUrl> {
-        self.bases.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The public form of `url`, or `None` when it is not under an upstream
     /// base.
     pub fn rewrite_url(&self, url: &str, public_base: &str) -> Option<String> {
         let bases = self.bases.read().unwrap_or_else(|e| e.into_inner());
-        let rest = bases.iter().find_map(|b| b.strip(url))?;
+        let rest = bases.iter().find_map(|(b, _)| b.strip(url))?;
         let public = public_base.trim_end_matches('/');
         Some(format!("{public}{rest}"))
     }
@@ -164,57 +171,27 @@ impl Rewriter {
     /// True when `body` might contain a URL under an upstream base. A `false`
     /// lets the body through without parsing.
     pub fn might_contain_upstream_url(&self, body: &[u8]) -> bool {
-        self.bases()
+        let bases = self.bases.read().unwrap_or_else(|e| e.into_inner());
+        bases
             .iter()
-            .any(|b| memchr::memmem::find(body, b.authority_needle().as_bytes()).is_some())
+            .any(|(_, needle)| memchr::memmem::find(body, needle.as_bytes()).is_some())
     }
 
     /// Rewrites a FHIR JSON body. `None` means nothing needed rewriting (send
-    /// the original bytes); `Some` is the new body.
+    /// the original bytes); `Some` is the new body. One pass over the bytes:
+    /// everything but the rewritten strings is copied as the upstream wrote
+    /// it (whitespace, member order, number text).
     pub fn rewrite_json(&self, body: &[u8], public_base: &str) -> Option<Vec<u8>> {
         if !self.might_contain_upstream_url(body) {
             return None;
         }
-        let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-        let mut changed = false;
-        self.walk_json(&mut value, None, public_base, &mut changed);
-        if !changed {
-            return None;
-        }
-        serde_json::to_vec(&value).ok()
-    }
-
-    fn walk_json(
-        &self,
-        value: &mut serde_json::Value,
-        parent_key: Option<&str>,
-        public_base: &str,
-        changed: &mut bool,
-    ) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, child) in map.iter_mut() {
-                    if let serde_json::Value::String(s) = child {
-                        if is_location_element(parent_key, key) {
-                            if let Some(new) = self.rewrite_url(s, public_base) {
-                                *s = new;
-                                *changed = true;
-                            }
-                        }
-                    } else {
-                        self.walk_json(child, Some(key), public_base, changed);
-                    }
-                }
+        rewrite_json_strings(body, |parent, key, value| {
+            if is_location_element(parent, key) {
+                self.rewrite_url(value, public_base)
+            } else {
+                None
             }
-            serde_json::Value::Array(items) => {
-                // Array items inherit the array's key as their parent: in
-                // `"link": [{"url": …}]` the object's parent is `link`.
-                for item in items {
-                    self.walk_json(item, parent_key, public_base, changed);
-                }
-            }
-            _ => {}
-        }
+        })
     }
 
     /// Rewrites a FHIR XML body, keeping everything but the rewritten `value`
@@ -292,6 +269,126 @@ impl Rewriter {
         }
         Some(rewritten)
     }
+}
+
+/// An open JSON container while scanning: the key it sits under (array
+/// items inherit their array's key, so in `"link": [{"url": …}]` the object's
+/// parent is `link`) and, for objects, the member key being read.
+enum Frame<'a> {
+    Object {
+        container_key: Option<Cow<'a, str>>,
+        key: Option<Cow<'a, str>>,
+        expecting_key: bool,
+    },
+    Array {
+        container_key: Option<Cow<'a, str>>,
+    },
+}
+
+/// Scans JSON once and replaces the string members for which `replace`
+/// (given the parent key, the member key and the decoded value) returns a
+/// new value. `None` when nothing was replaced or the input is not JSON.
+fn rewrite_json_strings(
+    input: &[u8],
+    mut replace: impl FnMut(Option<&str>, &str, &str) -> Option<String>,
+) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied_upto = 0;
+    let mut stack: Vec<Frame<'_>> = Vec::new();
+    let mut i = 0;
+    while i < input.len() {
+        match input[i] {
+            b'{' | b'[' => {
+                let container_key = match stack.last() {
+                    Some(Frame::Object { key, .. }) => key.clone(),
+                    Some(Frame::Array { container_key }) => container_key.clone(),
+                    None => None,
+                };
+                stack.push(if input[i] == b'{' {
+                    Frame::Object {
+                        container_key,
+                        key: None,
+                        expecting_key: true,
+                    }
+                } else {
+                    Frame::Array { container_key }
+                });
+                i += 1;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                i += 1;
+            }
+            b':' => {
+                if let Some(Frame::Object { expecting_key, .. }) = stack.last_mut() {
+                    *expecting_key = false;
+                }
+                i += 1;
+            }
+            b',' => {
+                if let Some(Frame::Object {
+                    expecting_key, key, ..
+                }) = stack.last_mut()
+                {
+                    *expecting_key = true;
+                    *key = None;
+                }
+                i += 1;
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                let mut escaped = false;
+                loop {
+                    match input.get(i)? {
+                        b'\\' => {
+                            escaped = true;
+                            i += 2;
+                        }
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+                let raw = &input[start..i];
+                let decode = || -> Option<Cow<'_, str>> {
+                    if escaped {
+                        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+                    } else {
+                        std::str::from_utf8(&raw[1..raw.len() - 1])
+                            .ok()
+                            .map(Cow::Borrowed)
+                    }
+                };
+                match stack.last_mut() {
+                    Some(Frame::Object {
+                        expecting_key: true,
+                        key,
+                        ..
+                    }) => *key = Some(decode()?),
+                    Some(Frame::Object {
+                        container_key,
+                        key: Some(key),
+                        ..
+                    }) => {
+                        let value = decode()?;
+                        if let Some(new) = replace(container_key.as_deref(), key, &value) {
+                            let buffer =
+                                out.get_or_insert_with(|| Vec::with_capacity(input.len() + 256));
+                            buffer.extend_from_slice(&input[copied_upto..start]);
+                            buffer.extend_from_slice(serde_json::to_string(&new).ok()?.as_bytes());
+                            copied_upto = i;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    let mut buffer = out?;
+    buffer.extend_from_slice(&input[copied_upto..]);
+    Some(buffer)
 }
 
 /// The table in the module docs, as code: is `key` (inside an element named
@@ -419,6 +516,26 @@ mod tests {
     fn json_without_upstream_urls_is_left_alone() {
         let body = br#"{"resourceType":"Patient","id":"1","birthDate":"1970-01-01"}"#;
         assert_eq!(rewriter().rewrite_json(body, PUBLIC), None);
+    }
+
+    #[test]
+    fn json_rewriting_keeps_everything_else_byte_for_byte() {
+        let body = "{ \"resourceType\" : \"Bundle\",\n  \"entry\": [ {\"fullUrl\": \"http://localhost:8080/Patient/1\", \"resource\": {\"note\": \"a \\\"quoted\\\" \\u5c71 ]}\", \"v\": 1.50e0}} ] }";
+        let out =
+            String::from_utf8(rewriter().rewrite_json(body.as_bytes(), PUBLIC).unwrap()).unwrap();
+        assert_eq!(out, body.replace("http://localhost:8080", PUBLIC));
+    }
+
+    #[test]
+    fn escaped_urls_are_decoded_before_matching() {
+        let body = br#"{"subject":{"reference":"http:\/\/localhost:8080\/Patient\/1"}}"#;
+        // The needle is the authority, which has no slash: found.
+        let out = rewriter().rewrite_json(body, PUBLIC).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["subject"]["reference"],
+            "https://gw.example.jp/fhir/Patient/1"
+        );
     }
 
     #[test]
