@@ -55,28 +55,29 @@ open(sys.argv[1].replace("Patient/bench", "Patient/search"), "w").write(json.dum
 PY
 head -c $((200 * 1024 * 1024)) /dev/urandom >"$work/www/fhir/Binary/big"
 
-cat >"$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
+# Two nginx instances, so the proxy under test never shares a worker with
+# the upstream: the upstream with one worker, the proxy with one per core
+# (its usual production setting).
+nginx_conf() { # name workers server-block
+  mkdir -p "$work/$1"
+  cat >"$work/$1/nginx.conf" <<NGINX
+worker_processes $2;
+pid $work/$1/nginx.pid;
+error_log $work/logs/$1-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   default_type application/fhir+json;
   sendfile on; tcp_nopush on; keepalive_requests 1000000;
-  upstream fhir { server 127.0.0.1:$up_port; keepalive 128; }
-  server {
-    listen 127.0.0.1:$up_port; root $work/www;
-    location /fhir/Binary/ { default_type application/octet-stream; }
-  }
-  server {
-    listen 127.0.0.1:$proxy_port;
-    location / { proxy_pass http://fhir; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; }
-  }
+  $3
 }
 NGINX
-nginx -c "$work/nginx.conf" -p "$work" -g 'daemon off;' &
-pids+=($!)
+  nginx -c "$work/$1/nginx.conf" -p "$work/$1" -g 'daemon off;' &
+  pids+=($!)
+}
+nginx_conf upstream 1 "server { listen 127.0.0.1:$up_port; root $work/www; location /fhir/Binary/ { default_type application/octet-stream; } }"
+nginx_conf proxy auto "upstream fhir { server 127.0.0.1:$up_port; keepalive 128; }
+  server { listen 127.0.0.1:$proxy_port; location / { proxy_pass http://fhir; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 wait_ok "http://127.0.0.1:$up_port/fhir/Patient/bench"
 wait_ok "http://127.0.0.1:$proxy_port/fhir/Patient/bench"
 
@@ -125,7 +126,7 @@ before_hwm="$(rss "$inkan_pid" VmHWM)"
 curl -sS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$inkan_port/fhir/Binary/big" >"$work/size"
 stream_hwm_kib="$(rss "$inkan_pid" VmHWM)"
 
-echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, nginx $(nginx -v 2>&1 | cut -d/ -f2)"
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, nginx $(nginx -v 2>&1 | cut -d/ -f2) (upstream: 1 worker; proxy: worker_processes auto), inkan release build"
 echo
 echo "| response | target | req/s | p50 ms | p99 ms |"
 echo "|---|---|---:|---:|---:|"

@@ -204,7 +204,10 @@ fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<AppendReques
 }
 
 fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Result<Vec<Vec<u64>>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: take the write lock up front. A deferred transaction that
+    // upgrades from read to write fails at once with SQLITE_BUSY when a
+    // checkpoint insert holds the lock, instead of waiting for it.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut next: u64 = tx.query_row(
         "SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves",
         [],

@@ -351,3 +351,40 @@ fn the_checkpointer_signs_when_the_tree_grows() {
         "no checkpoint without growth"
     );
 }
+
+#[test]
+fn concurrent_seals_and_checkpoints_never_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = std::sync::Arc::new(Ledger::open(dir.path(), &options()).unwrap());
+    let checkpointer = ledger.spawn_checkpointer(std::time::Duration::from_millis(1));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let ledger = ledger.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let id = format!("w{w}-{i}");
+                    ledger
+                        .seal(vec![SealRequest::Version {
+                            key: key(&id, "1"),
+                            bytes: patient(&id, "1", "Mori"),
+                            format: Format::Json,
+                            original_digest: None,
+                            backfilled: false,
+                        }])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    drop(checkpointer);
+    ledger.checkpoint().unwrap();
+    assert_eq!(ledger.store().size().unwrap(), 600);
+    assert!(
+        ledger.store().checkpoints().unwrap().len() > 1,
+        "checkpoints were signed while appending"
+    );
+    assert_eq!(ledger.fsck().unwrap(), Vec::<String>::new());
+}
