@@ -62,7 +62,7 @@ pub enum SealRequest {
 pub struct Ledger {
     dir: PathBuf,
     store: Box<dyn LedgerStore>,
-    tree: Mutex<MemoryTree>,
+    tree: Mutex<TreeState>,
     signer: NoteSigner,
     backends: Vec<Box<dyn AnchorBackend>>,
     /// Serializes checkpoint production (never two signers racing).
@@ -96,7 +96,7 @@ impl Ledger {
             backends: vec![Box::new(LocalFileAnchor::new(dir.join("anchors.log")))],
             dir: dir.to_owned(),
             store: Box::new(store),
-            tree: Mutex::new(MemoryTree::new()),
+            tree: Mutex::new(TreeState::default()),
             signer,
             checkpointing: Mutex::new(()),
         };
@@ -125,20 +125,47 @@ impl Ledger {
         self.dir.join("tiles")
     }
 
-    /// Brings the in-memory tree up to the store's size.
-    fn sync_tree(&self) -> Result<u64, Error> {
-        let mut tree = self
-            .tree
+    fn lock_tree(&self) -> Result<std::sync::MutexGuard<'_, TreeState>, Error> {
+        self.tree
             .lock()
-            .map_err(|_| Error::Store("tree lock poisoned".into()))?;
-        let size = self.store.size()?;
-        let mut next = tree.size();
-        while next < size {
-            let end = (next + 65_536).min(size);
-            for data in self.store.leaves(next, end)? {
-                tree.push(merkle::leaf_hash(&data));
+            .map_err(|_| Error::Store("tree lock poisoned".into()))
+    }
+
+    /// Adds freshly appended leaves to the tree without reading them back
+    /// from the store. Concurrent appends finish in any order, so leaves
+    /// wait in `pending` until every index before them is in the tree.
+    fn add_to_tree(&self, appended: &[crate::store::Appended]) -> Result<(), Error> {
+        let mut state = self.lock_tree()?;
+        for a in appended.iter().filter(|a| a.newly_sealed) {
+            if a.leaf_index >= state.tree.size() {
+                state
+                    .pending
+                    .insert(a.leaf_index, merkle::leaf_hash(&a.data));
             }
-            next = end;
+        }
+        state.drain_pending();
+        Ok(())
+    }
+
+    /// Brings the in-memory tree up to the store's size (at open, and before
+    /// a checkpoint), reading from the store only leaves no caller has
+    /// added yet.
+    fn sync_tree(&self) -> Result<u64, Error> {
+        let mut state = self.lock_tree()?;
+        let size = self.store.size()?;
+        state.drain_pending();
+        while state.tree.size() < size {
+            let next = state.tree.size();
+            let end = (next + 65_536).min(size);
+            for (offset, data) in self.store.leaves(next, end)?.iter().enumerate() {
+                let index = next + offset as u64;
+                let hash = state
+                    .pending
+                    .remove(&index)
+                    .unwrap_or_else(|| merkle::leaf_hash(data));
+                state.tree.push(hash);
+            }
+            state.drain_pending();
         }
         Ok(size)
     }
@@ -187,23 +214,18 @@ impl Ledger {
                 },
             });
         }
-        let new_commitments: Vec<Hash> = entries.iter().map(|e| e.leaf.commitment).collect();
-        let indexes = self.store.append(entries)?;
-        self.sync_tree()?;
-        let mut receipts = Vec::with_capacity(indexes.len());
-        for (index, fresh) in indexes.into_iter().zip(new_commitments) {
-            let stored = self
-                .store
-                .leaves(index, index + 1)?
-                .pop()
-                .ok_or_else(|| Error::Store(format!("leaf {index} vanished")))?;
-            let leaf = Leaf::decode(&stored)?;
-            receipts.push(SealReceipt {
-                leaf_index: index,
-                commitment: leaf.commitment,
-                newly_sealed: leaf.commitment == fresh,
-            });
-        }
+        let appended = self.store.append(entries)?;
+        self.add_to_tree(&appended)?;
+        let receipts = appended
+            .iter()
+            .map(|a| {
+                Ok(SealReceipt {
+                    leaf_index: a.leaf_index,
+                    commitment: Leaf::decode(&a.data)?.commitment,
+                    newly_sealed: a.newly_sealed,
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(receipts)
     }
 
@@ -228,10 +250,8 @@ impl Ledger {
         // Everything that needs the tree is computed under its lock, without
         // copying it: the root, the consistency check and the changed tiles.
         let (checkpoint, changed_tiles) = {
-            let tree = self
-                .tree
-                .lock()
-                .map_err(|_| Error::Store("tree lock poisoned".into()))?;
+            let state = self.lock_tree()?;
+            let tree = &state.tree;
             let size = tree.size();
             if size <= previous_size && previous.is_some() {
                 return Ok(None);
@@ -255,7 +275,7 @@ impl Ledger {
                 size,
                 root: tree.root(size)?,
             };
-            let changed = tiles::tiles_between(&tree, previous_size, size, |start, end| {
+            let changed = tiles::tiles_between(tree, previous_size, size, |start, end| {
                 self.store.leaves(start, end)
             })?;
             (checkpoint, changed)
@@ -367,9 +387,8 @@ impl Ledger {
             .latest_checkpoint()?
             .unwrap_or_else(|| checkpoint.clone());
         let proof = self
+            .lock_tree()?
             .tree
-            .lock()
-            .map_err(|_| Error::Store("tree lock poisoned".into()))?
             .inclusion_proof(record.leaf_index, latest.size)?;
         let mut anchors = Vec::new();
         for (backend, receipt) in self.store.receipts(latest.size)? {
@@ -514,6 +533,21 @@ impl Drop for Checkpointer {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// The in-memory tree and the appended leaves waiting for their turn.
+#[derive(Debug, Default)]
+struct TreeState {
+    tree: MemoryTree,
+    pending: std::collections::BTreeMap<u64, Hash>,
+}
+
+impl TreeState {
+    fn drain_pending(&mut self) {
+        while let Some(hash) = self.pending.remove(&self.tree.size()) {
+            self.tree.push(hash);
         }
     }
 }

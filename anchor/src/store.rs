@@ -53,6 +53,16 @@ pub struct IndexRecord {
     pub sealed_at: i64,
 }
 
+/// What one appended entry became.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub leaf_index: u64,
+    /// The leaf data at that index (the existing leaf for a re-seal).
+    pub data: [u8; LEAF_LEN],
+    /// False when the version was already sealed (idempotent re-append).
+    pub newly_sealed: bool,
+}
+
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
@@ -63,7 +73,7 @@ pub struct StoredCheckpoint {
 /// Storage for one ledger.
 ///
 /// Obligations of every implementation:
-/// - **Durable once it returns**: when `append` returns `Ok(indexes)`, the
+/// - **Durable once it returns**: when `append` returns `Ok(appended)`, the
 ///   leaves and their index rows survive a crash or power loss (fsync'd).
 ///   When it returns `Err`, none of the batch is visible, ever.
 /// - **Idempotent**: appending a version key that is already sealed returns
@@ -75,8 +85,8 @@ pub struct StoredCheckpoint {
 ///   threads; concurrent appends are serialized into one order.
 /// - `store_checkpoint` is durable once it returns and idempotent per size.
 pub trait LedgerStore: Send + Sync + std::fmt::Debug {
-    /// Appends `entries` in order; returns each entry's leaf index.
-    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, Error>;
+    /// Appends `entries` in order; returns what each entry became.
+    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error>;
     /// Number of leaves.
     fn size(&self) -> Result<u64, Error>;
     /// Leaf data for indexes `start..end`.
@@ -129,7 +139,7 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 ";
 
-type AppendRequest = (Vec<NewEntry>, mpsc::Sender<Result<Vec<u64>, String>>);
+type AppendRequest = (Vec<NewEntry>, mpsc::Sender<Result<Vec<Appended>, String>>);
 
 /// The embedded SQLite store with a group-commit appender thread.
 #[derive(Debug)]
@@ -203,7 +213,10 @@ fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<AppendReques
     }
 }
 
-fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Result<Vec<Vec<u64>>> {
+fn commit_group(
+    conn: &mut Connection,
+    group: &[AppendRequest],
+) -> rusqlite::Result<Vec<Vec<Appended>>> {
     // IMMEDIATE: take the write lock up front. A deferred transaction that
     // upgrades from read to write fails at once with SQLITE_BUSY when a
     // checkpoint insert holds the lock, instead of waiting for it.
@@ -219,7 +232,8 @@ fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Res
     let mut results = Vec::with_capacity(group.len());
     {
         let mut existing = tx.prepare_cached(
-            "SELECT leaf_index FROM versions WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3",
+            "SELECT v.leaf_index, l.data FROM versions v JOIN leaves l ON l.leaf_index = v.leaf_index
+             WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3",
         )?;
         let mut insert_leaf =
             tx.prepare_cached("INSERT INTO leaves (leaf_index, data) VALUES (?1, ?2)")?;
@@ -231,16 +245,21 @@ fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Res
             let mut indexes = Vec::with_capacity(entries.len());
             for entry in entries {
                 let key = &entry.key;
-                let found: Option<u64> = existing
+                let found: Option<(u64, Vec<u8>)> = existing
                     .query_row(params![key.resource_type, key.id, key.version_id], |r| {
-                        r.get(0)
+                        Ok((r.get(0)?, r.get(1)?))
                     })
                     .optional()?;
-                if let Some(index) = found {
-                    indexes.push(index);
+                if let Some((leaf_index, data)) = found {
+                    indexes.push(Appended {
+                        leaf_index,
+                        data: blob_leaf(data)?,
+                        newly_sealed: false,
+                    });
                     continue;
                 }
-                insert_leaf.execute(params![next, entry.leaf.encode().as_slice()])?;
+                let data = entry.leaf.encode();
+                insert_leaf.execute(params![next, data.as_slice()])?;
                 insert_version.execute(params![
                     key.resource_type,
                     key.id,
@@ -251,7 +270,11 @@ fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Res
                     entry.original_digest.as_ref().map(|d| d.as_slice()),
                     now,
                 ])?;
-                indexes.push(next);
+                indexes.push(Appended {
+                    leaf_index: next,
+                    data,
+                    newly_sealed: true,
+                });
                 next += 1;
             }
             results.push(indexes);
@@ -259,6 +282,12 @@ fn commit_group(conn: &mut Connection, group: &[AppendRequest]) -> rusqlite::Res
     }
     tx.commit()?;
     Ok(results)
+}
+
+fn blob_leaf(bytes: Vec<u8>) -> rusqlite::Result<[u8; LEAF_LEN]> {
+    bytes.try_into().map_err(|_| {
+        rusqlite::Error::InvalidColumnType(1, "leaf blob".into(), rusqlite::types::Type::Blob)
+    })
 }
 
 fn blob32(bytes: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
@@ -310,7 +339,7 @@ fn to_record(raw: RawRecord) -> Result<IndexRecord, Error> {
 }
 
 impl LedgerStore for SqliteStore {
-    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<u64>, Error> {
+    fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error> {
         if entries.is_empty() {
             return Ok(Vec::new());
         }

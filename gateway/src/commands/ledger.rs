@@ -55,6 +55,14 @@ pub enum LedgerCommand {
         #[arg(long, default_value = "json")]
         format: String,
     },
+    /// Find sealed versions by content: give the resource file (JSON or
+    /// XML) or its content digest (SHA-256 of the canonical form, hex).
+    Find {
+        #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+        resource: Option<PathBuf>,
+        #[arg(long)]
+        digest: Option<String>,
+    },
     /// Print the log's size, checkpoints and disk use.
     Stats,
     /// Recompute the tree and check leaves, index, checkpoints and tiles.
@@ -157,6 +165,45 @@ fn run_command(
                 other => {
                     return Err(format!("unknown proof format {other:?} (json, tlog-proof)").into())
                 }
+            }
+        }
+        LedgerCommand::Find { resource, digest } => {
+            let digest: [u8; 32] = match (resource, digest) {
+                (Some(path), _) => {
+                    let bytes = std::fs::read(&path)?;
+                    let canonical =
+                        anchor::resource::canonical_resource(&bytes, Format::sniff(&bytes))?;
+                    anchor::leaf::content_digest(&canonical)
+                }
+                (None, Some(hex_digest)) => hex::decode(hex_digest.trim())?
+                    .try_into()
+                    .map_err(|_| "a content digest is 32 bytes (64 hex digits)")?,
+                (None, None) => return Err("give --resource or --digest".into()),
+            };
+            let records = ledger.store().find_by_content_digest(&digest)?;
+            if records.is_empty() {
+                writeln!(
+                    out,
+                    "no sealed version has content digest {}",
+                    hex::encode(digest)
+                )?;
+                return Ok(ExitCode::FAILURE);
+            }
+            for record in records {
+                writeln!(
+                    out,
+                    "{}/{}/_history/{}  leaf {}  sealed at {} (unix){}",
+                    record.key.resource_type,
+                    record.key.id,
+                    record.key.version_id,
+                    record.leaf_index,
+                    record.sealed_at,
+                    if record.leaf.backfilled {
+                        "  backfilled"
+                    } else {
+                        ""
+                    }
+                )?;
             }
         }
         LedgerCommand::Stats => {
