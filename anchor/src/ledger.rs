@@ -479,6 +479,17 @@ fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::Store(format!("{}: {e}", path.display()))
 }
 
+/// Writes a file via a temporary name and a rename (readers never see a
+/// partial file), without waiting for the disk.
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
 /// Writes a file via a temporary name and a rename, fsync'd.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;

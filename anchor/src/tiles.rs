@@ -104,7 +104,9 @@ pub fn write_tile_files(dir: &Path, tiles: Vec<(PathBuf, Vec<u8>)>) -> Result<()
         if path.exists() && !path.to_string_lossy().contains(".p/") {
             continue;
         }
-        crate::ledger::write_atomically(&path, &data)?;
+        // Not fsync'd: tiles are a projection of the database, rewritten at
+        // the next checkpoint and checked by fsck; only the rename is atomic.
+        crate::ledger::write_replacing(&path, &data)?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 mod admin;
 mod errors;
 mod formats;
+mod ledger_cli;
 mod ledger_crash;
 mod passthrough;
 mod rewriting;
