@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use inkan::config::{Config, LogFormat};
 use inkan::pipeline::Gateway;
 
+// mimalloc instead of the system allocator: the proxy path allocates small
+// buffers and header maps per request, where glibc malloc showed up as ~11%
+// of CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "inkan",
