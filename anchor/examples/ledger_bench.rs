@@ -136,7 +136,7 @@ fn appends(seconds: u64, writers: u64, batch: u64, dir: Option<std::path::PathBu
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let bytes = dir_size(&tmp);
+    let bytes = anchor::ledger::disk_usage(&tmp);
     println!("leaves={total}");
     println!("seconds={elapsed:.1}");
     println!("leaves_per_second={:.0}", total as f64 / elapsed);
@@ -221,18 +221,4 @@ fn tempdir_or(dir: Option<std::path::PathBuf>) -> std::path::PathBuf {
     });
     let _ = std::fs::remove_dir_all(&dir);
     dir
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }

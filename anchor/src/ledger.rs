@@ -475,6 +475,21 @@ impl Ledger {
     }
 }
 
+/// Bytes used by the files under `dir` (for stats and benchmarks).
+pub fn disk_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => disk_usage(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::Store(format!("{}: {e}", path.display()))
 }

@@ -32,12 +32,7 @@ fn upstream_stopped_mid_test_is_502_and_recovers() {
         .unwrap()
         .contains("<code value=\"transient\"/>"));
     // A POST is never retried and gets the same clean answer.
-    let response = http
-        .post(stack.url("/Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .body(patient("Down", "Upstream").to_string())
-        .send()
-        .unwrap();
+    let response = crate::post_json(&stack, "/Patient", patient("Down", "Upstream").to_string());
     assert_eq!(response.status(), 502);
 
     let Stack { gateway, hfs } = stack;
@@ -76,12 +71,7 @@ fn frozen_upstream_is_504_after_the_response_timeout() {
 fn body_over_the_limit_is_413() {
     let stack = Stack::start_with("[limits]\nmax_request_body_bytes = 1024\n");
     let big = patient(&"x".repeat(4096), "Big").to_string();
-    let response = client()
-        .post(stack.url("/Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .body(big)
-        .send()
-        .unwrap();
+    let response = crate::post_json(&stack, "/Patient", big);
     assert_eq!(response.status(), 413);
     assert_outcome(&json(response), "too-long");
 }
@@ -108,12 +98,11 @@ fn chunked_body_over_the_limit_is_413() {
 fn malformed_json_is_400_and_bad_charset_is_415() {
     let stack = Stack::start();
     let http = client();
-    let response = http
-        .post(stack.url("/Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .body("{\"resourceType\": \"Patient\",")
-        .send()
-        .unwrap();
+    let response = crate::post_json(
+        &stack,
+        "/Patient",
+        "{\"resourceType\": \"Patient\",".to_owned(),
+    );
     assert_eq!(response.status(), 400);
     assert_outcome(&json(response), "structure");
 

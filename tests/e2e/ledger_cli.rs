@@ -36,29 +36,22 @@ fn seal_prove_verify_and_find_from_the_command_line() {
         inkan(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let p_json = d.join("p.json");
-    let (ok, out) = run(&[
-        "seal",
-        "--type",
-        "Patient",
-        "--id",
-        "123",
-        "--version",
-        "2",
-        "--resource",
-        p_json.to_str().unwrap(),
-    ]);
+    let seal_p_json = || {
+        run(&[
+            "seal",
+            "--type",
+            "Patient",
+            "--id",
+            "123",
+            "--version",
+            "2",
+            "--resource",
+            p_json.to_str().unwrap(),
+        ])
+    };
+    let (ok, out) = seal_p_json();
     assert!(ok && out.starts_with("leaf 0 commitment "), "{out}");
-    let (ok, again) = run(&[
-        "seal",
-        "--type",
-        "Patient",
-        "--id",
-        "123",
-        "--version",
-        "2",
-        "--resource",
-        p_json.to_str().unwrap(),
-    ]);
+    let (ok, again) = seal_p_json();
     assert!(ok && again.contains("(already sealed)"), "{again}");
     let (ok, note) = run(&["checkpoint"]);
     assert!(ok && note.starts_with("cli.test/inkan\n1\n"), "{note}");

@@ -53,6 +53,16 @@ pub fn patient(family: &str, given: &str) -> Value {
     })
 }
 
+/// POSTs FHIR JSON to `path` under the gateway's base.
+pub fn post_json(stack: &Stack, path: &str, body: String) -> reqwest::blocking::Response {
+    inkan_e2e::client()
+        .post(stack.url(path))
+        .header("Content-Type", "application/fhir+json")
+        .body(body)
+        .send()
+        .unwrap()
+}
+
 /// Creates a resource through the gateway and returns it as stored.
 pub fn create(stack: &Stack, resource: &Value) -> Value {
     let kind = resource["resourceType"].as_str().unwrap();

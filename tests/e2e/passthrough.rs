@@ -11,12 +11,7 @@ fn crud_and_history_round_trip() {
     let http = client();
 
     // create: 201, Location points at the gateway, not the upstream.
-    let response = http
-        .post(stack.url("/Patient"))
-        .header("Content-Type", "application/fhir+json")
-        .body(patient("Yamada", "Hanako").to_string())
-        .send()
-        .unwrap();
+    let response = crate::post_json(&stack, "/Patient", patient("Yamada", "Hanako").to_string());
     assert_eq!(response.status(), 201);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with(&stack.url("/Patient/")), "{location}");
@@ -189,12 +184,7 @@ fn transaction_and_batch_bundles_pass_whole_and_in_order() {
              "request": {"method": "POST", "url": "Observation"}}
         ]
     });
-    let response = http
-        .post(stack.url(""))
-        .header("Content-Type", "application/fhir+json")
-        .body(transaction.to_string())
-        .send()
-        .unwrap();
+    let response = crate::post_json(&stack, "", transaction.to_string());
     assert_eq!(response.status(), 200);
     let result = json(response);
     assert_eq!(result["type"], "transaction-response");
@@ -247,13 +237,7 @@ fn transaction_and_batch_bundles_pass_whole_and_in_order() {
             {"request": {"method": "GET", "url": "Patient/does-not-exist"}}
         ]
     });
-    let result = json(
-        http.post(stack.url(""))
-            .header("Content-Type", "application/fhir+json")
-            .body(batch.to_string())
-            .send()
-            .unwrap(),
-    );
+    let result = json(crate::post_json(&stack, "", batch.to_string()));
     assert_eq!(result["type"], "batch-response");
     let statuses: Vec<&str> = result["entry"]
         .as_array()
@@ -294,12 +278,11 @@ fn search_by_get_and_by_post() {
 fn operations_pass_through() {
     let stack = Stack::start();
     let http = client();
-    let response = http
-        .post(stack.url("/Patient/$validate"))
-        .header("Content-Type", "application/fhir+json")
-        .body(patient("Ito", "Shiro").to_string())
-        .send()
-        .unwrap();
+    let response = crate::post_json(
+        &stack,
+        "/Patient/$validate",
+        patient("Ito", "Shiro").to_string(),
+    );
     let status = response.status();
     let body = json(response);
     assert!(status.is_success(), "{status} {body}");

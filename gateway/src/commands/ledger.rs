@@ -209,7 +209,7 @@ fn run_command(
         LedgerCommand::Stats => {
             let size = ledger.store().size()?;
             let checkpoints = ledger.store().checkpoints()?;
-            let bytes = dir_size(&config.ledger.dir);
+            let bytes = anchor::ledger::disk_usage(&config.ledger.dir);
             writeln!(out, "origin:          {}", ledger.origin())?;
             writeln!(
                 out,
@@ -272,20 +272,6 @@ fn run_command(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn dir_size(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 fn fail(error: &dyn std::fmt::Display) -> ExitCode {
