@@ -27,16 +27,33 @@ pub struct LedgerArgs {
     pub command: LedgerCommand,
 }
 
+/// Which resource version: `--type Patient --id 123 --version 2`.
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    #[arg(long = "type")]
+    pub resource_type: String,
+    #[arg(long)]
+    pub id: String,
+    #[arg(long = "version")]
+    pub version_id: String,
+}
+
+impl VersionArgs {
+    fn key(self) -> VersionKey {
+        VersionKey {
+            resource_type: self.resource_type,
+            id: self.id,
+            version_id: self.version_id,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Seal one resource version from a file (JSON or XML), durably.
     Seal {
-        #[arg(long = "type")]
-        resource_type: String,
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        version: String,
+        #[command(flatten)]
+        version: VersionArgs,
         /// The version's bytes as stored upstream.
         #[arg(long)]
         resource: PathBuf,
@@ -45,12 +62,8 @@ pub enum LedgerCommand {
     Checkpoint,
     /// Print the proof bundle of one version.
     Proof {
-        #[arg(long = "type")]
-        resource_type: String,
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        version: String,
+        #[command(flatten)]
+        version: VersionArgs,
         /// `json` (the bundle) or `tlog-proof` (C2SP text).
         #[arg(long, default_value = "json")]
         format: String,
@@ -116,17 +129,12 @@ fn run_command(
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut out = std::io::stdout().lock();
     match command {
-        LedgerCommand::Seal {
-            resource_type,
-            id,
-            version,
-            resource,
-        } => {
+        LedgerCommand::Seal { version, resource } => {
             let bytes = std::fs::read(&resource)?;
             let format = Format::sniff(&bytes);
             let receipt = ledger
                 .seal(vec![SealRequest::Version {
-                    key: key(resource_type, id, version),
+                    key: version.key(),
                     original_digest: Some(sha2::Sha256::digest(&bytes).into()),
                     bytes,
                     format,
@@ -152,13 +160,8 @@ fn run_command(
                 None => writeln!(out, "the log is empty: nothing to checkpoint")?,
             },
         },
-        LedgerCommand::Proof {
-            resource_type,
-            id,
-            version,
-            format,
-        } => {
-            let bundle = ledger.proof_bundle(&key(resource_type, id, version))?;
+        LedgerCommand::Proof { version, format } => {
+            let bundle = ledger.proof_bundle(&version.key())?;
             match format.as_str() {
                 "json" => writeln!(out, "{}", serde_json::to_string_pretty(&bundle)?)?,
                 "tlog-proof" => write!(out, "{}", bundle.to_tlog_proof())?,
