@@ -820,11 +820,11 @@ where
     B::Error: Into<BoxError>,
 {
     let head = Full::new(head).map_err(|never| match never {});
-    let stream = futures_like::Chain::new(head, rest.map_err(Into::into));
+    let stream = chain::Chain::new(head, rest.map_err(Into::into));
     stream.boxed_unsync()
 }
 
-mod futures_like {
+mod chain {
     //! A two-part body (no extra dependency for one adapter).
     use std::pin::Pin;
     use std::task::{Context, Poll};

@@ -1,1 +1,34 @@
-//! Japanese text normalization (issue 5; not built yet).
+//! Japanese charsets and text normalization for FHIR, as JP Core asks.
+//! Pure: no IO, no async.
+//!
+//! - [`charset`]: decode Shift_JIS/CP932, EUC-JP, ISO-2022-JP and UTF-8
+//!   bodies, with the byte offset of the first invalid sequence (mojibake is
+//!   never produced), and detection among them for undeclared bodies.
+//! - [`text`]: the string-level normalization rules (mapping-variant
+//!   folding, half-width kana widening with dakuten composition, HumanName
+//!   text spacing) and the checks (private-use 外字, control characters).
+//!
+//! Not here yet: the field-aware application of the rules to FHIR resources
+//! (which needs the R4 datatype table), search-parameter normalization,
+//! response transcoding, JP Core profile checks, and the gateway wiring.
+
+pub mod charset;
+pub mod text;
+
+/// Errors of this crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The body is not valid in the charset it was decoded as.
+    #[error("the body is not valid {charset}: invalid byte sequence at offset {offset}")]
+    InvalidBytes {
+        charset: &'static str,
+        offset: usize,
+    },
+    /// The charset label names no supported charset.
+    #[error("unsupported charset {0:?}: send UTF-8, Shift_JIS (CP932), EUC-JP or ISO-2022-JP")]
+    UnsupportedCharset(String),
+    /// No charset was declared and detection was not confident.
+    #[error("the body is not UTF-8 and its Japanese charset could not be detected with confidence; declare it with charset=")]
+    Undetectable,
+}

@@ -1,0 +1,247 @@
+//! Decoding request bodies in the charsets Japanese hospital systems send.
+//!
+//! encoding_rs implements the WHATWG Encoding Standard: its Shift_JIS is
+//! Windows-31J (CP932, NEC and IBM extension rows included), its EUC-JP
+//! decodes JIS X 0212 (0x8F) and half-width kana (0x8E), and its
+//! ISO-2022-JP is the RFC 1468 form SS-MIX2 storage uses.
+
+use encoding_rs::{DecoderResult, Encoding, EUC_JP, ISO_2022_JP, SHIFT_JIS, UTF_8};
+
+use crate::Error;
+
+/// A charset inkan accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpCharset {
+    Utf8,
+    ShiftJis,
+    EucJp,
+    Iso2022Jp,
+}
+
+impl JpCharset {
+    /// Parses a `charset=` label (any case). Shift_JIS labels all mean
+    /// Windows-31J, which is what Japanese Windows systems actually send.
+    pub fn from_label(label: &str) -> Result<JpCharset, Error> {
+        match label.trim().trim_matches('"').to_ascii_lowercase().as_str() {
+            "utf-8" | "utf8" => Ok(JpCharset::Utf8),
+            "shift_jis" | "shift-jis" | "sjis" | "x-sjis" | "ms_kanji" | "csshiftjis"
+            | "windows-31j" | "cp932" | "ms932" => Ok(JpCharset::ShiftJis),
+            "euc-jp" | "eucjp" | "x-euc-jp" | "cseucpkdfmtjapanese" => Ok(JpCharset::EucJp),
+            "iso-2022-jp" | "csiso2022jp" => Ok(JpCharset::Iso2022Jp),
+            other => Err(Error::UnsupportedCharset(other.to_owned())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JpCharset::Utf8 => "UTF-8",
+            JpCharset::ShiftJis => "Shift_JIS (Windows-31J)",
+            JpCharset::EucJp => "EUC-JP",
+            JpCharset::Iso2022Jp => "ISO-2022-JP",
+        }
+    }
+
+    fn encoding(self) -> &'static Encoding {
+        match self {
+            JpCharset::Utf8 => UTF_8,
+            JpCharset::ShiftJis => SHIFT_JIS,
+            JpCharset::EucJp => EUC_JP,
+            JpCharset::Iso2022Jp => ISO_2022_JP,
+        }
+    }
+}
+
+/// A decoded body and how it was decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub text: String,
+    pub charset: JpCharset,
+    /// True when the charset was detected rather than declared.
+    pub detected: bool,
+    /// True when a UTF-8 byte-order mark was removed.
+    pub bom_stripped: bool,
+}
+
+/// Decodes `bytes` strictly as `charset`: the first invalid sequence is an
+/// error naming its byte offset; nothing is ever replaced with U+FFFD.
+pub fn decode(bytes: &[u8], charset: JpCharset) -> Result<Decoded, Error> {
+    let (body, bom_stripped) = match (charset, bytes.strip_prefix(b"\xEF\xBB\xBF")) {
+        (JpCharset::Utf8, Some(rest)) => (rest, true),
+        _ => (bytes, false),
+    };
+    let text = decode_strict(body, charset).map_err(|offset| Error::InvalidBytes {
+        charset: charset.name(),
+        offset: offset + usize::from(bom_stripped) * 3,
+    })?;
+    Ok(Decoded {
+        text,
+        charset,
+        detected: false,
+        bom_stripped,
+    })
+}
+
+/// Strict decode; `Err(offset)` of the first malformed sequence.
+fn decode_strict(bytes: &[u8], charset: JpCharset) -> Result<String, usize> {
+    if charset == JpCharset::Utf8 {
+        return std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|e| e.valid_up_to());
+    }
+    let mut decoder = charset.encoding().new_decoder_without_bom_handling();
+    let capacity = decoder
+        .max_utf8_buffer_length_without_replacement(bytes.len())
+        .unwrap_or(bytes.len() * 3 + 16);
+    let mut text = String::with_capacity(capacity);
+    let (result, read) = decoder.decode_to_string_without_replacement(bytes, &mut text, true);
+    match result {
+        DecoderResult::InputEmpty => Ok(text),
+        // `read` counts the malformed sequence and the bytes after it that
+        // were consumed to recognise it.
+        DecoderResult::Malformed(bad, after) => Err(read - usize::from(bad) - usize::from(after)),
+        DecoderResult::OutputFull => Err(read),
+    }
+}
+
+/// Decodes a body whose charset was not declared: UTF-8 when it is valid
+/// UTF-8, otherwise the Japanese charset the detector (chardetng, with the
+/// `.jp` top-level domain as context) is confident of and that decodes
+/// without error. Anything less is [`Error::Undetectable`].
+pub fn decode_undeclared(bytes: &[u8]) -> Result<Decoded, Error> {
+    // ISO-2022-JP is 7-bit, so it is also valid UTF-8: its escape
+    // sequences decide first. (JSON and XML never carry a raw ESC.)
+    if bytes.is_ascii() && has_iso_2022_jp_escape(bytes) {
+        if let Ok(mut decoded) = decode(bytes, JpCharset::Iso2022Jp) {
+            decoded.detected = true;
+            return Ok(decoded);
+        }
+    }
+    if let Ok(decoded) = decode(bytes, JpCharset::Utf8) {
+        return Ok(decoded);
+    }
+    let mut detector = chardetng::EncodingDetector::new();
+    detector.feed(bytes, true);
+    let (guess, confident) = detector.guess_assess(Some(b"jp"), false);
+    let charset = if guess == SHIFT_JIS {
+        JpCharset::ShiftJis
+    } else if guess == EUC_JP {
+        JpCharset::EucJp
+    } else {
+        return Err(Error::Undetectable);
+    };
+    if !confident {
+        return Err(Error::Undetectable);
+    }
+    let mut decoded = decode(bytes, charset).map_err(|_| Error::Undetectable)?;
+    decoded.detected = true;
+    Ok(decoded)
+}
+
+fn has_iso_2022_jp_escape(bytes: &[u8]) -> bool {
+    bytes
+        .windows(3)
+        .any(|w| w == b"\x1b$B" || w == b"\x1b$@" || w == b"\x1b(J")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(text: &str, charset: JpCharset) -> Vec<u8> {
+        let (bytes, _, unmappable) = charset.encoding().encode(text);
+        assert!(!unmappable, "{text} not representable in {charset:?}");
+        bytes.into_owned()
+    }
+
+    #[test]
+    fn decoding_table() {
+        #[rustfmt::skip]
+        let cases: &[(&str, JpCharset)] = &[
+            ("山田 太郎",                 JpCharset::ShiftJis),
+            ("髙橋 﨑",                   JpCharset::ShiftJis),   // IBM extension rows
+            ("①㈱～",                     JpCharset::ShiftJis),   // NEC row 13, U+FF5E
+            ("ﾔﾏﾀﾞ ﾀﾛｳ",                  JpCharset::ShiftJis),   // half-width kana
+            ("山田 太郎",                 JpCharset::EucJp),
+            ("ﾔﾏﾀﾞ",                      JpCharset::EucJp),      // 0x8E half-width kana
+            ("山田 太郎 ヤマダ",           JpCharset::Iso2022Jp),
+        ];
+        for (text, charset) in cases {
+            let bytes = encode(text, *charset);
+            let decoded = decode(&bytes, *charset).unwrap();
+            assert_eq!(decoded.text, *text, "{charset:?}");
+        }
+    }
+
+    #[test]
+    fn euc_jp_decodes_jis_x_0212() {
+        // 0x8F 0xB0 0xA1 is JIS X 0212 row 16 cell 1, U+4E02 (encoders
+        // rarely produce it, so the bytes are spelled out).
+        assert_eq!(
+            decode(b"\x8f\xb0\xa1", JpCharset::EucJp).unwrap().text,
+            "\u{4E02}"
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_name_their_offset() {
+        #[rustfmt::skip]
+        let cases: &[(&[u8], JpCharset, usize)] = &[
+            (b"abc\x81",                 JpCharset::ShiftJis, 3),  // truncated lead byte
+            (b"ab\x82\x20cd",            JpCharset::ShiftJis, 2),  // lead byte + invalid trail
+            (b"\xa4\xa2\xff",            JpCharset::EucJp,    2),
+            (b"ok\xe3\x81",              JpCharset::Utf8,     2),
+            (b"\xEF\xBB\xBFok\xff",      JpCharset::Utf8,     5),  // offset counts the BOM
+            (b"\x1b$B\x7f\x7f",          JpCharset::Iso2022Jp, 3),
+        ];
+        for (bytes, charset, offset) in cases {
+            match decode(bytes, *charset) {
+                Err(Error::InvalidBytes { offset: got, .. }) => {
+                    assert_eq!(got, *offset, "{bytes:?} as {charset:?}")
+                }
+                other => panic!("{bytes:?} as {charset:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn bom_is_stripped_and_reported() {
+        let decoded = decode(b"\xEF\xBB\xBF{}", JpCharset::Utf8).unwrap();
+        assert_eq!(decoded.text, "{}");
+        assert!(decoded.bom_stripped);
+    }
+
+    #[test]
+    fn labels() {
+        for label in ["Shift_JIS", "windows-31j", "CP932", "\"sjis\""] {
+            assert_eq!(
+                JpCharset::from_label(label).unwrap(),
+                JpCharset::ShiftJis,
+                "{label}"
+            );
+        }
+        assert_eq!(JpCharset::from_label("EUC-JP").unwrap(), JpCharset::EucJp);
+        assert_eq!(
+            JpCharset::from_label("iso-2022-jp").unwrap(),
+            JpCharset::Iso2022Jp
+        );
+        assert!(JpCharset::from_label("koi8-r").is_err());
+    }
+
+    #[test]
+    fn undeclared_bodies_are_detected_or_rejected() {
+        let text = r#"{"resourceType":"Patient","name":[{"text":"山田 太郎","family":"山田","given":["太郎"]}],"address":[{"text":"東京都新宿区西新宿二丁目"}]}"#;
+        for charset in [JpCharset::ShiftJis, JpCharset::EucJp, JpCharset::Iso2022Jp] {
+            let decoded = decode_undeclared(&encode(text, charset)).unwrap();
+            assert_eq!(decoded.text, text, "{charset:?}");
+            assert_eq!(decoded.charset, charset);
+            assert!(decoded.detected);
+        }
+        let utf8 = decode_undeclared(text.as_bytes()).unwrap();
+        assert!(!utf8.detected);
+        // Random high bytes are neither UTF-8 nor confidently Japanese.
+        assert_eq!(
+            decode_undeclared(b"\xff\xfe\xfd\xfc\x80\x80\x80"),
+            Err(Error::Undetectable)
+        );
+    }
+}

@@ -1,0 +1,103 @@
+//! Decoding cross-checked against an independent implementation: Python's
+//! `cp932`, `euc_jp` and `iso2022_jp` codecs encode the Japanese text of the
+//! JP Core examples, and our decoder must give the same text back — equal
+//! after mapping-variant folding, which is exactly where the two mapping
+//! traditions (Microsoft vs JIS, e.g. 0xA1C1 → U+FF5E or U+301C) differ.
+
+// Test helpers report failures by panicking.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use profiles_jp::charset::{decode, JpCharset};
+use profiles_jp::text::VariantTable;
+
+/// Every string value in the JP Core example resources, plus characters
+/// from the NEC and IBM extension rows.
+fn corpus() -> String {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/jp-core/json"
+    );
+    let mut text = String::from("①②⑳Ⅰ㈱㍉髙﨑德ﾔﾏﾀﾞﾀﾛｳ～∥－￠￡￢");
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) if !s.is_ascii() => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            serde_json::Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    for entry in std::fs::read_dir(dir).expect("jp-core fixtures") {
+        let path = entry.unwrap().path();
+        let value: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        walk(&value, &mut text);
+    }
+    text
+}
+
+const ORACLE: &str = r#"
+import sys, json
+text = sys.stdin.read()
+out = {}
+for codec in ("cp932", "euc_jp", "iso2022_jp"):
+    # The lines the codec can represent: [text, bytes as hex] pairs.
+    pairs = []
+    for line in text.split("\n"):
+        try:
+            pairs.append([line, line.encode(codec).hex()])
+        except UnicodeEncodeError:
+            pass
+    out[codec] = pairs
+print(json.dumps(out))
+"#;
+
+#[test]
+fn python_codecs_and_our_decoder_agree() {
+    let corpus = corpus();
+    let mut child = Command::new("python3")
+        .args(["-c", ORACLE])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 is the oracle");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(corpus.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let encoded: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let table = VariantTable::default();
+    for (codec, charset) in [
+        ("cp932", JpCharset::ShiftJis),
+        ("euc_jp", JpCharset::EucJp),
+        ("iso2022_jp", JpCharset::Iso2022Jp),
+    ] {
+        let pairs = encoded[codec].as_array().unwrap();
+        assert!(
+            pairs.len() > 50,
+            "{codec}: only {} lines encodable",
+            pairs.len()
+        );
+        for pair in pairs {
+            let (text, hex) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+            let ours = decode(&hex_decode(hex), charset).unwrap_or_else(|e| panic!("{codec}: {e}"));
+            assert_eq!(table.fold(&ours.text).0, table.fold(text).0, "{codec}");
+        }
+    }
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
