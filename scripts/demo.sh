@@ -131,4 +131,5 @@ say "Ledger health"
 ledger fsck
 echo
 echo "Demo complete. Still to come (tracked in issues): automatic sealing of every write in the"
-echo "request path, verify-on-read and the upstream audit; Japanese normalization; TSA and chain anchors."
+echo "request path, verify-on-read and the upstream audit; Japanese normalization in the request path;"
+echo "RFC 3161 and chain anchors."
