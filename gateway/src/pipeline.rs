@@ -203,10 +203,13 @@ impl Gateway {
         let sends_xml = request_type
             .as_ref()
             .is_some_and(|ct| ct.format == WireFormat::Xml);
-        let bridge = (exchange.wanted == Wanted::Xml || sends_xml) && self.xml_bridged().await;
+        // Probe (at most once) only when XML or the CapabilityStatement is involved.
+        let xml_involved = exchange.wanted == Wanted::Xml || sends_xml;
+        let is_capabilities = exchange.interaction == Interaction::Capabilities;
+        let upstream_bridged = (xml_involved || is_capabilities) && self.xml_bridged().await;
+        let bridge = xml_involved && upstream_bridged;
         exchange.bridge_response = bridge && exchange.wanted == Wanted::Xml;
-        exchange.advertise_xml =
-            exchange.interaction == Interaction::Capabilities && self.xml_bridged().await;
+        exchange.advertise_xml = is_capabilities && upstream_bridged;
         // 6. Read the body: within the size and time limits (413, 408), in a
         //    media type and charset the gateway can forward (415), converted
         //    from XML to JSON when bridging (400 when it is not FHIR XML).
