@@ -1,6 +1,6 @@
 //! XML clients work against a JSON-only upstream through the XML bridge.
 
-use crate::{create, json, patient, Stack};
+use crate::{create, patient, Stack};
 use inkan_e2e::client;
 
 const PATIENT_XML: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -52,11 +52,7 @@ fn xml_create_read_search_and_errors() {
         .to_owned();
 
     // The stored resource has the XML's content (read as JSON).
-    let stored = json(
-        http.get(stack.url(&format!("/Patient/{id}")))
-            .send()
-            .unwrap(),
-    );
+    let stored = crate::get_json(&stack, &format!("/Patient/{id}"));
     assert_eq!(stored["name"][0]["given"][0], "Hanako");
     assert_eq!(stored["birthDate"], "1980-02-03");
 
@@ -98,7 +94,7 @@ fn xml_create_read_search_and_errors() {
     );
 
     // The CapabilityStatement seen through the gateway lists XML.
-    let capability = json(http.get(stack.url("/metadata")).send().unwrap());
+    let capability = crate::get_json(&stack, "/metadata");
     let formats: Vec<&str> = capability["format"]
         .as_array()
         .unwrap()

@@ -53,6 +53,11 @@ pub fn patient(family: &str, given: &str) -> Value {
     })
 }
 
+/// GETs `path` under the gateway's base and parses the JSON answer.
+pub fn get_json(stack: &Stack, path: &str) -> Value {
+    json(inkan_e2e::client().get(stack.url(path)).send().unwrap())
+}
+
 /// POSTs FHIR JSON to `path` under the gateway's base.
 pub fn post_json(stack: &Stack, path: &str, body: String) -> reqwest::blocking::Response {
     inkan_e2e::client()

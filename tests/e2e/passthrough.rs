@@ -65,25 +65,17 @@ fn crud_and_history_round_trip() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let read = json(
-        http.get(stack.url(&format!("/Patient/{id}")))
-            .send()
-            .unwrap(),
-    );
+    let read = crate::get_json(&stack, &format!("/Patient/{id}"));
     assert_eq!(read["gender"], "female");
     assert_eq!(read["meta"]["versionId"], "3");
 
     // history: instance, type, system
-    let history = json(
-        http.get(stack.url(&format!("/Patient/{id}/_history")))
-            .send()
-            .unwrap(),
-    );
+    let history = crate::get_json(&stack, &format!("/Patient/{id}/_history"));
     assert_eq!(history["type"], "history");
     assert_eq!(history["entry"].as_array().unwrap().len(), 3);
-    let type_history = json(http.get(stack.url("/Patient/_history")).send().unwrap());
+    let type_history = crate::get_json(&stack, "/Patient/_history");
     assert_eq!(type_history["type"], "history");
-    let system_history = json(http.get(stack.url("/_history")).send().unwrap());
+    let system_history = crate::get_json(&stack, "/_history");
     assert_eq!(system_history["type"], "history");
 
     // delete, then read is gone
@@ -140,11 +132,7 @@ fn conditional_create_update_and_delete() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let read = json(
-        http.get(stack.url(&format!("/Patient/{first_id}")))
-            .send()
-            .unwrap(),
-    );
+    let read = crate::get_json(&stack, &format!("/Patient/{first_id}"));
     assert_eq!(read["gender"], "male");
 
     // conditional delete
@@ -169,7 +157,6 @@ fn conditional_create_update_and_delete() {
 #[test]
 fn transaction_and_batch_bundles_pass_whole_and_in_order() {
     let stack = Stack::start();
-    let http = client();
     let transaction = json!({
         "resourceType": "Bundle", "type": "transaction",
         "entry": [
@@ -213,11 +200,7 @@ fn transaction_and_batch_bundles_pass_whole_and_in_order() {
         .next()
         .unwrap()
         .to_owned();
-    let observation = json(
-        http.get(stack.url(&format!("/{observation_path}")))
-            .send()
-            .unwrap(),
-    );
+    let observation = crate::get_json(&stack, &format!("/{observation_path}"));
     let subject = observation["subject"]["reference"].as_str().unwrap();
     assert!(
         subject.contains("Patient/") && !subject.starts_with("urn:uuid"),
@@ -258,11 +241,7 @@ fn search_by_get_and_by_post() {
         create(&stack, &patient("Kobayashi", given));
     }
     create(&stack, &patient("Watanabe", "C"));
-    let by_get = json(
-        http.get(stack.url("/Patient?family=Kobayashi"))
-            .send()
-            .unwrap(),
-    );
+    let by_get = crate::get_json(&stack, "/Patient?family=Kobayashi");
     assert_eq!(by_get["entry"].as_array().unwrap().len(), 2);
     let by_post = json(
         http.post(stack.url("/Patient/_search"))
@@ -320,11 +299,6 @@ fn fhirpath_patch_body_passes_untouched() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
-    let read = json(
-        client()
-            .get(stack.url(&format!("/Patient/{id}")))
-            .send()
-            .unwrap(),
-    );
+    let read = crate::get_json(&stack, &format!("/Patient/{id}"));
     assert_eq!(read["birthDate"], "1999-12-31");
 }

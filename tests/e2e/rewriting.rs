@@ -79,7 +79,7 @@ fn paging_through_a_multi_page_search_follows_rewritten_links() {
 #[test]
 fn capability_statement_names_the_gateway() {
     let stack = Stack::start();
-    let capability = json(client().get(stack.url("/metadata")).send().unwrap());
+    let capability = crate::get_json(&stack, "/metadata");
     assert_eq!(capability["resourceType"], "CapabilityStatement");
     let mut leaked = Vec::new();
     upstream_urls(&capability, &stack, &mut leaked);
