@@ -5,6 +5,7 @@
 //! | `/-/livez`    | 200 while the process serves requests                         |
 //! | `/-/readyz`   | 200 when the upstream answers its CapabilityStatement, else 503 |
 //! | `/-/metrics`  | Prometheus text exposition                                    |
+//! | `/-/log/checkpoint`, `/-/log/tile/…` | the seal's log in the C2SP tlog-tiles layout (when sealing is on) |
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
@@ -42,6 +43,10 @@ pub async fn handle(gateway: &Gateway, method: &Method, path: &str) -> Response<
             );
             response
         }
+        _ if path.starts_with("/-/log/") && gateway.sealer.is_some() => {
+            let tiles = gateway.sealer.as_ref().map(|s| s.ledger.tiles_dir());
+            log_file(tiles.as_deref(), &path["/-/log/".len()..])
+        }
         _ => error_response(
             &GatewayError::NotFound {
                 base_path: gateway.config.base_path.clone(),
@@ -58,4 +63,51 @@ fn json(status: StatusCode, body: String) -> Response<ResponseBody> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Serves one file of the log's tiles directory, read-only. Only the
+/// tlog-tiles names (`checkpoint`, `tile/…`) are reachable.
+fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<ResponseBody> {
+    let allowed = relative == "checkpoint"
+        || (relative.starts_with("tile/")
+            && relative
+                .split('/')
+                .all(|segment| !segment.is_empty() && segment != ".." && segment != ".")
+            && relative
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)));
+    let file = tiles
+        .filter(|_| allowed)
+        .and_then(|dir| std::fs::read(dir.join(relative)).ok());
+    match file {
+        Some(bytes) => {
+            let mut response = Response::new(body::full(bytes));
+            let (content_type, cache) = if relative == "checkpoint" {
+                ("text/plain; charset=utf-8", "no-cache")
+            } else if relative.contains(".p/") {
+                ("application/octet-stream", "no-cache")
+            } else {
+                // Full tiles never change.
+                (
+                    "application/octet-stream",
+                    "public, max-age=31536000, immutable",
+                )
+            };
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+                .headers_mut()
+                .insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
+            response
+        }
+        None => {
+            let mut response = json(
+                StatusCode::NOT_FOUND,
+                r#"{"status":"no such log file"}"#.into(),
+            );
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response
+        }
+    }
 }

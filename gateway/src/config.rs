@@ -77,6 +77,11 @@ pub struct LedgerConfig {
     /// Milliseconds between checkpoints (one is signed only when the tree
     /// grew). Default 1,000.
     pub checkpoint_interval_ms: u64,
+    /// Seal every successful create, update and patch passed through (the
+    /// version as stored upstream, read back after the write). Default
+    /// false while sealing is being completed (deletes, Bundles, crash
+    /// recovery and verify-on-read are not done yet).
+    pub seal_writes: bool,
 }
 
 impl Default for LedgerConfig {
@@ -86,6 +91,7 @@ impl Default for LedgerConfig {
             origin: "localhost/inkan".to_owned(),
             key_file: None,
             checkpoint_interval_ms: 1_000,
+            seal_writes: false,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod fhir;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;
+pub mod seal;
 pub mod server;
 pub mod tls;
 pub mod upstream;

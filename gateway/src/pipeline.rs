@@ -18,6 +18,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use sha2::Digest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, BoxError, Buffered, ResponseBody};
@@ -60,6 +61,8 @@ pub struct Gateway {
     shutting_down: AtomicBool,
     /// Whether the listener speaks TLS (for the derived public base).
     listener_tls: bool,
+    /// The ledger, when `ledger.seal_writes` is on.
+    pub sealer: Option<crate::seal::Sealer>,
 }
 
 /// Per-connection facts the pipeline needs.
@@ -84,6 +87,8 @@ struct Exchange {
     /// True for a CapabilityStatement while the XML bridge serves XML: it
     /// must list the XML formats the gateway adds.
     advertise_xml: bool,
+    /// Whether step 8 adds `Repr-Digest` (sealed writes).
+    repr_digest: bool,
     /// The client's `_format` value when it used one (restored in links).
     client_format_param: Option<String>,
     public_base: String,
@@ -118,7 +123,13 @@ impl Gateway {
             XmlMode::Native => XML_NATIVE,
             XmlMode::Bridge => XML_BRIDGED,
         };
+        let sealer = if config.ledger.seal_writes {
+            Some(crate::seal::Sealer::open(&config.ledger)?)
+        } else {
+            None
+        };
         Ok(Gateway {
+            sealer,
             admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             listener_tls: config.tls.is_some(),
             upstream,
@@ -224,16 +235,55 @@ impl Gateway {
         }
         let body =
             body::read_request_body(body, limit, self.config.limits.client_body_timeout()).await?;
+        // Kept for the seal: the hash of exactly what the client sent.
+        let sealing = self.sealer.is_some() && crate::seal::seals(exchange.interaction);
+        let original_digest: Option<[u8; 32]> = sealing.then(|| sha2::Sha256::digest(&body).into());
+        let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
         let (body, request_type) = self.prepare_request_body(body, request_type, bridge)?;
         // 7. Forward: build the upstream request (end-to-end headers,
         //    X-Forwarded-*, Authorization policy) and send it; 502 when the
         //    upstream cannot be reached, 504 when it does not answer in time.
         let upstream_request = self.upstream_request(parts, body, request_type, conn, exchange)?;
         let upstream_response = self.upstream.send(upstream_request).await?;
+        // 8a. Seal: a successful write is read back as stored upstream and
+        //     appended to the ledger before the client hears about it
+        //     (see seal.rs for the contract).
+        let seal = match &self.sealer {
+            Some(sealer) if sealing && upstream_response.status().is_success() => {
+                let authorization = self
+                    .upstream_authorization
+                    .as_ref()
+                    .or(client_authorization.as_ref());
+                let written = crate::seal::WrittenRequest {
+                    fhir_path: &exchange.fhir_path,
+                    authorization,
+                    original_digest,
+                };
+                let outcome = sealer
+                    .seal_write(
+                        &self.upstream,
+                        &self.upstream_base,
+                        &self.rewriter,
+                        written,
+                        upstream_response.headers(),
+                    )
+                    .await;
+                if let crate::seal::SealOutcome::Failed { reason } = &outcome {
+                    tracing::error!(request_id = %exchange.request_id, path = %exchange.fhir_path, %reason, "write committed upstream but NOT sealed; needs repair");
+                }
+                exchange.repr_digest = true;
+                Some(outcome)
+            }
+            _ => None,
+        };
         // 8. Respond: relay status and end-to-end headers, rewrite upstream
         //    URLs to the public base, convert JSON to XML when bridging, and
         //    stream what needs no inspection.
-        self.respond(upstream_response, exchange).await
+        let mut response = self.respond(upstream_response, exchange).await?;
+        if let Some(seal) = seal {
+            seal.write_headers(response.headers_mut());
+        }
+        Ok(response)
     }
 
     /// Step 3. Resolves the FHIR path and the public base. Errors: 404 for
@@ -271,6 +321,7 @@ impl Gateway {
             wanted,
             bridge_response: false,
             advertise_xml: false,
+            repr_digest: false,
             public_base,
             request_id,
         })
@@ -594,6 +645,15 @@ impl Gateway {
         parts
             .headers
             .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        if exchange.repr_digest {
+            // RFC 9530: the digest of the representation as sent.
+            use base64::Engine;
+            let digest =
+                base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
+            if let Ok(v) = HeaderValue::from_str(&format!("sha-256=:{digest}:")) {
+                parts.headers.insert("repr-digest", v);
+            }
+        }
         Ok(Response::from_parts(parts, body::full(body)))
     }
 
@@ -924,6 +984,7 @@ mod upstream_request_tests {
             wanted: if bridge { Wanted::Xml } else { Wanted::Json },
             bridge_response: bridge,
             advertise_xml: false,
+            repr_digest: false,
             client_format_param: None,
             public_base: "http://gw/fhir".into(),
         }

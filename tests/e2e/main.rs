@@ -11,6 +11,7 @@ mod ledger_cli;
 mod ledger_crash;
 mod passthrough;
 mod rewriting;
+mod sealing;
 mod transport;
 
 use inkan_e2e::{Gateway, Hfs};

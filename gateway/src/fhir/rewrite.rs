@@ -168,6 +168,13 @@ impl Rewriter {
         Some(format!("{public}{rest}"))
     }
 
+    /// The part of `url` after an upstream base (`/Patient/1?…`), if it is
+    /// under one.
+    pub fn upstream_path<'a>(&self, url: &'a str) -> Option<&'a str> {
+        let bases = self.bases.read().unwrap_or_else(|e| e.into_inner());
+        bases.iter().find_map(|(b, _)| b.strip(url))
+    }
+
     /// True when `body` might contain a URL under an upstream base. A `false`
     /// lets the body through without parsing.
     pub fn might_contain_upstream_url(&self, body: &[u8]) -> bool {

@@ -1,0 +1,172 @@
+//! Writes through the gateway are sealed as the upstream stored them, and
+//! a person outside the hospital can verify them offline.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{get_json, patient, post_json, Stack};
+use inkan_e2e::{client, inkan_binary};
+
+fn header(response: &reqwest::blocking::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn create_update_and_patch_are_sealed_and_verify_offline() {
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_with(&format!(
+        "[ledger]\ndir = \"{}\"\norigin = \"e2e.test/inkan\"\ncheckpoint_interval_ms = 100\nseal_writes = true\n",
+        ledger_dir.path().display()
+    ));
+    let http = client();
+
+    // create → leaf 0, with the documented headers.
+    let sent = patient("Seal", "Hanako").to_string();
+    let response = post_json(&stack, "/Patient", sent.clone());
+    assert_eq!(response.status(), 201);
+    assert_eq!(header(&response, "inkan-seal"), "sealed");
+    assert_eq!(header(&response, "inkan-leaf-index"), "0");
+    assert_eq!(header(&response, "inkan-commitment").len(), 64);
+    let repr_digest = header(&response, "repr-digest");
+    let body = response.bytes().unwrap();
+    {
+        use base64::Engine;
+        use sha2::Digest;
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&body));
+        assert_eq!(
+            repr_digest,
+            format!("sha-256=:{expected}:"),
+            "Repr-Digest covers the body sent"
+        );
+    }
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // update → leaf 1; JSON Patch → leaf 2.
+    let mut updated = patient("Seal", "Hanako");
+    updated["id"] = json!(id);
+    updated["gender"] = json!("other");
+    let response = http
+        .put(stack.url(&format!("/Patient/{id}")))
+        .header("Content-Type", "application/fhir+json")
+        .body(updated.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "inkan-leaf-index"), "1");
+    let response = http
+        .patch(stack.url(&format!("/Patient/{id}")))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op":"replace","path":"/gender","value":"female"}]"#)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "inkan-leaf-index"), "2");
+
+    // Reads are not writes: no seal headers.
+    let read = http
+        .get(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
+    assert!(read.headers().get("inkan-seal").is_none());
+
+    // The checkpointer publishes a signed checkpoint covering the 3 leaves,
+    // served read-only in the tlog-tiles layout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let checkpoint = loop {
+        let text = http
+            .get(format!("{}/-/log/checkpoint", stack.gateway.origin))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        if text.starts_with("e2e.test/inkan\n3\n") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint of size 3: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        checkpoint.contains("\n\n\u{2014} e2e.test/inkan "),
+        "{checkpoint}"
+    );
+    let tile = http
+        .get(format!("{}/-/log/tile/0/000.p/3", stack.gateway.origin))
+        .send()
+        .unwrap();
+    assert_eq!(tile.status(), 200);
+    assert_eq!(tile.bytes().unwrap().len(), 3 * 32, "three leaf hashes");
+    let escape = http
+        .get(format!("{}/-/log/tile/../../log.key", stack.gateway.origin))
+        .send()
+        .unwrap();
+    assert_ne!(escape.status(), 200, "the signing key is never served");
+
+    // Offline: proof bundle from the ledger, the version as read through
+    // the gateway, and only the log's public key.
+    let version2 = get_json(&stack, &format!("/Patient/{id}/_history/2"));
+    let dir = ledger_dir.path().to_str().unwrap();
+    let ledger = |args: &[&str]| {
+        let out = Command::new(inkan_binary())
+            .args(["ledger", "--dir", dir, "--origin", "e2e.test/inkan"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bundle = ledger(&["proof", "--type", "Patient", "--id", &id, "--version", "2"]);
+    let key = ledger(&["key"]);
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("bundle.json"), bundle).unwrap();
+    std::fs::write(work.path().join("v2.json"), version2.to_string()).unwrap();
+    let verify = Command::new(inkan_binary())
+        .args(["verify", "--bundle"])
+        .arg(work.path().join("bundle.json"))
+        .arg("--resource")
+        .arg(work.path().join("v2.json"))
+        .args(["--log-key", key.trim()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success() && out.contains("leaf 1"), "{out}");
+}
+
+#[test]
+fn a_write_the_upstream_refuses_is_not_sealed() {
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_with(&format!(
+        "[ledger]\ndir = \"{}\"\nseal_writes = true\n",
+        ledger_dir.path().display()
+    ));
+    // The upstream rejects it (an Observation posted to /Patient): its
+    // answer is relayed as is, and nothing is sealed.
+    let response = post_json(
+        &stack,
+        "/Patient",
+        r#"{"resourceType":"Observation","status":"final"}"#.to_owned(),
+    );
+    assert!(response.status().is_client_error(), "{}", response.status());
+    assert!(response.headers().get("inkan-seal").is_none());
+    let stats = Command::new(inkan_binary())
+        .args(["ledger", "--dir"])
+        .arg(ledger_dir.path())
+        .arg("stats")
+        .output()
+        .unwrap();
+    let stats = String::from_utf8(stats.stdout).unwrap();
+    assert!(stats.contains("leaves:          0"), "{stats}");
+}
