@@ -17,12 +17,16 @@ use crate::pipeline::{error_response, Gateway};
 
 pub async fn handle(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseBody> {
     if method != Method::GET && method != Method::HEAD {
-        return error_response(
-            &GatewayError::MalformedRequest {
-                detail: "admin endpoints are read-only (GET)".into(),
+        let mut response = error_response(
+            &GatewayError::MethodNotAllowed {
+                method: method.to_string(),
             },
             WireFormat::Json,
         );
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
     }
     match path {
         "/-/livez" => json(StatusCode::OK, r#"{"status":"live"}"#.into()),
@@ -101,13 +105,11 @@ fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<Respons
                 .insert(http::header::CACHE_CONTROL, HeaderValue::from_static(cache));
             response
         }
-        None => {
-            let mut response = json(
-                StatusCode::NOT_FOUND,
-                r#"{"status":"no such log file"}"#.into(),
-            );
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            response
-        }
+        None => error_response(
+            &GatewayError::NoSuchLogFile {
+                path: relative.to_owned(),
+            },
+            WireFormat::Json,
+        ),
     }
 }

@@ -54,6 +54,12 @@ pub enum GatewayError {
     /// The path is outside the FHIR base and the admin prefix.
     #[error("no FHIR endpoint at this path; the FHIR base is {base_path}")]
     NotFound { base_path: String },
+    /// The admin endpoints are read-only.
+    #[error("{method} is not allowed here; admin endpoints answer GET")]
+    MethodNotAllowed { method: String },
+    /// A file of the published log that does not exist.
+    #[error("no such log file: {path}")]
+    NoSuchLogFile { path: String },
     /// `limits.max_concurrent_requests` requests are already being served.
     #[error("the gateway is at its concurrency limit; retry shortly")]
     Overloaded,
@@ -106,7 +112,10 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
             GatewayError::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::NotFound { .. } => StatusCode::NOT_FOUND,
+            GatewayError::NotFound { .. } | GatewayError::NoSuchLogFile { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Overloaded | GatewayError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -128,7 +137,10 @@ impl GatewayError {
                 IssueType::NotSupported
             }
             GatewayError::MalformedRequest { .. } => IssueType::Structure,
-            GatewayError::NotFound { .. } => IssueType::NotFound,
+            GatewayError::NotFound { .. } | GatewayError::NoSuchLogFile { .. } => {
+                IssueType::NotFound
+            }
+            GatewayError::MethodNotAllowed { .. } => IssueType::NotSupported,
             GatewayError::Overloaded => IssueType::Throttled,
         }
     }

@@ -835,6 +835,8 @@ fn error_kind(error: &GatewayError) -> &'static str {
         GatewayError::NotAcceptable { .. } => "not_acceptable",
         GatewayError::MalformedRequest { .. } => "malformed_request",
         GatewayError::NotFound { .. } => "not_found",
+        GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+        GatewayError::NoSuchLogFile { .. } => "no_such_log_file",
         GatewayError::Overloaded => "overloaded",
         GatewayError::ShuttingDown => "shutting_down",
     }

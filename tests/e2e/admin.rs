@@ -42,6 +42,15 @@ fn livez_readyz_and_metrics() {
         "{metrics}"
     );
 
+    // Admin endpoints are read-only: 405 with Allow, as an OperationOutcome.
+    let response = http
+        .post(format!("{}/-/metrics", stack.gateway.origin))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, HEAD");
+    crate::assert_outcome(&crate::json(response), "not-supported");
+
     stack.hfs.stop();
     let response = http
         .get(format!("{}/-/readyz", stack.gateway.origin))

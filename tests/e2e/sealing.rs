@@ -110,6 +110,12 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
         .send()
         .unwrap();
     assert_ne!(escape.status(), 200, "the signing key is never served");
+    let missing = http
+        .get(format!("{}/-/log/tile/0/999", stack.gateway.origin))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    crate::assert_outcome(&crate::json(missing), "not-found");
 
     // Offline: proof bundle from the ledger, the version as read through
     // the gateway, and only the log's public key.
