@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Write path cost: 16 concurrent writers creating Patients (wrk, POST) against
+# (a) Helios FHIR Server directly, (b) inkan in pass-through, (c) inkan with
+# every write sealed (`seal_writes = true`: read back + durable append).
+# One run, same machine.
+#
+#   bench/writes.sh [seconds per run, default 20] [connections, default 16]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration="${1:-20}"; connections="${2:-16}"
+command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exit 1; }
+hfs="$(scripts/install-hfs.sh)"
+cargo build --release --locked -p inkan >&2
+inkan="$(pwd)/target/release/inkan"
+work="$(mktemp -d)"; pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ok() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
+
+start_hfs() { # dir port
+  mkdir -p "$1"; python3 scripts/hfs-search-parameters.py "$1"
+  (cd "$1" && HFS_DATA_DIR="$1" HFS_LOG_LEVEL=warn "$hfs" --host 127.0.0.1 --port "$2" --database-url "$1/hfs.sqlite" >"$1/hfs.log" 2>&1) &
+  pids+=($!); wait_ok "http://127.0.0.1:$2/metadata"
+}
+start_inkan() { # dir port upstream seal
+  mkdir -p "$1"
+  printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "%s"\n[ledger]\ndir = "%s/ledger"\nseal_writes = %s\n' "$2" "$3" "$1" "$4" >"$1/inkan.toml"
+  "$inkan" serve --config "$1/inkan.toml" 2>"$1/inkan.log" &
+  pids+=($!); wait_ok "http://127.0.0.1:$2/-/readyz"
+}
+cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.body = '{"resourceType":"Patient","name":[{"family":"山田","given":["太郎"]}],"gender":"male","birthDate":"1970-01-01"}'
+LUA
+run() { # label url
+  wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" "$2" >"$work/wrk.txt" 2>&1
+  python3 - "$work/wrk.txt" "$1" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+def ms(label):
+    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+print("| %s | %.0f | %.2f | %.2f | %s |" % (sys.argv[2], rps, ms("50%"), ms("99%"), bad.group(1) if bad else "0"))
+PY
+}
+# A fresh upstream for each target, so each starts from an empty database.
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t2 -c$connections -d${duration}s, POST Patient"
+echo
+echo "| target | creates/s | p50 ms | p99 ms | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+p=$(free_port); start_hfs "$work/a" "$p"; run "HFS directly" "http://127.0.0.1:$p/Patient"
+p2=$(free_port); start_hfs "$work/b" "$p2"; g=$(free_port); start_inkan "$work/b" "$g" "http://127.0.0.1:$p2" false
+run "inkan, pass-through" "http://127.0.0.1:$g/fhir/Patient"
+p3=$(free_port); start_hfs "$work/c" "$p3"; g2=$(free_port); start_inkan "$work/c" "$g2" "http://127.0.0.1:$p3" true
+run "inkan, every write sealed" "http://127.0.0.1:$g2/fhir/Patient"
+sleep 1.5
+echo
+"$inkan" ledger --dir "$work/c/ledger" stats | grep -E "leaves|bytes per leaf"
+"$inkan" ledger --dir "$work/c/ledger" fsck | tail -1
