@@ -134,6 +134,6 @@ fi
 say "Ledger health"
 ledger fsck
 echo
-echo "Demo complete. Still to come (tracked in issues): sealing deletes and Bundle entries, crash"
+echo "Demo complete. Still to come (tracked in issues): sealing Bundle entries and conditional deletes, crash"
 echo "recovery of seals, verify-on-read and the upstream audit; Japanese normalization in the request"
 echo "path; RFC 3161 and chain anchors."

@@ -78,9 +78,10 @@ pub struct LedgerConfig {
     /// grew). Default 1,000.
     pub checkpoint_interval_ms: u64,
     /// Seal every successful create, update and patch passed through (the
-    /// version as stored upstream, read back after the write). Default
-    /// false while sealing is being completed (deletes, Bundles, crash
-    /// recovery and verify-on-read are not done yet).
+    /// version as stored upstream, read back after the write) and every
+    /// delete (a tombstone). Default false while sealing is being completed
+    /// (Bundles, conditional deletes, crash recovery and verify-on-read are
+    /// not done yet).
     pub seal_writes: bool,
 }
 

@@ -255,6 +255,7 @@ impl Gateway {
                     .as_ref()
                     .or(client_authorization.as_ref());
                 let written = crate::seal::WrittenRequest {
+                    interaction: exchange.interaction,
                     fhir_path: &exchange.fhir_path,
                     authorization,
                     original_digest,

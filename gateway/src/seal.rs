@@ -12,7 +12,10 @@
 //! not: the client still gets the upstream's answer, with `Inkan-Seal:
 //! failed` and the reason, and the version is logged for repair).
 //!
-//! Not yet (tracked in the sealing issue): deletes (tombstones), batch and
+//! A delete of one resource is sealed as a tombstone: its version comes
+//! from the upstream's history (the newest DELETE entry's ETag).
+//!
+//! Not yet (tracked in the sealing issue): conditional deletes, batch and
 //! transaction entries, the intent journal that completes seals after a
 //! crash, verify-on-read.
 
@@ -88,6 +91,7 @@ pub fn seals(interaction: Interaction) -> bool {
             | Interaction::ConditionalUpdate
             | Interaction::Patch
             | Interaction::ConditionalPatch
+            | Interaction::Delete
     )
 }
 
@@ -119,29 +123,40 @@ impl Sealer {
         request: WrittenRequest<'_>,
         response_headers: &HeaderMap,
     ) -> SealOutcome {
-        let Some(key) = written_version(rewriter, request.fhir_path, response_headers) else {
-            return SealOutcome::Failed {
-                reason: "the upstream did not say which version it stored (no Location/ETag)"
-                    .into(),
+        let seal_request = if request.interaction == Interaction::Delete {
+            match deleted_version(
+                upstream,
+                upstream_base,
+                request.fhir_path,
+                request.authorization,
+            )
+            .await
+            {
+                Ok(key) => SealRequest::Tombstone { key },
+                Err(reason) => return SealOutcome::Failed { reason },
+            }
+        } else {
+            let Some(key) = written_version(rewriter, request.fhir_path, response_headers) else {
+                return SealOutcome::Failed {
+                    reason: "the upstream did not say which version it stored (no Location/ETag)"
+                        .into(),
+                };
             };
-        };
-        let stored = match read_version(upstream, upstream_base, &key, request.authorization).await
-        {
-            Ok(bytes) => bytes,
-            Err(reason) => return SealOutcome::Failed { reason },
-        };
-        let ledger = self.ledger.clone();
-        let original_digest = request.original_digest;
-        let sealed = tokio::task::spawn_blocking(move || {
-            ledger.seal(vec![SealRequest::Version {
+            let stored =
+                match read_version(upstream, upstream_base, &key, request.authorization).await {
+                    Ok(bytes) => bytes,
+                    Err(reason) => return SealOutcome::Failed { reason },
+                };
+            SealRequest::Version {
                 key,
                 bytes: stored.to_vec(),
                 format: Format::Json,
-                original_digest,
+                original_digest: request.original_digest,
                 backfilled: false,
-            }])
-        })
-        .await;
+            }
+        };
+        let ledger = self.ledger.clone();
+        let sealed = tokio::task::spawn_blocking(move || ledger.seal(vec![seal_request])).await;
         match sealed {
             Ok(Ok(mut receipts)) if !receipts.is_empty() => {
                 let receipt = receipts.remove(0);
@@ -166,6 +181,7 @@ impl Sealer {
 /// What step 8a needs to know about the client's write.
 #[derive(Debug, Clone, Copy)]
 pub struct WrittenRequest<'a> {
+    pub interaction: Interaction,
     /// Path after the FHIR base, e.g. `/Patient/123`.
     pub fhir_path: &'a str,
     /// The `Authorization` the write went upstream with, for the read-back.
@@ -230,6 +246,40 @@ fn parse_version_path(path: &str) -> Option<(String, String, Option<String>)> {
     None
 }
 
+/// The version a delete of `/Type/id` created: the newest DELETE entry of
+/// the instance's history, version from its `response.etag`.
+async fn deleted_version(
+    upstream: &Upstream,
+    upstream_base: &str,
+    fhir_path: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<VersionKey, String> {
+    let (resource_type, id, _) = parse_version_path(fhir_path)
+        .ok_or_else(|| "cannot tell which resource was deleted".to_owned())?;
+    let history = get_json(
+        upstream,
+        &format!("{upstream_base}/{resource_type}/{id}/_history?_count=5"),
+        authorization,
+    )
+    .await?;
+    let history: serde_json::Value =
+        serde_json::from_slice(&history).map_err(|e| format!("history is not JSON: {e}"))?;
+    let version_id = history["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|entry| entry["request"]["method"] == "DELETE")
+        .and_then(|entry| entry["response"]["etag"].as_str())
+        .map(|etag| etag.trim_start_matches("W/").trim_matches('"').to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| "the upstream's history shows no DELETE version".to_owned())?;
+    Ok(VersionKey {
+        resource_type,
+        id,
+        version_id,
+    })
+}
+
 /// Reads one version back from the upstream as FHIR JSON.
 async fn read_version(
     upstream: &Upstream,
@@ -241,6 +291,15 @@ async fn read_version(
         "{upstream_base}/{}/{}/_history/{}",
         key.resource_type, key.id, key.version_id
     );
+    get_json(upstream, &url, authorization).await
+}
+
+/// GETs `url` from the upstream as FHIR JSON; the body, or why not.
+async fn get_json(
+    upstream: &Upstream,
+    url: &str,
+    authorization: Option<&HeaderValue>,
+) -> Result<Bytes, String> {
     let mut request = Request::get(url)
         .header(ACCEPT, "application/fhir+json")
         .body(Full::new(Bytes::new()))

@@ -79,7 +79,17 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
         .unwrap();
     assert!(read.headers().get("inkan-seal").is_none());
 
-    // The checkpointer publishes a signed checkpoint covering the 3 leaves,
+    // A delete is sealed as a tombstone (leaf 3) for the version the
+    // upstream's history gives it.
+    let response = http
+        .delete(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    assert_eq!(header(&response, "inkan-seal"), "sealed");
+    assert_eq!(header(&response, "inkan-leaf-index"), "3");
+
+    // The checkpointer publishes a signed checkpoint covering the 4 leaves,
     // served read-only in the tlog-tiles layout.
     let deadline = Instant::now() + Duration::from_secs(10);
     let checkpoint = loop {
@@ -89,10 +99,14 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
             .unwrap()
             .text()
             .unwrap();
-        if text.starts_with("e2e.test/inkan\n3\n") {
+        if text.starts_with("e2e.test/inkan\n4\n") {
             break text;
         }
-        assert!(Instant::now() < deadline, "no checkpoint of size 3: {text}");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint of size 4: {text}\n{}",
+            stack.gateway.process.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(
@@ -100,11 +114,11 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
         "{checkpoint}"
     );
     let tile = http
-        .get(format!("{}/-/log/tile/0/000.p/3", stack.gateway.origin))
+        .get(format!("{}/-/log/tile/0/000.p/4", stack.gateway.origin))
         .send()
         .unwrap();
     assert_eq!(tile.status(), 200);
-    assert_eq!(tile.bytes().unwrap().len(), 3 * 32, "three leaf hashes");
+    assert_eq!(tile.bytes().unwrap().len(), 4 * 32, "four leaf hashes");
     let escape = http
         .get(format!("{}/-/log/tile/../../log.key", stack.gateway.origin))
         .send()
@@ -149,6 +163,21 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
         .unwrap();
     let out = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success() && out.contains("leaf 1"), "{out}");
+
+    // The deletion's tombstone verifies without any resource file.
+    let tombstone = ledger(&["proof", "--type", "Patient", "--id", &id, "--version", "4"]);
+    std::fs::write(work.path().join("tombstone.json"), tombstone).unwrap();
+    let verify = Command::new(inkan_binary())
+        .args(["verify", "--bundle"])
+        .arg(work.path().join("tombstone.json"))
+        .args(["--log-key", key.trim()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success() && out.contains("_history/4 is leaf 3"),
+        "{out}"
+    );
 }
 
 #[test]
