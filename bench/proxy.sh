@@ -100,18 +100,9 @@ idle_rss_kib="$(rss "$inkan_pid" VmRSS)"
 # wrk summary → "req/s p50_ms p99_ms"
 run_wrk() {
   wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$1" >"$work/wrk.txt" 2>&1
-  python3 - "$work/wrk.txt" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(label):
-    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-if errors: sys.exit("non-2xx responses: " + errors.group(1))
-print("%.0f %.3f %.3f" % (rps, ms("50%"), ms("99%")))
-PY
+  read -r rps p50 p99 non2xx <<<"$(python3 bench/wrk_summary.py "$work/wrk.txt")"
+  [[ "$non2xx" == 0 ]] || { echo "non-2xx responses: $non2xx" >&2; exit 1; }
+  echo "$rps $p50 $p99"
 }
 
 declare -A result

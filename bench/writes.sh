@@ -36,17 +36,8 @@ wrk.body = '{"resourceType":"Patient","name":[{"family":"山田","given":["太�
 LUA
 run() { # label url
   wrk -t2 -c"$connections" -d"${duration}s" --latency -s "$work/post.lua" "$2" >"$work/wrk.txt" 2>&1
-  python3 - "$work/wrk.txt" "$1" <<'PY'
-import re, sys
-t = open(sys.argv[1]).read()
-def ms(label):
-    m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, t, re.M)
-    v, u = float(m.group(1)), m.group(2)
-    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
-bad = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-print("| %s | %.0f | %.2f | %.2f | %s |" % (sys.argv[2], rps, ms("50%"), ms("99%"), bad.group(1) if bad else "0"))
-PY
+  read -r rps p50 p99 non2xx <<<"$(python3 bench/wrk_summary.py "$work/wrk.txt")"
+  printf '| %s | %s | %.2f | %.2f | %s |\n' "$1" "$rps" "$p50" "$p99" "$non2xx"
 }
 # A fresh upstream for each target, so each starts from an empty database.
 echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t2 -c$connections -d${duration}s, POST Patient"

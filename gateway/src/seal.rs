@@ -208,13 +208,7 @@ pub fn written_version(
     let (resource_type, id, version) = from_header.or_else(|| parse_version_path(fhir_path))?;
     let version_id = match version {
         Some(v) => v,
-        None => {
-            let etag = headers.get(ETAG)?.to_str().ok()?;
-            etag.trim()
-                .trim_start_matches("W/")
-                .trim_matches('"')
-                .to_owned()
-        }
+        None => etag_version(headers.get(ETAG)?.to_str().ok()?)?,
     };
     if version_id.is_empty() {
         return None;
@@ -224,6 +218,12 @@ pub fn written_version(
         id,
         version_id,
     })
+}
+
+/// The version id in an ETag: `W/"3"` → `3`.
+fn etag_version(etag: &str) -> Option<String> {
+    let version = etag.trim().trim_start_matches("W/").trim_matches('"');
+    (!version.is_empty()).then(|| version.to_owned())
 }
 
 /// `/Patient/123` or `Patient/123/_history/2` (query ignored) →
@@ -270,8 +270,7 @@ async fn deleted_version(
         .flatten()
         .find(|entry| entry["request"]["method"] == "DELETE")
         .and_then(|entry| entry["response"]["etag"].as_str())
-        .map(|etag| etag.trim_start_matches("W/").trim_matches('"').to_owned())
-        .filter(|v| !v.is_empty())
+        .and_then(etag_version)
         .ok_or_else(|| "the upstream's history shows no DELETE version".to_owned())?;
     Ok(VersionKey {
         resource_type,
