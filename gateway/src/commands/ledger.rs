@@ -114,14 +114,6 @@ pub fn run(args: LedgerArgs) -> ExitCode {
     }
 }
 
-fn key(resource_type: String, id: String, version_id: String) -> VersionKey {
-    VersionKey {
-        resource_type,
-        id,
-        version_id,
-    }
-}
-
 fn run_command(
     ledger: &Ledger,
     command: LedgerCommand,
@@ -258,7 +250,11 @@ fn run_command(
                             r#"{{"resourceType":"Patient","id":"{id}","meta":{{"versionId":"1"}}}}"#
                         );
                         SealRequest::Version {
-                            key: key("Patient".into(), id, "1".into()),
+                            key: VersionKey {
+                                resource_type: "Patient".into(),
+                                id,
+                                version_id: "1".into(),
+                            },
                             bytes: body.into_bytes(),
                             format: Format::Json,
                             original_digest: None,
