@@ -54,7 +54,68 @@ pub enum SealRequest {
         backfilled: bool,
     },
     /// A deletion.
-    Tombstone { key: VersionKey },
+    Tombstone { key: VersionKey, backfilled: bool },
+}
+
+/// How a version the upstream returned compares with the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionCheck {
+    /// Sealed, and the bytes give the sealed commitment.
+    Verified { leaf_index: u64 },
+    /// Sealed, but what the upstream returned is not what was sealed.
+    Tampered { leaf_index: u64, reason: String },
+    /// The ledger has no seal for this version.
+    Unsealed,
+}
+
+impl VersionCheck {
+    /// The word used in headers, extensions and reports.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VersionCheck::Verified { .. } => "verified",
+            VersionCheck::Tampered { .. } => "tampered",
+            VersionCheck::Unsealed => "unsealed",
+        }
+    }
+}
+
+/// Compares a sealed record with a version's bytes (`None`: the upstream
+/// says the version is a deletion). Pure.
+pub fn compare_with_record(record: &IndexRecord, found: Option<(&[u8], Format)>) -> VersionCheck {
+    let leaf_index = record.leaf_index;
+    let tampered = |reason: &str| VersionCheck::Tampered {
+        leaf_index,
+        reason: reason.to_owned(),
+    };
+    match (record.leaf.kind, found) {
+        (LeafKind::Version, Some((bytes, format))) => {
+            match resource::canonical_resource(bytes, format) {
+                Ok(canonical)
+                    if leaf::commitment(&record.salt, &canonical) == record.leaf.commitment =>
+                {
+                    VersionCheck::Verified { leaf_index }
+                }
+                Ok(_) => tampered("the content differs from the sealed version"),
+                Err(_) => tampered("the returned version is not valid FHIR"),
+            }
+        }
+        (LeafKind::Version, None) => tampered("sealed as a version, reported as a deletion"),
+        (LeafKind::Tombstone, Some(_)) => tampered("sealed as a deletion, returned with content"),
+        (LeafKind::Tombstone, None) => {
+            let key = &record.key;
+            let expected = leaf::tombstone_commitment(
+                &record.salt,
+                &key.resource_type,
+                &key.id,
+                &key.version_id,
+            );
+            if expected == record.leaf.commitment {
+                VersionCheck::Verified { leaf_index }
+            } else {
+                tampered("the tombstone's commitment does not match its key")
+            }
+        }
+    }
 }
 
 /// An open ledger.
@@ -196,10 +257,10 @@ impl Ledger {
                         original_digest,
                     }
                 }
-                SealRequest::Tombstone { key } => NewEntry {
+                SealRequest::Tombstone { key, backfilled } => NewEntry {
                     leaf: Leaf {
                         kind: LeafKind::Tombstone,
-                        backfilled: false,
+                        backfilled,
                         commitment: leaf::tombstone_commitment(
                             &salt,
                             &key.resource_type,
@@ -364,6 +425,30 @@ impl Ledger {
     /// The index record of a version, if sealed.
     pub fn find(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
         self.store.find_version(key)
+    }
+
+    /// Compares a version as the upstream returns it now with its seal.
+    /// `Unsealed` when the ledger has no entry for the key (never written
+    /// through the gateway, or not yet backfilled): that is not tampering.
+    pub fn check_version(
+        &self,
+        key: &VersionKey,
+        bytes: &[u8],
+        format: Format,
+    ) -> Result<VersionCheck, Error> {
+        let Some(record) = self.store.find_version(key)? else {
+            return Ok(VersionCheck::Unsealed);
+        };
+        Ok(compare_with_record(&record, Some((bytes, format))))
+    }
+
+    /// Like [`Ledger::check_version`] for a version the upstream reports as
+    /// a deletion (no resource body).
+    pub fn check_deletion(&self, key: &VersionKey) -> Result<VersionCheck, Error> {
+        let Some(record) = self.store.find_version(key)? else {
+            return Ok(VersionCheck::Unsealed);
+        };
+        Ok(compare_with_record(&record, None))
     }
 
     /// A proof bundle for a sealed version, against the latest checkpoint.

@@ -94,6 +94,10 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error>;
     fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error>;
     fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
+    /// How many versions of one resource are sealed.
+    fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error>;
+    /// Index records of the leaves `start..end`, in leaf order.
+    fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error>;
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error>;
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error>;
@@ -419,6 +423,27 @@ impl LedgerStore for SqliteStore {
             .optional()
         })?;
         raw.map(to_record).transpose()
+    }
+
+    fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM versions WHERE resource_type = ?1 AND id = ?2",
+                params![resource_type, id],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error> {
+        let raws = self.read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{RECORD_SELECT} WHERE v.leaf_index >= ?1 AND v.leaf_index < ?2 ORDER BY v.leaf_index"
+            ))?;
+            let rows = stmt.query_map(params![start, end], record_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(to_record).collect()
     }
 
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {

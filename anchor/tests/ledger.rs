@@ -77,6 +77,7 @@ fn seal_prove_verify_and_detect_every_bit_flip() {
     ledger
         .seal(vec![SealRequest::Tombstone {
             key: key("p3", "2"),
+            backfilled: false,
         }])
         .unwrap();
 

@@ -83,6 +83,20 @@ pub struct LedgerConfig {
     /// (Bundles, conditional deletes, crash recovery and verify-on-read are
     /// not done yet).
     pub seal_writes: bool,
+    /// Verify-on-read, when `seal_writes` is on: `off`, `annotate` (default:
+    /// an `Inkan-Verify` header with counts, and an extension on each
+    /// Bundle entry) or `block` (also withhold tampered versions: a read
+    /// answers 502, a Bundle entry's resource becomes an OperationOutcome).
+    pub verify_reads: VerifyReads,
+}
+
+/// What verify-on-read does with its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyReads {
+    Off,
+    Annotate,
+    Block,
 }
 
 impl Default for LedgerConfig {
@@ -93,6 +107,7 @@ impl Default for LedgerConfig {
             key_file: None,
             checkpoint_interval_ms: 1_000,
             seal_writes: false,
+            verify_reads: VerifyReads::Annotate,
         }
     }
 }

@@ -60,6 +60,20 @@ pub enum GatewayError {
     /// A file of the published log that does not exist.
     #[error("no such log file: {path}")]
     NoSuchLogFile { path: String },
+    /// Verify-on-read in `block` mode: the version the upstream returned is
+    /// not the version that was sealed.
+    #[error("{reference} does not match its seal (leaf {leaf_index}): {reason}; the gateway withheld it")]
+    TamperedVersion {
+        reference: String,
+        leaf_index: u64,
+        reason: String,
+    },
+    /// `$proof` for a version the ledger has no seal for (yet).
+    #[error("no proof: {detail}")]
+    NoProof { detail: String },
+    /// The ledger could not be read or written.
+    #[error("the seal ledger failed: {detail}")]
+    Ledger { detail: String },
     /// `limits.max_concurrent_requests` requests are already being served.
     #[error("the gateway is at its concurrency limit; retry shortly")]
     Overloaded,
@@ -80,6 +94,7 @@ pub enum IssueType {
     Invalid,
     NotFound,
     Throttled,
+    Security,
 }
 
 impl IssueType {
@@ -94,6 +109,7 @@ impl IssueType {
             IssueType::Invalid => "invalid",
             IssueType::NotFound => "not-found",
             IssueType::Throttled => "throttled",
+            IssueType::Security => "security",
         }
     }
 }
@@ -105,7 +121,10 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable
             | GatewayError::UpstreamProtocol
             | GatewayError::ResponseConversion { .. }
-            | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            | GatewayError::ResponseTooLarge { .. }
+            | GatewayError::TamperedVersion { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::NoProof { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Ledger { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -142,6 +161,9 @@ impl GatewayError {
             }
             GatewayError::MethodNotAllowed { .. } => IssueType::NotSupported,
             GatewayError::Overloaded => IssueType::Throttled,
+            GatewayError::TamperedVersion { .. } => IssueType::Security,
+            GatewayError::NoProof { .. } => IssueType::NotFound,
+            GatewayError::Ledger { .. } => IssueType::Exception,
         }
     }
 }

@@ -22,3 +22,4 @@ pub mod seal;
 pub mod server;
 pub mod tls;
 pub mod upstream;
+pub mod verify_read;

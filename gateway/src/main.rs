@@ -35,6 +35,13 @@ enum Command {
     Ledger(inkan::commands::ledger::LedgerArgs),
     /// Verify a proof bundle offline.
     Verify(inkan::commands::verify::VerifyArgs),
+    /// Sweep the upstream's history and compare every version with the
+    /// ledger: tampered, missing and unsealed versions. Exit 1 when any
+    /// version is tampered or missing.
+    Audit(inkan::commands::audit::AuditArgs),
+    /// Seal the upstream's existing versions the ledger has not seen
+    /// (first-seen sealing when onboarding a server that holds data).
+    Backfill(inkan::commands::audit::BackfillArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +77,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Ledger(args) => inkan::commands::ledger::run(args),
         Command::Verify(args) => inkan::commands::verify::run(args),
+        Command::Audit(args) => inkan::commands::audit::run_audit(args),
+        Command::Backfill(args) => inkan::commands::audit::run_backfill(args),
     }
 }
 

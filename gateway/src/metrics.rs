@@ -41,6 +41,11 @@ pub struct Metrics {
     pub uninspected_responses: Counter,
     /// Bodies converted by the XML bridge, by direction.
     pub xml_conversions: Family<KindLabels, Counter>,
+    /// Versions checked by verify-on-read, by result (`verified`,
+    /// `tampered`, `unsealed`, `unchecked`).
+    pub read_verifications: Family<KindLabels, Counter>,
+    /// Writes by seal result (`sealed`, `failed`).
+    pub seals: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -60,6 +65,18 @@ impl Metrics {
         let gateway_errors = Family::<KindLabels, Counter>::default();
         let uninspected_responses = Counter::default();
         let xml_conversions = Family::<KindLabels, Counter>::default();
+        let read_verifications = Family::<KindLabels, Counter>::default();
+        let seals = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "read_verifications",
+            "Versions checked against the ledger on read, by result",
+            read_verifications.clone(),
+        );
+        registry.register(
+            "seals",
+            "Writes sealed in the ledger, by result (failed: committed upstream, needs repair)",
+            seals.clone(),
+        );
         registry.register(
             "http_requests",
             "FHIR requests served, by interaction and status",
@@ -98,6 +115,8 @@ impl Metrics {
             gateway_errors,
             uninspected_responses,
             xml_conversions,
+            read_verifications,
+            seals,
         }
     }
 

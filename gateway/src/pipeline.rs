@@ -22,7 +22,7 @@ use sha2::Digest;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{self, BoxError, Buffered, ResponseBody};
-use crate::config::{Config, XmlMode};
+use crate::config::{Config, VerifyReads, XmlMode};
 use crate::error::{ConfigError, GatewayError};
 use crate::fhir::format::{self, ContentType, Wanted, WireFormat};
 use crate::fhir::interaction::Interaction;
@@ -89,6 +89,8 @@ struct Exchange {
     advertise_xml: bool,
     /// Whether step 8 adds `Repr-Digest` (sealed writes).
     repr_digest: bool,
+    /// Whether (and how) step 8b verifies the versions in the answer.
+    verify: Option<crate::verify_read::Shape>,
     /// The client's `_format` value when it used one (restored in links).
     client_format_param: Option<String>,
     public_base: String,
@@ -104,20 +106,7 @@ impl Gateway {
                 ConfigError::Invalid(format!("not an absolute http(s) base URL: {url:?}"))
             })?);
         }
-        let upstream_authorization = match &config.upstream.bearer_token_file {
-            Some(path) => {
-                let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                let value =
-                    HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
-                        ConfigError::Invalid("bearer token is not a valid header value".into())
-                    })?;
-                Some(value)
-            }
-            None => None,
-        };
+        let upstream_authorization = crate::upstream::configured_authorization(&config.upstream)?;
         let xml_support = match config.upstream.xml {
             XmlMode::Auto => XML_UNKNOWN,
             XmlMode::Native => XML_NATIVE,
@@ -240,6 +229,7 @@ impl Gateway {
         let original_digest: Option<[u8; 32]> = sealing.then(|| sha2::Sha256::digest(&body).into());
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
         let (body, request_type) = self.prepare_request_body(body, request_type, bridge)?;
+        exchange.verify = self.verify_shape(exchange.interaction);
         // 7. Forward: build the upstream request (end-to-end headers,
         //    X-Forwarded-*, Authorization policy) and send it; 502 when the
         //    upstream cannot be reached, 504 when it does not answer in time.
@@ -269,6 +259,11 @@ impl Gateway {
                         upstream_response.headers(),
                     )
                     .await;
+                let kind = match &outcome {
+                    crate::seal::SealOutcome::Sealed { .. } => "sealed",
+                    crate::seal::SealOutcome::Failed { .. } => "failed",
+                };
+                self.metrics.seals.get_or_create(&KindLabels { kind }).inc();
                 if let crate::seal::SealOutcome::Failed { reason } = &outcome {
                     tracing::error!(request_id = %exchange.request_id, path = %exchange.fhir_path, %reason, "write committed upstream but NOT sealed; needs repair");
                 }
@@ -323,6 +318,7 @@ impl Gateway {
             bridge_response: false,
             advertise_xml: false,
             repr_digest: false,
+            verify: None,
             public_base,
             request_id,
         })
@@ -636,6 +632,14 @@ impl Gateway {
                 return Ok(Response::from_parts(parts, stream));
             }
         };
+        // 8b. Verify: versions in a read/history/search answer are compared
+        //     with their seals (see verify_read.rs for the contract).
+        let (body, verification) = self.verify_versions(body, parts.status, format, exchange)?;
+        if let Some(summary) = verification {
+            if let Ok(v) = HeaderValue::from_str(&summary.header_value()) {
+                parts.headers.insert(crate::verify_read::INKAN_VERIFY, v);
+            }
+        }
         let body = self.rewrite_body(body, format, exchange, convert_to_xml)?;
         if convert_to_xml {
             parts.headers.insert(
@@ -656,6 +660,77 @@ impl Gateway {
             }
         }
         Ok(Response::from_parts(parts, body::full(body)))
+    }
+
+    /// Step 8b helper: which shape of answer verify-on-read checks for this
+    /// interaction, if any.
+    fn verify_shape(&self, interaction: Interaction) -> Option<crate::verify_read::Shape> {
+        use crate::verify_read::Shape;
+        if self.sealer.is_none() || self.config.ledger.verify_reads == VerifyReads::Off {
+            return None;
+        }
+        match interaction {
+            Interaction::Read | Interaction::Vread => Some(Shape::Resource),
+            Interaction::HistoryInstance
+            | Interaction::HistoryType
+            | Interaction::HistorySystem
+            | Interaction::SearchType
+            | Interaction::SearchSystem => Some(Shape::Bundle),
+            _ => None,
+        }
+    }
+
+    /// Step 8b. Checks the versions in a 200 FHIR JSON answer against the
+    /// ledger; returns the (possibly annotated) body and the counts.
+    fn verify_versions(
+        &self,
+        body: Bytes,
+        status: StatusCode,
+        format: WireFormat,
+        exchange: &Exchange,
+    ) -> Result<(Bytes, Option<crate::verify_read::ReadVerification>), GatewayError> {
+        let (Some(shape), Some(sealer)) = (exchange.verify, &self.sealer) else {
+            return Ok((body, None));
+        };
+        if status != StatusCode::OK || format != WireFormat::Json {
+            return Ok((body, None));
+        }
+        let policy = self.config.ledger.verify_reads;
+        let result = crate::verify_read::verify_response(&sealer.ledger, &body, shape, policy);
+        let (summary, edited) = match result {
+            Ok(found) => found,
+            Err(error) => {
+                if let GatewayError::TamperedVersion { .. } = &error {
+                    self.count_verifications(&crate::verify_read::ReadVerification {
+                        tampered: 1,
+                        ..Default::default()
+                    });
+                    tracing::error!(request_id = %exchange.request_id, "{error}");
+                }
+                return Err(error);
+            }
+        };
+        self.count_verifications(&summary);
+        if summary.tampered > 0 {
+            tracing::error!(request_id = %exchange.request_id, path = %exchange.fhir_path, tampered = summary.tampered, "the upstream returned versions that do not match their seals");
+        }
+        Ok((edited.map(Bytes::from).unwrap_or(body), Some(summary)))
+    }
+
+    fn count_verifications(&self, summary: &crate::verify_read::ReadVerification) {
+        for (kind, n) in [
+            ("verified", summary.verified),
+            ("tampered", summary.tampered),
+            ("unsealed", summary.unsealed),
+            ("unchecked", summary.unchecked),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .read_verifications
+                    .get_or_create(&KindLabels { kind })
+                    .inc_by(u64::from(n));
+            }
+        }
     }
 
     /// Step 8 helper: URL rewriting, the client's view of a bridged
@@ -838,6 +913,9 @@ fn error_kind(error: &GatewayError) -> &'static str {
         GatewayError::NotFound { .. } => "not_found",
         GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
         GatewayError::NoSuchLogFile { .. } => "no_such_log_file",
+        GatewayError::TamperedVersion { .. } => "tampered_version",
+        GatewayError::NoProof { .. } => "no_proof",
+        GatewayError::Ledger { .. } => "ledger",
         GatewayError::Overloaded => "overloaded",
         GatewayError::ShuttingDown => "shutting_down",
     }
@@ -988,6 +1066,7 @@ mod upstream_request_tests {
             bridge_response: bridge,
             advertise_xml: false,
             repr_digest: false,
+            verify: None,
             client_format_param: None,
             public_base: "http://gw/fhir".into(),
         }

@@ -25,9 +25,8 @@ use anchor::ledger::{Checkpointer, Ledger, SealRequest};
 use anchor::resource::Format;
 use anchor::store::VersionKey;
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LOCATION, ETAG, LOCATION};
-use http::{HeaderMap, Request};
-use http_body_util::{BodyExt, Full};
+use http::header::{HeaderValue, CONTENT_LOCATION, ETAG, LOCATION};
+use http::HeaderMap;
 
 use crate::config::LedgerConfig;
 use crate::error::ConfigError;
@@ -132,7 +131,10 @@ impl Sealer {
             )
             .await
             {
-                Ok(key) => SealRequest::Tombstone { key },
+                Ok(key) => SealRequest::Tombstone {
+                    key,
+                    backfilled: false,
+                },
                 Err(reason) => return SealOutcome::Failed { reason },
             }
         } else {
@@ -256,12 +258,12 @@ async fn deleted_version(
 ) -> Result<VersionKey, String> {
     let (resource_type, id, _) = parse_version_path(fhir_path)
         .ok_or_else(|| "cannot tell which resource was deleted".to_owned())?;
-    let history = get_json(
-        upstream,
-        &format!("{upstream_base}/{resource_type}/{id}/_history?_count=5"),
-        authorization,
-    )
-    .await?;
+    let history = upstream
+        .get_fhir_json(
+            &format!("{upstream_base}/{resource_type}/{id}/_history?_count=5"),
+            authorization,
+        )
+        .await?;
     let history: serde_json::Value =
         serde_json::from_slice(&history).map_err(|e| format!("history is not JSON: {e}"))?;
     let version_id = history["entry"]
@@ -290,38 +292,7 @@ async fn read_version(
         "{upstream_base}/{}/{}/_history/{}",
         key.resource_type, key.id, key.version_id
     );
-    get_json(upstream, &url, authorization).await
-}
-
-/// GETs `url` from the upstream as FHIR JSON; the body, or why not.
-async fn get_json(
-    upstream: &Upstream,
-    url: &str,
-    authorization: Option<&HeaderValue>,
-) -> Result<Bytes, String> {
-    let mut request = Request::get(url)
-        .header(ACCEPT, "application/fhir+json")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("cannot build the read-back request: {e}"))?;
-    if let Some(auth) = authorization {
-        request.headers_mut().insert(AUTHORIZATION, auth.clone());
-    }
-    let response = upstream
-        .send(request)
-        .await
-        .map_err(|e| format!("read-back failed: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!(
-            "read-back of the stored version answered {}",
-            response.status()
-        ));
-    }
-    response
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| format!("read-back body broke off: {e}"))
+    upstream.get_fhir_json(&url, authorization).await
 }
 
 #[cfg(test)]

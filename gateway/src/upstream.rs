@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION};
 use http::{Method, Request, Response};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -16,6 +17,23 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::UpstreamConfig;
 use crate::error::{ConfigError, GatewayError};
+
+/// The `Authorization` value the gateway sends upstream instead of the
+/// client's, from `upstream.bearer_token_file`.
+pub fn configured_authorization(
+    config: &UpstreamConfig,
+) -> Result<Option<HeaderValue>, ConfigError> {
+    let Some(path) = &config.bearer_token_file else {
+        return Ok(None);
+    };
+    let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map(Some)
+        .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))
+}
 
 /// A client for one upstream.
 #[derive(Debug, Clone)]
@@ -45,6 +63,37 @@ impl Upstream {
             response_timeout: Duration::from_millis(config.response_timeout_ms),
             connect_retries: config.idempotent_connect_retries,
         })
+    }
+
+    /// GETs `url` as FHIR JSON (with `authorization` when given) and reads
+    /// the whole body; the reason in words when it is not a 2xx.
+    pub async fn get_fhir_json(
+        &self,
+        url: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<Bytes, String> {
+        let mut request = Request::get(url)
+            .header(ACCEPT, "application/fhir+json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("cannot build a request for {url}: {e}"))?;
+        if let Some(auth) = authorization {
+            request.headers_mut().insert(AUTHORIZATION, auth.clone());
+        }
+        let response = self
+            .send(request)
+            .await
+            .map_err(|e| format!("GET {url} failed: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| format!("GET {url}: the body broke off: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {url} answered {status}"));
+        }
+        Ok(body)
     }
 
     /// Sends `request` and waits for the response head. The body is a
