@@ -10,8 +10,9 @@
 //!   `backfilled`), for onboarding a server that already holds data.
 //!
 //! Both are resumable: progress is saved to a state file every few seconds
-//! and at every page boundary on interruption; run the same command again
-//! to continue (`--restart` to start over).
+//! and when `--max-pages` pauses the sweep (exit code 3); run the same
+//! command again to continue (`--restart` to start over). A crash loses at
+//! most the last few seconds of work, which is redone.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,11 @@ pub struct SweepArgs {
     /// Start over instead of resuming a saved sweep.
     #[arg(long)]
     pub restart: bool,
+    /// Read at most this many pages, save the progress and stop (exit code
+    /// 3); run the same command again to continue. For sweeps split over
+    /// several quiet hours.
+    #[arg(long)]
+    pub max_pages: Option<u64>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
@@ -156,12 +162,11 @@ enum Mode {
 
 pub fn run_audit(args: AuditArgs) -> ExitCode {
     let state = state_path(&args.report);
-    match sweep(args.sweep, Mode::Audit, &state) {
+    match sweep(args.sweep, Mode::Audit, |_| state.clone()) {
         Ok(result) => {
             if let Err(error) = write_json(&args.report, &result) {
                 return error_exit(&error);
             }
-            let _ = std::fs::remove_file(&state);
             print_summary(&result, Mode::Audit, Some(&args.report));
             if result.counts.tampered > 0 || result.counts.missing > 0 {
                 ExitCode::from(1)
@@ -177,10 +182,11 @@ pub fn run_backfill(args: BackfillArgs) -> ExitCode {
     let mode = Mode::Backfill {
         dry_run: args.dry_run,
     };
-    let state = PathBuf::from("inkan-backfill.state.json");
-    match sweep(args.sweep, mode, &state) {
+    // Backfill writes to the ledger, so its progress lives beside it.
+    match sweep(args.sweep, mode, |config| {
+        config.ledger.dir.join("backfill.state.json")
+    }) {
         Ok(result) => {
-            let _ = std::fs::remove_file(&state);
             print_summary(&result, mode, None);
             ExitCode::SUCCESS
         }
@@ -188,9 +194,33 @@ pub fn run_backfill(args: BackfillArgs) -> ExitCode {
     }
 }
 
-fn error_exit(error: &dyn std::fmt::Display) -> ExitCode {
+/// `--max-pages` reached: not a failure, the sweep continues next run.
+#[derive(Debug)]
+struct Paused {
+    state_file: PathBuf,
+    versions: u64,
+}
+
+impl std::fmt::Display for Paused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "paused after {} versions; progress saved in {}; run the same command again to continue",
+            self.versions,
+            self.state_file.display()
+        )
+    }
+}
+
+impl std::error::Error for Paused {}
+
+fn error_exit(error: &SweepError) -> ExitCode {
     eprintln!("inkan: {error}");
-    ExitCode::from(2)
+    if error.is::<Paused>() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::from(2)
+    }
 }
 
 fn state_path(report: &Path) -> PathBuf {
@@ -201,7 +231,13 @@ fn state_path(report: &Path) -> PathBuf {
 
 type SweepError = Box<dyn std::error::Error>;
 
-fn sweep(args: SweepArgs, mode: Mode, state_file: &Path) -> Result<Sweep, SweepError> {
+/// Runs a sweep; `state_file` says where its progress is saved (removed
+/// once the sweep completes).
+fn sweep(
+    args: SweepArgs,
+    mode: Mode,
+    state_file: impl FnOnce(&Config) -> PathBuf,
+) -> Result<Sweep, SweepError> {
     let mut config = Config::load(args.config.as_deref(), |v| std::env::var(v).ok())?;
     if let Some(url) = &args.upstream {
         config.upstream.url.clone_from(url);
@@ -216,7 +252,10 @@ fn sweep(args: SweepArgs, mode: Mode, state_file: &Path) -> Result<Sweep, SweepE
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(sweep_upstream(&config, &ledger, &args, mode, state_file))
+    let state_file = state_file(&config);
+    let result = runtime.block_on(sweep_upstream(&config, &ledger, &args, mode, &state_file))?;
+    let _ = std::fs::remove_file(&state_file);
+    Ok(result)
 }
 
 async fn sweep_upstream(
@@ -258,8 +297,19 @@ async fn sweep_upstream(
     let progress = progress_bar(args.no_progress, state.ledger_size_at_start, mode);
     progress.set_position(state.counts.versions);
     let mut last_saved = Instant::now();
+    let mut pages = 0u64;
 
     while let Some(url) = state.queue.first().cloned() {
+        if args.max_pages.is_some_and(|max| pages >= max) {
+            state.seen = seen.encode();
+            write_json(state_file, &state)?;
+            progress.finish_and_clear();
+            return Err(Box::new(Paused {
+                state_file: state_file.to_owned(),
+                versions: state.counts.versions,
+            }));
+        }
+        pages += 1;
         let fetch_started = Instant::now();
         let page = upstream.get_fhir_json(&url, authorization.as_ref()).await?;
         state.upstream_seconds += fetch_started.elapsed().as_secs_f64();
