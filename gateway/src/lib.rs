@@ -19,6 +19,7 @@ pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 pub mod seal;
+pub mod seal_ops;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -89,6 +89,9 @@ struct Exchange {
     advertise_xml: bool,
     /// Whether step 8 adds `Repr-Digest` (sealed writes).
     repr_digest: bool,
+    /// True for a CapabilityStatement while the ledger is open: it lists
+    /// the `$proof` and `$verify` operations.
+    advertise_seal_ops: bool,
     /// Whether (and how) step 8b verifies the versions in the answer.
     verify: Option<crate::verify_read::Shape>,
     /// The client's `_format` value when it used one (restored in links).
@@ -173,7 +176,17 @@ impl Gateway {
             Err(error) => return self.fail(error, &exchange, started),
         };
         self.metrics.in_flight.inc();
-        let response = self.handle_admitted(request, &conn, &mut exchange).await;
+        // 4a. Seal operations: `$proof`, `$verify` and their
+        //     OperationDefinitions are answered from the ledger, never
+        //     forwarded (see seal_ops.rs).
+        let seal_operation = self
+            .sealer
+            .as_ref()
+            .and_then(|_| crate::seal_ops::classify(request.method(), &exchange.fhir_path));
+        let response = match seal_operation {
+            Some(operation) => self.seal_operation(operation, request, &exchange).await,
+            None => self.handle_admitted(request, &conn, &mut exchange).await,
+        };
         self.metrics.in_flight.dec();
         let response = match response {
             Ok(response) => response,
@@ -210,6 +223,7 @@ impl Gateway {
         let bridge = xml_involved && upstream_bridged;
         exchange.bridge_response = bridge && exchange.wanted == Wanted::Xml;
         exchange.advertise_xml = is_capabilities && upstream_bridged;
+        exchange.advertise_seal_ops = is_capabilities && self.sealer.is_some();
         // 6. Read the body: within the size and time limits (413, 408), in a
         //    media type and charset the gateway can forward (415), converted
         //    from XML to JSON when bridging (400 when it is not FHIR XML).
@@ -282,6 +296,75 @@ impl Gateway {
         Ok(response)
     }
 
+    /// Step 4a. Answers a seal operation from the ledger.
+    async fn seal_operation<B>(
+        &self,
+        operation: crate::seal_ops::SealOperation,
+        request: Request<B>,
+        exchange: &Exchange,
+    ) -> Result<Response<ResponseBody>, GatewayError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<BoxError>,
+    {
+        use crate::seal_ops::{self, SealOperation};
+        let Some(sealer) = &self.sealer else {
+            return Err(GatewayError::Ledger {
+                detail: "the ledger is not open".into(),
+            });
+        };
+        let ledger = &sealer.ledger;
+        let (parts, body) = request.into_parts();
+        match operation {
+            SealOperation::ProofOfVersion(key) => {
+                seal_ops::proof_response(ledger, &key, &parts.headers)
+            }
+            SealOperation::ProofOfCurrent { resource_type, id } => {
+                let authorization = self
+                    .upstream_authorization
+                    .as_ref()
+                    .or(parts.headers.get(AUTHORIZATION));
+                let url = format!("{}/{resource_type}/{id}", self.upstream_base);
+                let current = self
+                    .upstream
+                    .get_fhir_json(&url, authorization)
+                    .await
+                    .map_err(|detail| GatewayError::NoProof {
+                        detail: format!("cannot read the current version: {detail}"),
+                    })?;
+                let crate::verify_read::EntryVersion::Stored(key) =
+                    crate::verify_read::resource_version(&current)
+                else {
+                    return Err(GatewayError::NoProof {
+                        detail: "the upstream's copy has no meta.versionId".into(),
+                    });
+                };
+                let check = ledger
+                    .check_version(&key, &current, anchor::resource::Format::Json)
+                    .map_err(|e| GatewayError::Ledger {
+                        detail: e.to_string(),
+                    })?;
+                let mut response = seal_ops::proof_response(ledger, &key, &parts.headers)?;
+                if let Ok(v) = HeaderValue::from_str(check.as_str()) {
+                    response
+                        .headers_mut()
+                        .insert(crate::verify_read::INKAN_VERIFY, v);
+                }
+                Ok(response)
+            }
+            SealOperation::Verify => {
+                let limit = self.config.limits.max_request_body_bytes;
+                let body =
+                    body::read_request_body(body, limit, self.config.limits.client_body_timeout())
+                        .await?;
+                seal_ops::verify_response(ledger, &body, exchange.wanted)
+            }
+            SealOperation::Definition(definition) => {
+                seal_ops::definition_response(definition, exchange.wanted)
+            }
+        }
+    }
+
     /// Step 3. Resolves the FHIR path and the public base. Errors: 404 for
     /// paths outside the base, 400 for a bad Host header.
     fn route<B>(
@@ -317,6 +400,7 @@ impl Gateway {
             wanted,
             bridge_response: false,
             advertise_xml: false,
+            advertise_seal_ops: false,
             repr_digest: false,
             verify: None,
             public_base,
@@ -748,7 +832,9 @@ impl Gateway {
             WireFormat::Other => None,
         };
         let mut body = rewritten.map(Bytes::from).unwrap_or(body);
-        if format == WireFormat::Json && (exchange.advertise_xml || convert_to_xml) {
+        if format == WireFormat::Json
+            && (exchange.advertise_xml || exchange.advertise_seal_ops || convert_to_xml)
+        {
             if let Some(adjusted) = self.restore_client_view(&body, exchange) {
                 body = Bytes::from(adjusted);
             }
@@ -769,9 +855,10 @@ impl Gateway {
         Ok(Bytes::from(xml))
     }
 
-    /// For a bridged response: a CapabilityStatement lists the XML formats
-    /// the gateway now serves, and paging links keep the client's
-    /// `_format`. `None` when nothing changes.
+    /// The client's view of what the gateway adds: a CapabilityStatement
+    /// lists the XML formats the bridge serves and the seal operations,
+    /// and bridged paging links keep the client's `_format`. `None` when
+    /// nothing changes.
     fn restore_client_view(&self, body: &[u8], exchange: &Exchange) -> Option<Vec<u8>> {
         let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
         let mut changed = false;
@@ -784,6 +871,9 @@ impl Gateway {
                     }
                 }
             }
+        }
+        if exchange.advertise_seal_ops && value["resourceType"] == "CapabilityStatement" {
+            changed |= crate::seal_ops::advertise(&mut value);
         }
         let client_format = exchange
             .client_format_param
@@ -1065,6 +1155,7 @@ mod upstream_request_tests {
             wanted: if bridge { Wanted::Xml } else { Wanted::Json },
             bridge_response: bridge,
             advertise_xml: false,
+            advertise_seal_ops: false,
             repr_digest: false,
             verify: None,
             client_format_param: None,

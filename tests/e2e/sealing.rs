@@ -205,3 +205,129 @@ fn a_write_the_upstream_refuses_is_not_sealed() {
     let stats = String::from_utf8(stats.stdout).unwrap();
     assert!(stats.contains("leaves:          0"), "{stats}");
 }
+
+#[test]
+fn proof_and_verify_operations_answer_from_the_ledger() {
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_with(&format!(
+        "[ledger]\ndir = \"{}\"\norigin = \"e2e.test/inkan\"\ncheckpoint_interval_ms = 100\nseal_writes = true\n",
+        ledger_dir.path().display()
+    ));
+    let http = client();
+    let created: serde_json::Value = crate::json(post_json(
+        &stack,
+        "/Patient",
+        patient("Proof", "Op").to_string(),
+    ));
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    // The CapabilityStatement lists both operations; their definitions are served.
+    let capability = get_json(&stack, "/metadata");
+    let operations: Vec<&str> = capability["rest"][0]["operation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|op| op["definition"].as_str())
+        .collect();
+    for canonical in [
+        "https://inkan.dev/fhir/OperationDefinition/inkan-proof",
+        "https://inkan.dev/fhir/OperationDefinition/inkan-verify",
+    ] {
+        assert!(operations.contains(&canonical), "{operations:?}");
+    }
+    let definition = get_json(&stack, "/OperationDefinition/inkan-verify");
+    assert_eq!(definition["resourceType"], "OperationDefinition");
+
+    // $proof on the version (once a checkpoint covers it), as JSON and as
+    // tlog-proof text; on the resource, with the current copy verified.
+    let proof_url = stack.url(&format!("/Patient/{id}/_history/1/$proof"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let bundle = loop {
+        let response = http.get(&proof_url).send().unwrap();
+        if response.status() == 200 {
+            break crate::json(response);
+        }
+        assert_eq!(response.status(), 404, "before the first checkpoint");
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint covers the version"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(bundle["format"], "inkan-proof-bundle/v1");
+    assert_eq!(bundle["leafIndex"], 0);
+    let text = http
+        .get(&proof_url)
+        .header("Accept", "text/plain")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\n"), "{text}");
+    let current = http
+        .get(stack.url(&format!("/Patient/{id}/$proof")))
+        .send()
+        .unwrap();
+    assert_eq!(current.status(), 200);
+    assert_eq!(header(&current, "inkan-verify"), "verified");
+    let unknown = http
+        .get(stack.url("/Patient/no-such-id/_history/1/$proof"))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    crate::assert_outcome(&crate::json(unknown), "not-found");
+
+    // $verify: the version as read verifies, in JSON and in XML; a changed
+    // copy is tampered; an unknown version is unsealed; a body without a
+    // version is a 400.
+    let read = get_json(&stack, &format!("/Patient/{id}"));
+    let verify = |body: String, content_type: &str| {
+        http.post(stack.url("/Patient/$verify"))
+            .header("Content-Type", content_type)
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let result = |response: reqwest::blocking::Response| {
+        assert_eq!(response.status(), 200);
+        let parameters = crate::json(response);
+        parameters["parameter"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "result")
+            .unwrap()["valueCode"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        result(verify(read.to_string(), "application/fhir+json")),
+        "verified"
+    );
+    let xml = http
+        .get(stack.url(&format!("/Patient/{id}?_format=xml")))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(result(verify(xml, "application/fhir+xml")), "verified");
+    let mut altered = read.clone();
+    altered["gender"] = json!("male");
+    assert_eq!(
+        result(verify(altered.to_string(), "application/fhir+json")),
+        "tampered"
+    );
+    let mut other = read.clone();
+    other["id"] = json!("someone-else");
+    assert_eq!(
+        result(verify(other.to_string(), "application/fhir+json")),
+        "unsealed"
+    );
+    let bad = verify(
+        patient("No", "Version").to_string(),
+        "application/fhir+json",
+    );
+    assert_eq!(bad.status(), 400);
+    crate::assert_outcome(&crate::json(bad), "structure");
+}

@@ -1,0 +1,321 @@
+//! Step 4a of the pipeline: the FHIR operations the gateway answers itself
+//! from the ledger (never forwarded). Documented as OperationDefinitions in
+//! `docs/fhir/` and listed in the rewritten CapabilityStatement.
+//!
+//! - `GET [base]/{type}/{id}/_history/{vid}/$proof`: the proof bundle of
+//!   that version (`inkan-proof-bundle/v1` JSON; the C2SP `tlog-proof` text
+//!   when the client accepts `text/plain` or `text/x-tlog-proof`). 404
+//!   OperationOutcome when the version is not sealed or no checkpoint
+//!   covers it yet.
+//! - `GET [base]/{type}/{id}/$proof`: the same for the version the upstream
+//!   holds now (read first); `Inkan-Verify` says whether that copy matches.
+//! - `POST [base]/$verify` (or `[base]/{type}/$verify`) with a resource
+//!   (JSON or XML, with `meta.versionId`) in the body: a `Parameters`
+//!   answer saying whether that exact version is sealed and unaltered
+//!   (`result` = `verified`, `tampered` or `unsealed`). 200 whatever the
+//!   result; 400 when the body is not a versioned resource.
+//! - `GET [base]/OperationDefinition/inkan-proof` and `…/inkan-verify`:
+//!   the definitions themselves.
+//!
+//! Only when the ledger is open (`ledger.seal_writes`); otherwise these
+//! paths are forwarded like any other.
+
+use anchor::ledger::{Ledger, VersionCheck};
+use anchor::resource::Format;
+use anchor::store::VersionKey;
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use crate::body::{self, ResponseBody};
+use crate::error::GatewayError;
+use crate::fhir::format::{Wanted, WireFormat};
+use crate::fhir::xml_bridge;
+use crate::verify_read::{resource_version, EntryVersion, INKAN_VERIFY};
+
+pub const PROOF_DEFINITION: &str =
+    include_str!("../../docs/fhir/OperationDefinition-inkan-proof.json");
+pub const VERIFY_DEFINITION: &str =
+    include_str!("../../docs/fhir/OperationDefinition-inkan-verify.json");
+
+/// Canonical URLs, as listed in the CapabilityStatement.
+pub const PROOF_CANONICAL: &str = "https://inkan.dev/fhir/OperationDefinition/inkan-proof";
+pub const VERIFY_CANONICAL: &str = "https://inkan.dev/fhir/OperationDefinition/inkan-verify";
+
+/// A request the gateway answers from the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealOperation {
+    /// `$proof` of one version.
+    ProofOfVersion(VersionKey),
+    /// `$proof` of the upstream's current version of a resource.
+    ProofOfCurrent { resource_type: String, id: String },
+    /// `$verify` with a resource in the body.
+    Verify,
+    /// One of the OperationDefinitions.
+    Definition(&'static str),
+}
+
+/// Recognises a seal operation from the method and the path after the
+/// FHIR base. `None`: not one of ours, forward it.
+pub fn classify(method: &Method, fhir_path: &str) -> Option<SealOperation> {
+    let segments: Vec<&str> = fhir_path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_type = |s: &str| s.starts_with(|c: char| c.is_ascii_uppercase());
+    match (method, segments.as_slice()) {
+        (&Method::GET, [t, id, "_history", vid, "$proof"]) if is_type(t) => {
+            Some(SealOperation::ProofOfVersion(VersionKey {
+                resource_type: (*t).to_owned(),
+                id: (*id).to_owned(),
+                version_id: (*vid).to_owned(),
+            }))
+        }
+        (&Method::GET, [t, id, "$proof"]) if is_type(t) => Some(SealOperation::ProofOfCurrent {
+            resource_type: (*t).to_owned(),
+            id: (*id).to_owned(),
+        }),
+        (&Method::POST, ["$verify"]) => Some(SealOperation::Verify),
+        (&Method::POST, [t, "$verify"]) if is_type(t) => Some(SealOperation::Verify),
+        (&Method::GET, ["OperationDefinition", "inkan-proof"]) => {
+            Some(SealOperation::Definition(PROOF_DEFINITION))
+        }
+        (&Method::GET, ["OperationDefinition", "inkan-verify"]) => {
+            Some(SealOperation::Definition(VERIFY_DEFINITION))
+        }
+        _ => None,
+    }
+}
+
+/// `$proof`: the bundle of `key`, as JSON or as tlog-proof text.
+pub fn proof_response(
+    ledger: &Ledger,
+    key: &VersionKey,
+    request_headers: &HeaderMap,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let bundle = ledger.proof_bundle(key).map_err(|error| match error {
+        anchor::Error::NotFound(detail) => GatewayError::NoProof { detail },
+        other => GatewayError::Ledger {
+            detail: other.to_string(),
+        },
+    })?;
+    let wants_text = request_headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .any(|v| v == "text/plain" || v == "text/x-tlog-proof");
+    let (body, content_type) = if wants_text {
+        (
+            bundle.to_tlog_proof().into_bytes(),
+            "text/plain; charset=utf-8",
+        )
+    } else {
+        let json = serde_json::to_vec_pretty(&bundle).map_err(|e| GatewayError::Ledger {
+            detail: e.to_string(),
+        })?;
+        (json, "application/json")
+    };
+    Ok(plain_response(StatusCode::OK, content_type, body))
+}
+
+/// `$verify`: compares the posted resource with its seal.
+pub fn verify_response(
+    ledger: &Ledger,
+    body: &[u8],
+    wanted: Wanted,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let json = match Format::sniff(body) {
+        Format::Json => body.to_vec(),
+        Format::Xml => {
+            xml_bridge::xml_to_json(body).map_err(|e| GatewayError::MalformedRequest {
+                detail: e.to_string(),
+            })?
+        }
+    };
+    let key =
+        match resource_version(&json) {
+            EntryVersion::Stored(key) => key,
+            _ => return Err(GatewayError::MalformedRequest {
+                detail:
+                    "$verify needs a resource with resourceType, id and meta.versionId in the body"
+                        .into(),
+            }),
+        };
+    let check = ledger
+        .check_version(&key, &json, Format::Json)
+        .map_err(|e| match e {
+            anchor::Error::Canonical { .. } => GatewayError::MalformedRequest {
+                detail: format!("the body is not a FHIR resource: {e}"),
+            },
+            other => GatewayError::Ledger {
+                detail: other.to_string(),
+            },
+        })?;
+    let parameters = verification_parameters(&key, &check);
+    let json = serde_json::to_vec(&parameters).map_err(|e| GatewayError::Ledger {
+        detail: e.to_string(),
+    })?;
+    let mut response = fhir_response(json, wanted)?;
+    if let Ok(v) = HeaderValue::from_str(check.as_str()) {
+        response.headers_mut().insert(INKAN_VERIFY, v);
+    }
+    Ok(response)
+}
+
+/// The `Parameters` a `$verify` answers with.
+fn verification_parameters(key: &VersionKey, check: &VersionCheck) -> serde_json::Value {
+    let reference = format!(
+        "{}/{}/_history/{}",
+        key.resource_type, key.id, key.version_id
+    );
+    let (message, leaf_index) = match check {
+        VersionCheck::Verified { leaf_index } => (
+            "this exact version is sealed and unaltered".to_owned(),
+            Some(*leaf_index),
+        ),
+        VersionCheck::Tampered { leaf_index, reason } => (
+            format!("this version is sealed, but {reason}"),
+            Some(*leaf_index),
+        ),
+        VersionCheck::Unsealed => ("the ledger has no seal for this version".to_owned(), None),
+    };
+    let mut parameter = vec![
+        serde_json::json!({"name": "result", "valueCode": check.as_str()}),
+        serde_json::json!({"name": "sealed", "valueBoolean": leaf_index.is_some()}),
+        serde_json::json!({"name": "unaltered", "valueBoolean": matches!(check, VersionCheck::Verified { .. })}),
+        serde_json::json!({"name": "reference", "valueString": reference}),
+        serde_json::json!({"name": "message", "valueString": message}),
+    ];
+    if let Some(index) = leaf_index {
+        // unsignedInt stops at 2^31-1; larger logs get the index as a string.
+        parameter.push(match i32::try_from(index) {
+            Ok(small) => serde_json::json!({"name": "leafIndex", "valueUnsignedInt": small}),
+            Err(_) => serde_json::json!({"name": "leafIndex", "valueString": index.to_string()}),
+        });
+    }
+    serde_json::json!({"resourceType": "Parameters", "parameter": parameter})
+}
+
+/// An OperationDefinition, in the format the client wants.
+pub fn definition_response(
+    definition: &'static str,
+    wanted: Wanted,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    fhir_response(definition.as_bytes().to_vec(), wanted)
+}
+
+/// A FHIR JSON body as the client wants it (JSON, or XML).
+fn fhir_response(json: Vec<u8>, wanted: Wanted) -> Result<Response<ResponseBody>, GatewayError> {
+    match wanted.outcome_format() {
+        WireFormat::Xml => {
+            let xml =
+                xml_bridge::json_to_xml(&json).map_err(|e| GatewayError::ResponseConversion {
+                    target: "FHIR XML",
+                    reason: e.to_string(),
+                })?;
+            Ok(plain_response(
+                StatusCode::OK,
+                WireFormat::Xml.fhir_media_type(),
+                xml,
+            ))
+        }
+        _ => Ok(plain_response(
+            StatusCode::OK,
+            WireFormat::Json.fhir_media_type(),
+            json,
+        )),
+    }
+}
+
+fn plain_response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(body::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Adds the seal operations to a CapabilityStatement (JSON value): each
+/// `rest` entry lists `proof` and `verify`. Returns whether it changed.
+pub fn advertise(capability: &mut serde_json::Value) -> bool {
+    let Some(rests) = capability["rest"].as_array_mut() else {
+        return false;
+    };
+    let mut changed = false;
+    for rest in rests {
+        if !rest["operation"].is_array() {
+            rest["operation"] = serde_json::Value::Array(Vec::new());
+        }
+        if let Some(operations) = rest["operation"].as_array_mut() {
+            for (name, canonical) in [("proof", PROOF_CANONICAL), ("verify", VERIFY_CANONICAL)] {
+                if !operations.iter().any(|op| op["definition"] == canonical) {
+                    operations.push(serde_json::json!({"name": name, "definition": canonical}));
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let key = |t: &str, i: &str, v: &str| VersionKey {
+            resource_type: t.into(),
+            id: i.into(),
+            version_id: v.into(),
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(Method, &str, Option<SealOperation>)> = vec![
+            (Method::GET,  "/Patient/1/_history/2/$proof", Some(SealOperation::ProofOfVersion(key("Patient", "1", "2")))),
+            (Method::GET,  "/Patient/1/$proof",            Some(SealOperation::ProofOfCurrent { resource_type: "Patient".into(), id: "1".into() })),
+            (Method::POST, "/$verify",                     Some(SealOperation::Verify)),
+            (Method::POST, "/Patient/$verify",             Some(SealOperation::Verify)),
+            (Method::GET,  "/OperationDefinition/inkan-proof", Some(SealOperation::Definition(PROOF_DEFINITION))),
+            (Method::POST, "/Patient/1/_history/2/$proof", None),
+            (Method::GET,  "/Patient/1/$everything",       None),
+            (Method::GET,  "/Patient/$proof",              None),
+            (Method::GET,  "/OperationDefinition/other",   None),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(classify(&method, path), want, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn definitions_are_operation_definitions_with_their_canonical_urls() {
+        for (text, canonical, code) in [
+            (PROOF_DEFINITION, PROOF_CANONICAL, "proof"),
+            (VERIFY_DEFINITION, VERIFY_CANONICAL, "verify"),
+        ] {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(value["resourceType"], "OperationDefinition");
+            assert_eq!(value["url"], canonical);
+            assert_eq!(value["code"], code);
+            // The XML bridge can render it: it is valid R4.
+            xml_bridge::json_to_xml(text.as_bytes()).unwrap();
+        }
+    }
+
+    #[test]
+    fn capability_statement_lists_both_operations_once() {
+        let mut capability = serde_json::json!({"resourceType": "CapabilityStatement", "rest": [{"mode": "server"}]});
+        assert!(advertise(&mut capability));
+        assert!(!advertise(&mut capability), "idempotent");
+        let names: Vec<&str> = capability["rest"][0]["operation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["proof", "verify"]);
+    }
+}
