@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, HOST,
-    LOCATION, RETRY_AFTER,
+    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE,
+    HOST, LOCATION, RETRY_AFTER,
 };
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -34,6 +34,9 @@ use crate::headers::{
 };
 use crate::metrics::{KindLabels, Metrics, RequestLabels};
 use crate::upstream::Upstream;
+
+/// `Prefer` (RFC 7240), which the http crate does not name.
+const PREFER: HeaderName = HeaderName::from_static("prefer");
 
 /// The admin prefix. No FHIR path segment can start with `-` (resource
 /// types, `$operations`, `_history`, `_search` and `metadata` never do), so
@@ -244,48 +247,92 @@ impl Gateway {
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
         let (body, request_type) = self.prepare_request_body(body, request_type, bridge)?;
         exchange.verify = self.verify_shape(exchange.interaction);
+        let authorization = self
+            .upstream_authorization
+            .as_ref()
+            .or(client_authorization.as_ref());
+        let view = crate::seal::UpstreamView {
+            upstream: &self.upstream,
+            base: &self.upstream_base,
+            rewriter: &self.rewriter,
+            authorization,
+        };
+        // A conditional delete names no resource: find what its condition
+        // matches now, so the tombstones can be sealed after the delete.
+        let mut matched = Vec::new();
+        let mut seal_failures = Vec::new();
+        if sealing && exchange.interaction == Interaction::ConditionalDelete {
+            match view
+                .conditional_matches(&exchange.fhir_path, exchange.query.as_deref().unwrap_or(""))
+                .await
+            {
+                Ok(found) => matched = found,
+                Err(reason) => seal_failures.push(format!(
+                    "could not resolve the conditional delete before forwarding it: {reason}"
+                )),
+            }
+        }
+        let sent_body = body.clone();
+        let client_prefer = parts
+            .headers
+            .get(PREFER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         // 7. Forward: build the upstream request (end-to-end headers,
         //    X-Forwarded-*, Authorization policy) and send it; 502 when the
         //    upstream cannot be reached, 504 when it does not answer in time.
-        let upstream_request = self.upstream_request(parts, body, request_type, conn, exchange)?;
+        //    A write to be sealed asks for the stored version back (`Prefer:
+        //    return=representation`) unless the client asked for less.
+        let mut upstream_request =
+            self.upstream_request(parts, body, request_type, conn, exchange)?;
+        if sealing
+            && crate::seal::wants_representation(exchange.interaction, client_prefer.as_deref())
+        {
+            upstream_request
+                .headers_mut()
+                .insert(PREFER, HeaderValue::from_static("return=representation"));
+        }
         let upstream_response = self.upstream.send(upstream_request).await?;
-        // 8a. Seal: a successful write is read back as stored upstream and
-        //     appended to the ledger before the client hears about it
-        //     (see seal.rs for the contract).
-        let seal = match &self.sealer {
-            Some(sealer) if sealing && upstream_response.status().is_success() => {
-                let authorization = self
-                    .upstream_authorization
-                    .as_ref()
-                    .or(client_authorization.as_ref());
+        let committed = upstream_response.status().is_success();
+        let (response_parts, upstream_body) = upstream_response.into_parts();
+        let upstream_body = upstream_body.map_err(BoxError::from).boxed_unsync();
+        // 8a. Seal: a successful write's versions, as the upstream stored
+        //     them, are appended to the ledger before the client hears
+        //     about it (see seal.rs for the contract).
+        let (upstream_body, seal) = match &self.sealer {
+            Some(sealer) if sealing && committed => {
+                let limit = self.config.limits.max_inspected_response_bytes;
+                let (stored, upstream_body) =
+                    match body::buffer_upstream(upstream_body, limit).await? {
+                        Buffered::Whole(bytes) => (Some(bytes.clone()), body::full(bytes)),
+                        Buffered::TooLarge { head, rest } => (None, prepend(head, rest)),
+                    };
                 let written = crate::seal::WrittenRequest {
                     interaction: exchange.interaction,
                     fhir_path: &exchange.fhir_path,
-                    authorization,
                     original_digest,
+                    sent_body: &sent_body,
+                    matched: &matched,
                 };
-                let outcome = sealer
-                    .seal_write(
-                        &self.upstream,
-                        &self.upstream_base,
-                        &self.rewriter,
-                        written,
-                        upstream_response.headers(),
-                    )
+                let mut outcome = sealer
+                    .seal_write(&view, written, &response_parts.headers, stored.as_deref())
                     .await;
-                let kind = match &outcome {
-                    crate::seal::SealOutcome::Sealed { .. } => "sealed",
-                    crate::seal::SealOutcome::Failed { .. } => "failed",
+                outcome.failures.append(&mut seal_failures);
+                let kind = if outcome.failures.is_empty() {
+                    "sealed"
+                } else {
+                    "failed"
                 };
                 self.metrics.seals.get_or_create(&KindLabels { kind }).inc();
-                if let crate::seal::SealOutcome::Failed { reason } = &outcome {
+                for reason in &outcome.failures {
                     tracing::error!(request_id = %exchange.request_id, path = %exchange.fhir_path, %reason, "write committed upstream but NOT sealed; needs repair");
                 }
                 exchange.repr_digest = true;
-                Some(outcome)
+                (upstream_body, Some(outcome))
             }
-            _ => None,
+            _ => (upstream_body, None),
         };
+        let upstream_response = Response::from_parts(response_parts, upstream_body);
         // 8. Respond: relay status and end-to-end headers, rewrite upstream
         //    URLs to the public base, convert JSON to XML when bridging, and
         //    stream what needs no inspection.
@@ -663,7 +710,7 @@ impl Gateway {
     /// bodies, up to `max_inspected_response_bytes`; everything else streams.
     async fn respond(
         &self,
-        upstream: Response<hyper::body::Incoming>,
+        upstream: Response<ResponseBody>,
         exchange: &Exchange,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (mut parts, upstream_body) = upstream.into_parts();
@@ -683,10 +730,7 @@ impl Gateway {
             .map_or(WireFormat::Other, |ct| ct.format);
         let convert_to_xml = exchange.bridge_response && format == WireFormat::Json;
         if exchange.method == Method::HEAD || format == WireFormat::Other {
-            return Ok(Response::from_parts(
-                parts,
-                upstream_body.map_err(BoxError::from).boxed_unsync(),
-            ));
+            return Ok(Response::from_parts(parts, upstream_body));
         }
         let limit = self.config.limits.max_inspected_response_bytes;
         let declared_length = parts

@@ -1,38 +1,46 @@
 //! Step 8a of the pipeline: sealing successful writes in the ledger.
 //!
-//! When it runs: after the upstream answered 2xx to a create, update or
-//! patch (conditional forms included), before the client hears the answer.
-//! What it does: works out which version the upstream stored (id from
-//! `Location`/`Content-Location` or the request path, version from the
-//! `ETag`), reads that version back from the upstream as JSON (the bytes
-//! *as stored*, whatever the client asked to receive), and appends its
-//! salted commitment durably. What it may change: response headers only.
-//! Results: `Sealed` (headers `Inkan-Seal: sealed`, `Inkan-Leaf-Index`,
-//! `Inkan-Commitment`), `Failed` (the upstream committed but sealing did
-//! not: the client still gets the upstream's answer, with `Inkan-Seal:
-//! failed` and the reason, and the version is logged for repair).
+//! When it runs: after the upstream answered 2xx to a create, update,
+//! patch or delete (conditional forms included) or to a batch or
+//! transaction, before the client hears the answer.
 //!
-//! A delete of one resource is sealed as a tombstone: its version comes
-//! from the upstream's history (the newest DELETE entry's ETag).
+//! What it does: works out which versions the upstream stored and appends
+//! their salted commitments durably, in one group:
+//! - create, update, patch: id from `Location`/`Content-Location` or the
+//!   request path, version from `…/_history/<vid>` or the `ETag`. The bytes
+//!   are the upstream's own answer when it is that version (the gateway
+//!   asks for `Prefer: return=representation` unless the client asked for
+//!   `minimal` or `OperationOutcome`), else the version read back (vread);
+//! - delete: a tombstone for the newest DELETE version in the instance's
+//!   history; a conditional delete: one per resource its condition matched
+//!   just before the delete was forwarded;
+//! - batch and transaction: every 2xx entry of the response Bundle, paired
+//!   with the request entry at the same position, ids and versions as the
+//!   server assigned them (`response.location`/`etag`), bytes from
+//!   `entry.resource` when it is that version, else read back.
 //!
-//! Not yet (tracked in the sealing issue): conditional deletes, batch and
-//! transaction entries, the intent journal that completes seals after a
-//! crash, verify-on-read.
+//! What it may change: response headers only. Results: every version
+//! sealed (`Inkan-Seal: sealed`, `Inkan-Leaf-Index`, `Inkan-Commitment`),
+//! nothing to seal (`none`), or a failure (`failed; reason="…"`: the
+//! upstream committed but some version is not sealed; the client still
+//! gets the upstream's answer and the write is left for repair).
 
 use std::sync::Arc;
 
 use anchor::ledger::{Checkpointer, Ledger, SealRequest};
 use anchor::resource::Format;
 use anchor::store::VersionKey;
-use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_LOCATION, ETAG, LOCATION};
 use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::config::LedgerConfig;
 use crate::error::ConfigError;
 use crate::fhir::interaction::Interaction;
 use crate::fhir::rewrite::Rewriter;
 use crate::upstream::Upstream;
+use crate::verify_read::{resource_version, scan_bundle, EntryVersion};
 
 pub const INKAN_SEAL: &str = "inkan-seal";
 pub const INKAN_LEAF_INDEX: &str = "inkan-leaf-index";
@@ -45,38 +53,47 @@ pub struct Sealer {
     _checkpointer: Checkpointer,
 }
 
-/// What step 8a did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SealOutcome {
-    Sealed {
-        leaf_index: u64,
-        commitment: [u8; 32],
-    },
-    Failed {
-        reason: String,
-    },
+/// What step 8a did: the leaves appended (in entry order for a Bundle)
+/// and what could not be sealed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealOutcome {
+    /// (leaf index, commitment) of every version sealed.
+    pub sealed: Vec<(u64, [u8; 32])>,
+    /// Why some committed version was not sealed (needs repair).
+    pub failures: Vec<String>,
 }
 
 impl SealOutcome {
-    /// Writes the documented response headers.
+    fn failed(reason: String) -> SealOutcome {
+        SealOutcome {
+            sealed: Vec::new(),
+            failures: vec![reason],
+        }
+    }
+
+    /// Writes the documented response headers: `Inkan-Seal` (`sealed`,
+    /// `none` when the write produced no version, or `failed; reason="…"`),
+    /// and for what was sealed `Inkan-Leaf-Index` and `Inkan-Commitment`
+    /// (comma-separated in entry order for a batch or transaction).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
-        match self {
-            SealOutcome::Sealed {
-                leaf_index,
-                commitment,
-            } => {
-                headers.insert(INKAN_SEAL, HeaderValue::from_static("sealed"));
-                headers.insert(INKAN_LEAF_INDEX, HeaderValue::from(*leaf_index));
-                if let Ok(v) = HeaderValue::from_str(&hex::encode(commitment)) {
-                    headers.insert(INKAN_COMMITMENT, v);
-                }
-            }
-            SealOutcome::Failed { reason } => {
-                let value = format!("failed; reason=\"{}\"", reason.replace(['"', '\\'], "'"));
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert(INKAN_SEAL, v);
-                }
-            }
+        let seal = match (self.failures.first(), self.sealed.is_empty()) {
+            (Some(reason), _) => format!("failed; reason=\"{}\"", reason.replace(['"', '\\'], "'")),
+            (None, true) => "none".to_owned(),
+            (None, false) => "sealed".to_owned(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&seal) {
+            headers.insert(INKAN_SEAL, v);
+        }
+        if self.sealed.is_empty() {
+            return;
+        }
+        let indexes: Vec<String> = self.sealed.iter().map(|(i, _)| i.to_string()).collect();
+        let commitments: Vec<String> = self.sealed.iter().map(|(_, c)| hex::encode(c)).collect();
+        if let Ok(v) = HeaderValue::from_str(&indexes.join(", ")) {
+            headers.insert(INKAN_LEAF_INDEX, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&commitments.join(", ")) {
+            headers.insert(INKAN_COMMITMENT, v);
         }
     }
 }
@@ -91,7 +108,31 @@ pub fn seals(interaction: Interaction) -> bool {
             | Interaction::Patch
             | Interaction::ConditionalPatch
             | Interaction::Delete
+            | Interaction::ConditionalDelete
+            | Interaction::BatchOrTransaction
     )
+}
+
+/// True when the upstream should be asked for `Prefer:
+/// return=representation` so the stored version comes back with the
+/// answer (no read-back): the client asked for nothing else.
+pub fn wants_representation(interaction: Interaction, client_prefer: Option<&str>) -> bool {
+    let asks_other = client_prefer.is_some_and(|prefer| {
+        prefer
+            .split([',', ';'])
+            .map(str::trim)
+            .any(|p| p == "return=minimal" || p == "return=OperationOutcome")
+    });
+    !asks_other
+        && matches!(
+            interaction,
+            Interaction::Create
+                | Interaction::Update
+                | Interaction::ConditionalUpdate
+                | Interaction::Patch
+                | Interaction::ConditionalPatch
+                | Interaction::BatchOrTransaction
+        )
 }
 
 impl Sealer {
@@ -113,70 +154,84 @@ impl Sealer {
         })
     }
 
-    /// Seals the version a successful write produced.
+    /// Seals the versions a successful write produced.
     pub async fn seal_write(
         &self,
-        upstream: &Upstream,
-        upstream_base: &str,
-        rewriter: &Rewriter,
+        upstream: &UpstreamView<'_>,
         request: WrittenRequest<'_>,
         response_headers: &HeaderMap,
+        response_body: Option<&[u8]>,
     ) -> SealOutcome {
-        let seal_request = if request.interaction == Interaction::Delete {
-            match deleted_version(
-                upstream,
-                upstream_base,
-                request.fhir_path,
-                request.authorization,
-            )
-            .await
-            {
-                Ok(key) => SealRequest::Tombstone {
-                    key,
-                    backfilled: false,
-                },
-                Err(reason) => return SealOutcome::Failed { reason },
-            }
-        } else {
-            let Some(key) = written_version(rewriter, request.fhir_path, response_headers) else {
-                return SealOutcome::Failed {
-                    reason: "the upstream did not say which version it stored (no Location/ETag)"
-                        .into(),
-                };
-            };
-            let stored =
-                match read_version(upstream, upstream_base, &key, request.authorization).await {
-                    Ok(bytes) => bytes,
-                    Err(reason) => return SealOutcome::Failed { reason },
-                };
-            SealRequest::Version {
-                key,
-                bytes: stored.to_vec(),
-                format: Format::Json,
-                original_digest: request.original_digest,
-                backfilled: false,
-            }
-        };
-        let ledger = self.ledger.clone();
-        let sealed = tokio::task::spawn_blocking(move || ledger.seal(vec![seal_request])).await;
-        match sealed {
-            Ok(Ok(mut receipts)) if !receipts.is_empty() => {
-                let receipt = receipts.remove(0);
-                SealOutcome::Sealed {
-                    leaf_index: receipt.leaf_index,
-                    commitment: receipt.commitment,
+        let mut requests = Vec::new();
+        let mut failures = Vec::new();
+        match request.interaction {
+            Interaction::Delete => match upstream.deleted_version(request.fhir_path).await {
+                Ok(key) => requests.push(tombstone(key)),
+                Err(reason) => failures.push(reason),
+            },
+            Interaction::ConditionalDelete => {
+                for (resource_type, id) in request.matched {
+                    match upstream
+                        .deleted_version(&format!("/{resource_type}/{id}"))
+                        .await
+                    {
+                        Ok(key) => requests.push(tombstone(key)),
+                        Err(reason) => failures.push(reason),
+                    }
                 }
             }
-            Ok(Ok(_)) => SealOutcome::Failed {
-                reason: "the ledger returned no receipt".into(),
-            },
-            Ok(Err(error)) => SealOutcome::Failed {
-                reason: error.to_string(),
-            },
-            Err(error) => SealOutcome::Failed {
-                reason: format!("sealing task failed: {error}"),
+            Interaction::BatchOrTransaction => {
+                upstream
+                    .bundle_versions(
+                        request.sent_body,
+                        response_body,
+                        &mut requests,
+                        &mut failures,
+                    )
+                    .await;
+            }
+            _ => match written_version(upstream.rewriter, request.fhir_path, response_headers) {
+                Some(key) => match upstream.stored_bytes(&key, response_body).await {
+                    Ok(bytes) => requests.push(SealRequest::Version {
+                        key,
+                        bytes,
+                        format: Format::Json,
+                        original_digest: request.original_digest,
+                        backfilled: false,
+                    }),
+                    Err(reason) => failures.push(reason),
+                },
+                None => failures.push(
+                    "the upstream did not say which version it stored (no Location/ETag)".into(),
+                ),
             },
         }
+        if requests.is_empty() {
+            return SealOutcome {
+                sealed: Vec::new(),
+                failures,
+            };
+        }
+        let ledger = self.ledger.clone();
+        let sealed = tokio::task::spawn_blocking(move || ledger.seal(requests)).await;
+        match sealed {
+            Ok(Ok(receipts)) => SealOutcome {
+                sealed: receipts
+                    .iter()
+                    .map(|r| (r.leaf_index, r.commitment))
+                    .collect(),
+                failures,
+            },
+            Ok(Err(error)) => SealOutcome::failed(error.to_string()),
+            Err(error) => SealOutcome::failed(format!("sealing task failed: {error}")),
+        }
+    }
+}
+
+fn tombstone(key: VersionKey) -> SealRequest {
+    SealRequest::Tombstone {
+        key,
+        backfilled: false,
     }
 }
 
@@ -186,10 +241,202 @@ pub struct WrittenRequest<'a> {
     pub interaction: Interaction,
     /// Path after the FHIR base, e.g. `/Patient/123`.
     pub fhir_path: &'a str,
-    /// The `Authorization` the write went upstream with, for the read-back.
-    pub authorization: Option<&'a HeaderValue>,
     /// SHA-256 of the bytes the client sent, before any conversion.
     pub original_digest: Option<[u8; 32]>,
+    /// The FHIR JSON sent upstream (the request Bundle of a batch).
+    pub sent_body: &'a [u8],
+    /// Conditional delete: the resources its condition matched just
+    /// before the delete was forwarded.
+    pub matched: &'a [(String, String)],
+}
+
+/// The upstream as step 8a reads it: the client, its base, the base
+/// rewriter and the `Authorization` the write went upstream with.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamView<'a> {
+    pub upstream: &'a Upstream,
+    pub base: &'a str,
+    pub rewriter: &'a Rewriter,
+    pub authorization: Option<&'a HeaderValue>,
+}
+
+impl UpstreamView<'_> {
+    /// The bytes of version `key` as stored: the upstream's answer when it
+    /// is that very version (`Prefer: return=representation`), else read
+    /// back with a vread.
+    async fn stored_bytes(
+        &self,
+        key: &VersionKey,
+        response_body: Option<&[u8]>,
+    ) -> Result<Vec<u8>, String> {
+        if let Some(body) = response_body {
+            if resource_version(body) == EntryVersion::Stored(key.clone()) {
+                return Ok(body.to_vec());
+            }
+        }
+        let url = format!(
+            "{}/{}/{}/_history/{}",
+            self.base, key.resource_type, key.id, key.version_id
+        );
+        self.upstream
+            .get_fhir_json(&url, self.authorization)
+            .await
+            .map(|b| b.to_vec())
+    }
+
+    /// The version a delete of `/Type/id` created: the newest DELETE entry
+    /// of the instance's history, version from its `response.etag`.
+    async fn deleted_version(&self, fhir_path: &str) -> Result<VersionKey, String> {
+        let (resource_type, id, _) = parse_version_path(fhir_path)
+            .ok_or_else(|| "cannot tell which resource was deleted".to_owned())?;
+        let history = self
+            .upstream
+            .get_fhir_json(
+                &format!("{}/{resource_type}/{id}/_history?_count=5", self.base),
+                self.authorization,
+            )
+            .await?;
+        let bundle = scan_bundle(&history).ok_or("the instance history is not a Bundle")?;
+        bundle
+            .entries
+            .into_iter()
+            .find_map(|entry| match entry.version {
+                EntryVersion::Deleted(key) => Some(key),
+                _ => None,
+            })
+            .ok_or_else(|| "the upstream's history shows no DELETE version".to_owned())
+    }
+
+    /// The versions a batch or transaction wrote, from its response
+    /// Bundle (entries answer the request entries in order).
+    async fn bundle_versions(
+        &self,
+        sent: &[u8],
+        response_body: Option<&[u8]>,
+        requests: &mut Vec<SealRequest>,
+        failures: &mut Vec<String>,
+    ) {
+        let Some(response_body) = response_body else {
+            failures.push("the batch/transaction response was not read".into());
+            return;
+        };
+        let (Ok(sent), Ok(answered)) = (
+            serde_json::from_slice::<RequestBundle>(sent),
+            serde_json::from_slice::<ResponseBundle>(response_body),
+        ) else {
+            failures.push("the batch/transaction or its response is not a Bundle".into());
+            return;
+        };
+        for (position, (asked, answer)) in sent.entry.iter().zip(&answered.entry).enumerate() {
+            let method = asked.request.method.to_ascii_uppercase();
+            let status_ok = answer.response.status.trim_start().starts_with('2');
+            if !status_ok || method == "GET" || method == "HEAD" {
+                continue;
+            }
+            if method == "DELETE" {
+                if asked.request.url.contains('?') {
+                    failures.push(format!(
+                        "entry {position}: a conditional delete inside a Bundle is not sealed"
+                    ));
+                    continue;
+                }
+                match self
+                    .deleted_version(&format!("/{}", asked.request.url))
+                    .await
+                {
+                    Ok(key) => requests.push(tombstone(key)),
+                    Err(reason) => failures.push(format!("entry {position}: {reason}")),
+                }
+                continue;
+            }
+            let mut headers = HeaderMap::new();
+            for (name, value) in [
+                (LOCATION, answer.response.location.as_deref()),
+                (ETAG, answer.response.etag.as_deref()),
+            ] {
+                if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                    headers.insert(name, v);
+                }
+            }
+            let path = format!("/{}", asked.request.url);
+            let Some(key) = written_version(self.rewriter, &path, &headers) else {
+                failures.push(format!(
+                    "entry {position}: no location or etag in the response"
+                ));
+                continue;
+            };
+            let resource = answer.resource.map(|r| r.get().as_bytes());
+            match self.stored_bytes(&key, resource).await {
+                Ok(bytes) => requests.push(SealRequest::Version {
+                    key,
+                    bytes,
+                    format: Format::Json,
+                    original_digest: None,
+                    backfilled: false,
+                }),
+                Err(reason) => failures.push(format!("entry {position}: {reason}")),
+            }
+        }
+    }
+
+    /// Conditional delete: the resources `[type]?[query]` matches now.
+    pub async fn conditional_matches(
+        &self,
+        fhir_path: &str,
+        query: &str,
+    ) -> Result<Vec<(String, String)>, String> {
+        let url = format!("{}{fhir_path}?{query}", self.base);
+        let body = self
+            .upstream
+            .get_fhir_json(&url, self.authorization)
+            .await?;
+        let bundle = scan_bundle(&body).ok_or("the search answer is not a Bundle")?;
+        Ok(bundle
+            .entries
+            .into_iter()
+            .filter_map(|entry| match entry.version {
+                EntryVersion::Stored(key) => Some((key.resource_type, key.id)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestBundle {
+    #[serde(default)]
+    entry: Vec<RequestEntry>,
+}
+
+#[derive(Deserialize)]
+struct RequestEntry {
+    request: EntryRequest,
+}
+
+#[derive(Deserialize)]
+struct EntryRequest {
+    method: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct ResponseBundle<'a> {
+    #[serde(borrow, default)]
+    entry: Vec<ResponseEntry<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ResponseEntry<'a> {
+    #[serde(borrow)]
+    resource: Option<&'a RawValue>,
+    response: EntryResponse,
+}
+
+#[derive(Deserialize)]
+struct EntryResponse {
+    status: String,
+    location: Option<String>,
+    etag: Option<String>,
 }
 
 /// Which version a successful write produced: type and id from the
@@ -246,53 +493,6 @@ fn parse_version_path(path: &str) -> Option<(String, String, Option<String>)> {
         return Some((segments[n - 2].into(), segments[n - 1].into(), None));
     }
     None
-}
-
-/// The version a delete of `/Type/id` created: the newest DELETE entry of
-/// the instance's history, version from its `response.etag`.
-async fn deleted_version(
-    upstream: &Upstream,
-    upstream_base: &str,
-    fhir_path: &str,
-    authorization: Option<&HeaderValue>,
-) -> Result<VersionKey, String> {
-    let (resource_type, id, _) = parse_version_path(fhir_path)
-        .ok_or_else(|| "cannot tell which resource was deleted".to_owned())?;
-    let history = upstream
-        .get_fhir_json(
-            &format!("{upstream_base}/{resource_type}/{id}/_history?_count=5"),
-            authorization,
-        )
-        .await?;
-    let history: serde_json::Value =
-        serde_json::from_slice(&history).map_err(|e| format!("history is not JSON: {e}"))?;
-    let version_id = history["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|entry| entry["request"]["method"] == "DELETE")
-        .and_then(|entry| entry["response"]["etag"].as_str())
-        .and_then(etag_version)
-        .ok_or_else(|| "the upstream's history shows no DELETE version".to_owned())?;
-    Ok(VersionKey {
-        resource_type,
-        id,
-        version_id,
-    })
-}
-
-/// Reads one version back from the upstream as FHIR JSON.
-async fn read_version(
-    upstream: &Upstream,
-    upstream_base: &str,
-    key: &VersionKey,
-    authorization: Option<&HeaderValue>,
-) -> Result<Bytes, String> {
-    let url = format!(
-        "{upstream_base}/{}/{}/_history/{}",
-        key.resource_type, key.id, key.version_id
-    );
-    upstream.get_fhir_json(&url, authorization).await
 }
 
 #[cfg(test)]

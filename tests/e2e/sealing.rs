@@ -331,3 +331,102 @@ fn proof_and_verify_operations_answer_from_the_ledger() {
     assert_eq!(bad.status(), 400);
     crate::assert_outcome(&crate::json(bad), "structure");
 }
+
+#[test]
+fn transactions_batches_conditional_deletes_and_minimal_writes_are_sealed() {
+    let ledger_dir = tempfile::tempdir().unwrap();
+    let stack = Stack::start_with(&format!(
+        "[ledger]\ndir = \"{}\"\nseal_writes = true\n",
+        ledger_dir.path().display()
+    ));
+    let http = client();
+    let post_bundle = |bundle: serde_json::Value| {
+        http.post(stack.gateway.base.clone())
+            .header("Content-Type", "application/fhir+json")
+            .body(bundle.to_string())
+            .send()
+            .unwrap()
+    };
+
+    // A transaction: two entries, the Observation pointing at the Patient
+    // by urn:uuid. Both versions are sealed, in entry order.
+    let transaction = post_bundle(json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:6c1f0c2e-0000-4000-8000-000000000001",
+             "resource": patient("Tx", "Taro"),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Observation", "status": "final", "code": {"text": "体温"},
+                          "subject": {"reference": "urn:uuid:6c1f0c2e-0000-4000-8000-000000000001"}},
+             "request": {"method": "POST", "url": "Observation"}}
+        ]
+    }));
+    assert_eq!(transaction.status(), 200);
+    assert_eq!(header(&transaction, "inkan-seal"), "sealed");
+    assert_eq!(header(&transaction, "inkan-leaf-index"), "0, 1");
+    let search = http.get(stack.url("/Observation")).send().unwrap();
+    assert_eq!(
+        header(&search, "inkan-verify"),
+        "verified=1, tampered=0, unsealed=0, unchecked=0"
+    );
+
+    // A batch: a create and a read. Only the create is a version.
+    let batch = post_bundle(json!({
+        "resourceType": "Bundle", "type": "batch",
+        "entry": [
+            {"resource": patient("Batch", "Jiro"), "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": "Observation"}}
+        ]
+    }));
+    assert_eq!(batch.status(), 200);
+    assert_eq!(header(&batch, "inkan-leaf-index"), "2");
+
+    // return=minimal: the client gets no body, as asked; the version is
+    // still sealed (read back).
+    let minimal = http
+        .post(stack.url("/Patient"))
+        .header("Content-Type", "application/fhir+json")
+        .header("Prefer", "return=minimal")
+        .body(patient("CondDel", "Saburo").to_string())
+        .send()
+        .unwrap();
+    assert_eq!(minimal.status(), 201);
+    assert_eq!(header(&minimal, "inkan-leaf-index"), "3");
+    assert!(minimal.bytes().unwrap().is_empty(), "minimal means no body");
+
+    // A conditional delete: the tombstone of the resource it matched.
+    let deleted = http
+        .delete(stack.url("/Patient?family=CondDel"))
+        .send()
+        .unwrap();
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    assert_eq!(header(&deleted, "inkan-seal"), "sealed");
+    assert_eq!(header(&deleted, "inkan-leaf-index"), "4");
+
+    // Nothing written through the gateway is missing from the ledger.
+    let audit = Command::new(inkan_binary())
+        .arg("audit")
+        .arg("--config")
+        .arg(stack.gateway.dir.path().join("inkan.toml"))
+        .args([
+            "--type",
+            "Patient",
+            "--type",
+            "Observation",
+            "--no-progress",
+        ])
+        .arg("--report")
+        .arg(ledger_dir.path().join("report.json"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&audit.stdout);
+    assert!(
+        audit.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        out.contains("verified         5") && out.contains("unsealed         0"),
+        "{out}"
+    );
+}
