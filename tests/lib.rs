@@ -270,7 +270,13 @@ impl Gateway {
     /// A gateway with a TLS listener (`tls_toml` is the `[tls]` table); ready
     /// when its port accepts connections.
     pub fn start_tls(upstream_url: &str, tls_toml: &str) -> Gateway {
-        Gateway::launch(upstream_url, tls_toml, "", false)
+        Gateway::launch(upstream_url, tls_toml, "", false, &[])
+    }
+
+    /// Like [`Gateway::start`], with extra environment variables (fault
+    /// injection).
+    pub fn start_with_env(upstream_url: &str, extra_toml: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::launch(upstream_url, extra_toml, "", true, env)
     }
 
     /// Like [`Gateway::start`], with extra keys for the `[upstream]` table.
@@ -279,7 +285,7 @@ impl Gateway {
         extra_toml: &str,
         upstream_keys: &str,
     ) -> Gateway {
-        Gateway::launch(upstream_url, extra_toml, upstream_keys, true)
+        Gateway::launch(upstream_url, extra_toml, upstream_keys, true, &[])
     }
 
     fn launch(
@@ -287,6 +293,7 @@ impl Gateway {
         extra_toml: &str,
         upstream_keys: &str,
         plain_http: bool,
+        env: &[(&str, &str)],
     ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -303,7 +310,8 @@ impl Gateway {
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let process = spawn_logged(command, &dir.path().join("inkan.log"));
         let origin = format!("http://127.0.0.1:{port}");
         let up = if plain_http {

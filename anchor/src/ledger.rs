@@ -422,6 +422,15 @@ impl Ledger {
         Checkpointer { stop, thread }
     }
 
+    /// Records, durably, that a write is about to be forwarded (see
+    /// [`LedgerStore::open_intent`]).
+    pub fn open_intent(&self, description: &str) -> Result<u64, Error> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.store.open_intent(now_ms, description)
+    }
+
     /// The index record of a version, if sealed.
     pub fn find(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
         self.store.find_version(key)

@@ -87,6 +87,17 @@ pub struct StoredCheckpoint {
 pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// Appends `entries` in order; returns what each entry became.
     fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error>;
+    /// Records that a write is about to be forwarded; durable once it
+    /// returns. Returns the intent's id.
+    fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error>;
+    /// The write's versions are sealed (or it wrote nothing). Need not be
+    /// durable at once: a lost close only repeats an idempotent recovery.
+    fn close_intent(&self, intent_id: u64) -> Result<(), Error>;
+    /// Sealing failed after the upstream committed: keep the intent open
+    /// for repair, with the reason.
+    fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error>;
+    /// Intents not closed, oldest first.
+    fn open_intents(&self) -> Result<Vec<Intent>, Error>;
     /// Number of leaves.
     fn size(&self) -> Result<u64, Error>;
     /// Leaf data for indexes `start..end`.
@@ -135,6 +146,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS intents (
+    intent_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    opened_at_ms INTEGER NOT NULL,
+    description  TEXT NOT NULL,
+    last_error   TEXT
+);
 CREATE TABLE IF NOT EXISTS receipts (
     size    INTEGER NOT NULL REFERENCES checkpoints(size),
     backend TEXT NOT NULL,
@@ -143,7 +160,31 @@ CREATE TABLE IF NOT EXISTS receipts (
 );
 ";
 
-type AppendRequest = (Vec<NewEntry>, mpsc::Sender<Result<Vec<Appended>, String>>);
+/// Work for the appender thread; every job in a group shares one commit.
+enum Job {
+    Append(Vec<NewEntry>, mpsc::Sender<Result<Vec<Appended>, String>>),
+    OpenIntent {
+        opened_at_ms: i64,
+        description: String,
+        reply: mpsc::Sender<Result<u64, String>>,
+    },
+    /// Closing needs no reply: a close lost in a crash only makes recovery
+    /// look at a write that is already sealed (sealing is idempotent).
+    CloseIntent(u64),
+    FailIntent(u64, String),
+}
+
+/// An intent recorded before a write was forwarded and not yet closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intent {
+    pub intent_id: u64,
+    /// Unix milliseconds when it was opened.
+    pub opened_at_ms: i64,
+    /// What the write was (the gateway's JSON).
+    pub description: String,
+    /// Why sealing failed, if it did.
+    pub last_error: Option<String>,
+}
 
 /// The embedded SQLite store with a group-commit appender thread.
 #[derive(Debug)]
@@ -151,7 +192,7 @@ pub struct SqliteStore {
     /// Readers share one connection (SQLite serializes them; WAL lets them
     /// run beside the writer).
     reader: Mutex<Connection>,
-    appender: Mutex<mpsc::Sender<AppendRequest>>,
+    appender: Mutex<mpsc::Sender<Job>>,
 }
 
 impl SqliteStore {
@@ -160,7 +201,7 @@ impl SqliteStore {
         let writer = open_connection(path)?;
         writer.execute_batch(SCHEMA).map_err(db_error)?;
         let reader = open_connection(path)?;
-        let (sender, receiver) = mpsc::channel::<AppendRequest>();
+        let (sender, receiver) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("ledger-appender".into())
             .spawn(move || group_commit_loop(writer, receiver))
@@ -169,6 +210,14 @@ impl SqliteStore {
             reader: Mutex::new(reader),
             appender: Mutex::new(sender),
         })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), Error> {
+        self.appender
+            .lock()
+            .map_err(|_| Error::Store("appender lock poisoned".into()))?
+            .send(job)
+            .map_err(|_| Error::Store("the appender thread is gone".into()))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
@@ -193,9 +242,9 @@ fn open_connection(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
-/// Drains every waiting append request into one transaction: one fsync
-/// for the whole group.
-fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<AppendRequest>) {
+/// Drains every waiting job into one transaction: one fsync for the
+/// whole group. Replies go out only after the commit.
+fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<Job>) {
     while let Ok(first) = receiver.recv() {
         let mut group = vec![first];
         while let Ok(more) = receiver.try_recv() {
@@ -206,23 +255,42 @@ fn group_commit_loop(mut conn: Connection, receiver: mpsc::Receiver<AppendReques
         }
         match commit_group(&mut conn, &group) {
             Ok(results) => {
-                for ((_, reply), indexes) in group.into_iter().zip(results) {
-                    let _ = reply.send(Ok(indexes));
+                for (job, result) in group.into_iter().zip(results) {
+                    match (job, result) {
+                        (Job::Append(_, reply), JobResult::Appended(appended)) => {
+                            let _ = reply.send(Ok(appended));
+                        }
+                        (Job::OpenIntent { reply, .. }, JobResult::Opened(id)) => {
+                            let _ = reply.send(Ok(id));
+                        }
+                        _ => {}
+                    }
                 }
             }
             Err(error) => {
-                for (_, reply) in group {
-                    let _ = reply.send(Err(error.to_string()));
+                for job in group {
+                    match job {
+                        Job::Append(_, reply) => {
+                            let _ = reply.send(Err(error.to_string()));
+                        }
+                        Job::OpenIntent { reply, .. } => {
+                            let _ = reply.send(Err(error.to_string()));
+                        }
+                        Job::CloseIntent(_) | Job::FailIntent(..) => {}
+                    }
                 }
             }
         }
     }
 }
 
-fn commit_group(
-    conn: &mut Connection,
-    group: &[AppendRequest],
-) -> rusqlite::Result<Vec<Vec<Appended>>> {
+enum JobResult {
+    Appended(Vec<Appended>),
+    Opened(u64),
+    Done,
+}
+
+fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<JobResult>> {
     // IMMEDIATE: take the write lock up front. A deferred transaction that
     // upgrades from read to write fails at once with SQLITE_BUSY when a
     // checkpoint insert holds the lock, instead of waiting for it.
@@ -247,7 +315,36 @@ fn commit_group(
             "INSERT INTO versions (resource_type, id, version_id, leaf_index, salt, content_digest, original_digest, sealed_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
-        for (entries, _) in group {
+        for job in group {
+            let entries = match job {
+                Job::Append(entries, _) => entries,
+                Job::OpenIntent {
+                    opened_at_ms,
+                    description,
+                    ..
+                } => {
+                    tx.execute(
+                        "INSERT INTO intents (opened_at_ms, description) VALUES (?1, ?2)",
+                        params![opened_at_ms, description],
+                    )?;
+                    let id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
+                    results.push(JobResult::Opened(id));
+                    continue;
+                }
+                Job::CloseIntent(id) => {
+                    tx.execute("DELETE FROM intents WHERE intent_id = ?1", params![id])?;
+                    results.push(JobResult::Done);
+                    continue;
+                }
+                Job::FailIntent(id, reason) => {
+                    tx.execute(
+                        "UPDATE intents SET last_error = ?2 WHERE intent_id = ?1",
+                        params![id, reason],
+                    )?;
+                    results.push(JobResult::Done);
+                    continue;
+                }
+            };
             let mut indexes = Vec::with_capacity(entries.len());
             for entry in entries {
                 let key = &entry.key;
@@ -283,7 +380,7 @@ fn commit_group(
                 });
                 next += 1;
             }
-            results.push(indexes);
+            results.push(JobResult::Appended(indexes));
         }
     }
     tx.commit()?;
@@ -350,15 +447,49 @@ impl LedgerStore for SqliteStore {
             return Ok(Vec::new());
         }
         let (reply, answer) = mpsc::channel();
-        self.appender
-            .lock()
-            .map_err(|_| Error::Store("appender lock poisoned".into()))?
-            .send((entries, reply))
-            .map_err(|_| Error::Store("the appender thread is gone".into()))?;
+        self.submit(Job::Append(entries, reply))?;
         answer
             .recv()
             .map_err(|_| Error::Store("the appender thread is gone".into()))?
             .map_err(Error::Store)
+    }
+
+    fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error> {
+        let (reply, answer) = mpsc::channel();
+        self.submit(Job::OpenIntent {
+            opened_at_ms,
+            description: description.to_owned(),
+            reply,
+        })?;
+        answer
+            .recv()
+            .map_err(|_| Error::Store("the appender thread is gone".into()))?
+            .map_err(Error::Store)
+    }
+
+    fn close_intent(&self, intent_id: u64) -> Result<(), Error> {
+        self.submit(Job::CloseIntent(intent_id))
+    }
+
+    fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error> {
+        self.submit(Job::FailIntent(intent_id, reason.to_owned()))
+    }
+
+    fn open_intents(&self) -> Result<Vec<Intent>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT intent_id, opened_at_ms, description, last_error FROM intents ORDER BY intent_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Intent {
+                    intent_id: r.get(0)?,
+                    opened_at_ms: r.get(1)?,
+                    description: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     fn size(&self) -> Result<u64, Error> {

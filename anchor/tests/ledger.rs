@@ -389,3 +389,33 @@ fn concurrent_seals_and_checkpoints_never_conflict() {
     );
     assert_eq!(ledger.fsck().unwrap(), Vec::<String>::new());
 }
+
+#[test]
+fn intents_survive_reopening_until_closed() {
+    use anchor::store::{LedgerStore, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    let (kept, failed) = {
+        let store = SqliteStore::open(&path).unwrap();
+        let kept = store.open_intent(1_000, r#"{"path":"/Patient"}"#).unwrap();
+        let closed = store.open_intent(2_000, "{}").unwrap();
+        let failed = store.open_intent(3_000, "{}").unwrap();
+        store.close_intent(closed).unwrap();
+        store.fail_intent(failed, "read-back answered 500").unwrap();
+        // Closing and failing are fire-and-forget: the next job that waits
+        // for its commit (this open) flushes them.
+        let _ = store.open_intent(4_000, "{}").unwrap();
+        (kept, failed)
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    let open = store.open_intents().unwrap();
+    let ids: Vec<u64> = open.iter().map(|i| i.intent_id).collect();
+    assert_eq!(ids.len(), 3, "{open:?}");
+    assert_eq!(&ids[..2], &[kept, failed]);
+    assert_eq!(open[0].description, r#"{"path":"/Patient"}"#);
+    assert_eq!(open[0].opened_at_ms, 1_000);
+    assert_eq!(
+        open[1].last_error.as_deref(),
+        Some("read-back answered 500")
+    );
+}

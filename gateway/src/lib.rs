@@ -18,6 +18,7 @@ pub mod fhir;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;
+pub mod recovery;
 pub mod seal;
 pub mod seal_ops;
 pub mod server;

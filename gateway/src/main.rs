@@ -148,6 +148,19 @@ async fn run(config: Config) -> ExitCode {
     if let Err(error) = gateway.probe_capabilities().await {
         tracing::warn!(%error, "upstream CapabilityStatement not available yet");
     }
+    if gateway.sealer.is_some() {
+        // Completes seals a crash or a failed seal left open: at start, then
+        // every 30 s for intents older than any request can be in flight.
+        let in_flight_bound = std::time::Duration::from_millis(
+            gateway.config.upstream.response_timeout_ms
+                + gateway.config.limits.client_body_timeout_ms,
+        ) + std::time::Duration::from_secs(10);
+        tokio::spawn(inkan::recovery::run_periodically(
+            gateway.clone(),
+            std::time::Duration::from_secs(30),
+            in_flight_bound,
+        ));
+    }
     inkan::server::serve(gateway, listener, tls, shutdown_signal()).await;
     ExitCode::SUCCESS
 }

@@ -66,6 +66,9 @@ pub struct Gateway {
     listener_tls: bool,
     /// The ledger, when `ledger.seal_writes` is on.
     pub sealer: Option<crate::seal::Sealer>,
+    /// Fault injection for the crash tests (`INKAN_FAULT_SEAL_DELAY_MS`):
+    /// a pause between the upstream's commit and the seal.
+    fault_seal_delay: Option<std::time::Duration>,
 }
 
 /// Per-connection facts the pipeline needs.
@@ -123,8 +126,16 @@ impl Gateway {
         } else {
             None
         };
+        let fault_seal_delay = std::env::var("INKAN_FAULT_SEAL_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis);
+        if fault_seal_delay.is_some() {
+            tracing::warn!("INKAN_FAULT_SEAL_DELAY_MS is set: seals are delayed (testing only)");
+        }
         Ok(Gateway {
             sealer,
+            fault_seal_delay,
             admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
             listener_tls: config.tls.is_some(),
             upstream,
@@ -136,6 +147,17 @@ impl Gateway {
             shutting_down: AtomicBool::new(false),
             config,
         })
+    }
+
+    /// The upstream as the seal steps read it (with the gateway's own
+    /// `Authorization`, if configured).
+    pub fn upstream_view(&self) -> crate::seal::UpstreamView<'_> {
+        crate::seal::UpstreamView {
+            upstream: &self.upstream,
+            base: &self.upstream_base,
+            rewriter: &self.rewriter,
+            authorization: self.upstream_authorization.as_ref(),
+        }
     }
 
     /// From now on new requests get 503; in-flight ones finish.
@@ -252,10 +274,8 @@ impl Gateway {
             .as_ref()
             .or(client_authorization.as_ref());
         let view = crate::seal::UpstreamView {
-            upstream: &self.upstream,
-            base: &self.upstream_base,
-            rewriter: &self.rewriter,
             authorization,
+            ..self.upstream_view()
         };
         // A conditional delete names no resource: find what its condition
         // matches now, so the tombstones can be sealed after the delete.
@@ -273,6 +293,30 @@ impl Gateway {
             }
         }
         let sent_body = body.clone();
+        // The intent journal: recorded durably before the write leaves, so
+        // a crash before its seal is completed later (see recovery.rs).
+        // No journal, no forwarding: nothing may be written unsealed.
+        let intent = match &self.sealer {
+            Some(sealer) if sealing => {
+                let intent = crate::recovery::WriteIntent {
+                    interaction: exchange.interaction.as_str().to_owned(),
+                    path: exchange.fhir_path.clone(),
+                    matched: matched.clone(),
+                };
+                let description = serde_json::to_string(&intent).unwrap_or_default();
+                let ledger = sealer.ledger.clone();
+                let opened = tokio::task::spawn_blocking(move || ledger.open_intent(&description))
+                    .await
+                    .map_err(|e| GatewayError::Ledger {
+                        detail: e.to_string(),
+                    })?
+                    .map_err(|e| GatewayError::Ledger {
+                        detail: e.to_string(),
+                    })?;
+                Some(opened)
+            }
+            _ => None,
+        };
         let client_prefer = parts
             .headers
             .get(PREFER)
@@ -292,8 +336,13 @@ impl Gateway {
                 .headers_mut()
                 .insert(PREFER, HeaderValue::from_static("return=representation"));
         }
+        // On a send error the intent stays open: the upstream may have
+        // committed before the connection broke.
         let upstream_response = self.upstream.send(upstream_request).await?;
         let committed = upstream_response.status().is_success();
+        if let (Some(id), Some(sealer), false) = (intent, &self.sealer, committed) {
+            let _ = sealer.ledger.store().close_intent(id);
+        }
         let (response_parts, upstream_body) = upstream_response.into_parts();
         let upstream_body = upstream_body.map_err(BoxError::from).boxed_unsync();
         // 8a. Seal: a successful write's versions, as the upstream stored
@@ -314,10 +363,19 @@ impl Gateway {
                     sent_body: &sent_body,
                     matched: &matched,
                 };
+                if let Some(delay) = self.fault_seal_delay {
+                    tokio::time::sleep(delay).await;
+                }
                 let mut outcome = sealer
                     .seal_write(&view, written, &response_parts.headers, stored.as_deref())
                     .await;
                 outcome.failures.append(&mut seal_failures);
+                if let Some(id) = intent {
+                    let _ = match outcome.failures.first() {
+                        None => sealer.ledger.store().close_intent(id),
+                        Some(reason) => sealer.ledger.store().fail_intent(id, reason),
+                    };
+                }
                 let kind = if outcome.failures.is_empty() {
                     "sealed"
                 } else {

@@ -12,6 +12,7 @@ mod ledger_cli;
 mod ledger_crash;
 mod passthrough;
 mod rewriting;
+mod seal_crash;
 mod sealing;
 mod transport;
 

@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anchor::ledger::{Ledger, SealRequest, VersionCheck};
-use anchor::resource::Format;
 use anchor::store::VersionKey;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -353,7 +352,10 @@ async fn sweep_upstream(
                                     resource_has_seals: has_seals,
                                 });
                             }
-                            to_seal.push(backfill_request(&entry.version, entry.resource_bytes()));
+                            to_seal.push(crate::recovery::first_seen_request(
+                                &entry.version,
+                                entry.resource_bytes(),
+                            ));
                         }
                     }
                 }
@@ -438,24 +440,6 @@ fn find_missing(
         start = end;
     }
     Ok(())
-}
-
-/// What backfill seals for an unsealed version.
-fn backfill_request(version: &EntryVersion, resource: Option<&[u8]>) -> Option<SealRequest> {
-    match (version, resource) {
-        (EntryVersion::Stored(key), Some(bytes)) => Some(SealRequest::Version {
-            key: key.clone(),
-            bytes: bytes.to_vec(),
-            format: Format::Json,
-            original_digest: None,
-            backfilled: true,
-        }),
-        (EntryVersion::Deleted(key), _) => Some(SealRequest::Tombstone {
-            key: key.clone(),
-            backfilled: true,
-        }),
-        _ => None,
-    }
 }
 
 fn new_sweep(ledger: &Ledger, args: &SweepArgs, upstream_base: &str) -> Result<Sweep, SweepError> {
