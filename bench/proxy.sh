@@ -89,6 +89,8 @@ level = "warn"
 [upstream]
 url = "http://127.0.0.1:$up_port/fhir"
 xml = "bridge"
+[ledger]
+seal_writes = false   # the proxy's own cost: no ledger, no verify-on-read
 TOML
 "$inkan" serve --config "$work/inkan.toml" 2>"$work/logs/inkan.log" &
 inkan_pid=$!

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Write path cost: 16 concurrent writers creating Patients (wrk, POST) against
 # (a) Helios FHIR Server directly, (b) inkan in pass-through, (c) inkan with
-# every write sealed (`seal_writes = true`: read back + durable append).
+# every write sealed (`seal_writes = true`: intent journal + the stored version
+# from the upstream's answer + durable append).
 # One run, same machine.
 #
 #   bench/writes.sh [seconds per run, default 20] [connections, default 16]

@@ -5,8 +5,11 @@
 #   3. writes JP Core sample resources through inkan and reads them back
 #      (JSON and XML, search with paging links that point at inkan),
 #   4. every write is sealed in inkan's Merkle log as the server stored it;
-#      a proof bundle is exported and verified offline with `inkan verify` —
-#      then verification fails once one character of the record is changed.
+#      a proof bundle is fetched with the FHIR operation $proof and verified
+#      offline with `inkan verify` — then verification fails once one
+#      character of the record is changed;
+#   5. the record is altered directly in the upstream's SQLite database:
+#      the next read through inkan flags it, and `inkan audit` finds it.
 # Everything binds to 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +50,8 @@ url = "http://127.0.0.1:$hfs_port"
 [ledger]
 dir = "$work/ledger"
 origin = "demo.inkan.local/ledger"
-seal_writes = true
+seal_writes = true          # the default: every version written through inkan is sealed
+verify_reads = "annotate"   # the default: every version read through inkan is checked
 TOML
 say "Starting inkan on 127.0.0.1:$gw_port, FHIR base http://127.0.0.1:$gw_port/fhir"
 "$inkan" serve --config "$work/inkan.toml" >"$work/inkan.log" 2>&1 &
@@ -113,7 +117,7 @@ curl -sS "$base/Patient/$id/_history/$version" >"$work/stored.json"
 ledger() { "$inkan" ledger --config "$work/inkan.toml" "$@"; }
 sleep 1.5   # the checkpointer signs a checkpoint every second when the log grew
 curl -sS "http://127.0.0.1:$gw_port/-/log/checkpoint"
-ledger proof --type Patient --id "$id" --version "$version" >"$work/proof.json"
+curl -fsS "$base/Patient/$id/_history/$version/\$proof" >"$work/proof.json"   # the FHIR operation
 ledger key >"$work/log.pub"
 echo "proof bundle: $(wc -c <"$work/proof.json") bytes; verifier key: $(cat "$work/log.pub")"
 
@@ -131,9 +135,33 @@ if "$inkan" verify --bundle "$work/proof.json" --resource "$work/altered.json" -
   exit 1
 fi
 
+say "Reading through inkan: each version is checked against its seal (Inkan-Verify header)"
+curl -sS -D - -o /dev/null "$base/Patient/$id" | grep -i '^inkan-verify:' | tr -d '\r'
+
+say "Someone edits the record directly in the upstream's database (太郎 → 太朗), behind the gateway's back"
+python3 - "$work/hfs.sqlite" "$id" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for table in ("resource_history", "resources"):
+    for (data,) in db.execute(f"SELECT data FROM {table} WHERE id = ?", (sys.argv[2],)).fetchall():
+        db.execute(f"UPDATE {table} SET data = ? WHERE id = ?",
+                   (bytes(data).decode().replace("太郎", "太朗").encode(), sys.argv[2]))
+db.commit()
+print("UPDATE resource_history / resources … done")
+PY
+echo "The next read through inkan flags it:"
+curl -sS -D - -o /dev/null "$base/Patient/$id" | grep -i '^inkan-verify:' | tr -d '\r'
+
+say "inkan audit sweeps the upstream's history and compares every version with the ledger"
+set +e
+"$inkan" audit --config "$work/inkan.toml" --report "$work/audit.json" --no-progress
+audit_exit=$?
+set -e
+echo "(exit code $audit_exit: 1 means something was tampered or is missing; the JSON report is in audit.json)"
+[[ $audit_exit == 1 ]] || { echo "UNEXPECTED: the audit did not find the alteration" >&2; exit 1; }
+
 say "Ledger health"
 ledger fsck
 echo
-echo "Demo complete. Still to come (tracked in issues): sealing Bundle entries and conditional deletes, crash"
-echo "recovery of seals, verify-on-read and the upstream audit; Japanese normalization in the request"
-echo "path; RFC 3161 and chain anchors."
+echo "Demo complete. Still to come (tracked in issues): Japanese normalization in the request path;"
+echo "RFC 3161 and chain anchors."

@@ -311,6 +311,8 @@ impl Gateway {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
+            // The default ledger directory is relative: keep it in the tempdir.
+            .current_dir(dir.path())
             .envs(env.iter().copied());
         let process = spawn_logged(command, &dir.path().join("inkan.log"));
         let origin = format!("http://127.0.0.1:{port}");

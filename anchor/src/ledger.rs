@@ -12,6 +12,8 @@
 //! | `anchors.log`     | the `local` anchor backend's append-only file          |
 
 use std::path::{Path, PathBuf};
+
+use sha2::Digest;
 use std::sync::Mutex;
 
 use crate::anchor::{AnchorBackend, LocalFileAnchor};
@@ -128,7 +130,25 @@ pub struct Ledger {
     backends: Vec<Box<dyn AnchorBackend>>,
     /// Serializes checkpoint production (never two signers racing).
     checkpointing: Mutex<()>,
+    /// Index records sealed or looked up recently. Records never change
+    /// once written, so a hit is always right; verify-on-read of a version
+    /// just written (read-after-write) or read again skips SQLite. Only
+    /// sealed versions are cached: "not sealed" can change.
+    record_cache: Mutex<std::collections::HashMap<VersionKey, CachedRecord>>,
 }
+
+/// A cached index record and, once a copy of the version verified, the
+/// SHA-256 of that copy's exact bytes: the same bytes again verify without
+/// canonicalizing (identical bytes have an identical canonical form).
+#[derive(Debug, Clone)]
+struct CachedRecord {
+    record: IndexRecord,
+    verified_bytes: Option<Hash>,
+}
+
+/// Records kept in the cache before it is emptied and refilled (about
+/// 200 bytes each).
+const RECORD_CACHE_CAPACITY: usize = 65_536;
 
 impl Ledger {
     /// Opens the ledger in `dir`, creating it (and its key) if needed, and
@@ -160,6 +180,7 @@ impl Ledger {
             tree: Mutex::new(TreeState::default()),
             signer,
             checkpointing: Mutex::new(()),
+            record_cache: Mutex::new(std::collections::HashMap::new()),
         };
         ledger.sync_tree()?;
         Ok(ledger)
@@ -275,8 +296,26 @@ impl Ledger {
                 },
             });
         }
+        let cacheable: Vec<IndexRecord> = entries
+            .iter()
+            .map(|e| IndexRecord {
+                key: e.key.clone(),
+                leaf_index: 0,
+                leaf: e.leaf,
+                salt: e.salt,
+                content_digest: e.content_digest,
+                original_digest: e.original_digest,
+                sealed_at: unix_seconds(),
+            })
+            .collect();
         let appended = self.store.append(entries)?;
         self.add_to_tree(&appended)?;
+        for (mut record, a) in cacheable.into_iter().zip(&appended) {
+            if a.newly_sealed {
+                record.leaf_index = a.leaf_index;
+                self.cache_record(record);
+            }
+        }
         let receipts = appended
             .iter()
             .map(|a| {
@@ -433,7 +472,34 @@ impl Ledger {
 
     /// The index record of a version, if sealed.
     pub fn find(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
-        self.store.find_version(key)
+        if let Some(record) = self
+            .record_cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(key).map(|c| c.record.clone()))
+        {
+            return Ok(Some(record));
+        }
+        let found = self.store.find_version(key)?;
+        if let Some(record) = &found {
+            self.cache_record(record.clone());
+        }
+        Ok(found)
+    }
+
+    fn cache_record(&self, record: IndexRecord) {
+        if let Ok(mut cache) = self.record_cache.lock() {
+            if cache.len() >= RECORD_CACHE_CAPACITY {
+                cache.clear();
+            }
+            cache.insert(
+                record.key.clone(),
+                CachedRecord {
+                    record,
+                    verified_bytes: None,
+                },
+            );
+        }
     }
 
     /// Compares a version as the upstream returns it now with its seal.
@@ -445,16 +511,34 @@ impl Ledger {
         bytes: &[u8],
         format: Format,
     ) -> Result<VersionCheck, Error> {
-        let Some(record) = self.store.find_version(key)? else {
+        let bytes_digest: Hash = sha2::Sha256::digest(bytes).into();
+        let remembered = self.record_cache.lock().ok().and_then(|cache| {
+            cache
+                .get(key)
+                .filter(|c| c.verified_bytes == Some(bytes_digest))
+                .map(|c| c.record.leaf_index)
+        });
+        if let Some(leaf_index) = remembered {
+            return Ok(VersionCheck::Verified { leaf_index });
+        }
+        let Some(record) = self.find(key)? else {
             return Ok(VersionCheck::Unsealed);
         };
-        Ok(compare_with_record(&record, Some((bytes, format))))
+        let check = compare_with_record(&record, Some((bytes, format)));
+        if let VersionCheck::Verified { .. } = check {
+            if let Ok(mut cache) = self.record_cache.lock() {
+                if let Some(cached) = cache.get_mut(key) {
+                    cached.verified_bytes = Some(bytes_digest);
+                }
+            }
+        }
+        Ok(check)
     }
 
     /// Like [`Ledger::check_version`] for a version the upstream reports as
     /// a deletion (no resource body).
     pub fn check_deletion(&self, key: &VersionKey) -> Result<VersionCheck, Error> {
-        let Some(record) = self.store.find_version(key)? else {
+        let Some(record) = self.find(key)? else {
             return Ok(VersionCheck::Unsealed);
         };
         Ok(compare_with_record(&record, None))
@@ -670,4 +754,10 @@ impl TreeState {
             self.tree.push(hash);
         }
     }
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

@@ -21,7 +21,7 @@ use crate::merkle::Hash;
 use crate::Error;
 
 /// What a resource version is, in the private index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionKey {
     pub resource_type: String,
     pub id: String,
@@ -189,25 +189,33 @@ pub struct Intent {
 /// The embedded SQLite store with a group-commit appender thread.
 #[derive(Debug)]
 pub struct SqliteStore {
-    /// Readers share one connection (SQLite serializes them; WAL lets them
-    /// run beside the writer).
-    reader: Mutex<Connection>,
+    /// A few reader connections (WAL lets them run beside the writer and
+    /// each other); a reader takes the first free one. Verify-on-read
+    /// looks up every returned version, from many request threads.
+    readers: Vec<Mutex<Connection>>,
+    next_reader: std::sync::atomic::AtomicUsize,
     appender: Mutex<mpsc::Sender<Job>>,
 }
+
+/// Reader connections per store.
+const READERS: usize = 4;
 
 impl SqliteStore {
     /// Opens (creating if needed) the ledger database at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, Error> {
-        let writer = open_connection(path)?;
+        let writer = open_connection(path, WRITER_CACHE_KIB)?;
         writer.execute_batch(SCHEMA).map_err(db_error)?;
-        let reader = open_connection(path)?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(path, READER_CACHE_KIB).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let (sender, receiver) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("ledger-appender".into())
             .spawn(move || group_commit_loop(writer, receiver))
             .map_err(|e| Error::Store(format!("cannot start the appender: {e}")))?;
         Ok(SqliteStore {
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
             appender: Mutex::new(sender),
         })
     }
@@ -221,23 +229,33 @@ impl SqliteStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
-        let conn = self
-            .reader
-            .lock()
-            .map_err(|_| Error::Store("reader lock poisoned".into()))?;
+        let start = self
+            .next_reader
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let free = (0..READERS).find_map(|i| self.readers[(start + i) % READERS].try_lock().ok());
+        let conn = match free {
+            Some(conn) => conn,
+            None => self.readers[start % READERS]
+                .lock()
+                .map_err(|_| Error::Store("reader lock poisoned".into()))?,
+        };
         f(&conn).map_err(db_error)
     }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, Error> {
+/// Page cache sizes: the writer keeps the content-digest index (random
+/// keys) in memory; readers share the OS page cache beyond their own.
+const WRITER_CACHE_KIB: i64 = 128 * 1024;
+const READER_CACHE_KIB: i64 = 16 * 1024;
+
+fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, Error> {
     let conn = Connection::open(path).map_err(db_error)?;
     // WAL + FULL: a commit returns only after the WAL is fsync'd, and a
-    // crash at any point leaves the last committed state. A 128 MiB page
-    // cache keeps the content-digest index (random keys) in memory.
-    conn.execute_batch(
+    // crash at any point leaves the last committed state.
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;
-         PRAGMA cache_size=-131072;",
-    )
+         PRAGMA cache_size=-{cache_kib};"
+    ))
     .map_err(db_error)?;
     Ok(conn)
 }
@@ -523,8 +541,10 @@ impl LedgerStore for SqliteStore {
 
     fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
         let raw = self.read(|c| {
-            c.query_row(
-                &format!("{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3"),
+            c.prepare_cached(&format!(
+                "{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3"
+            ))?
+            .query_row(
                 params![key.resource_type, key.id, key.version_id],
                 record_from_row,
             )
@@ -546,12 +566,9 @@ impl LedgerStore for SqliteStore {
 
     fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error> {
         let raw = self.read(|c| {
-            c.query_row(
-                &format!("{RECORD_SELECT} WHERE v.leaf_index = ?1"),
-                params![index],
-                record_from_row,
-            )
-            .optional()
+            c.prepare_cached(&format!("{RECORD_SELECT} WHERE v.leaf_index = ?1"))?
+                .query_row(params![index], record_from_row)
+                .optional()
         })?;
         raw.map(to_record).transpose()
     }

@@ -77,11 +77,11 @@ pub struct LedgerConfig {
     /// Milliseconds between checkpoints (one is signed only when the tree
     /// grew). Default 1,000.
     pub checkpoint_interval_ms: u64,
-    /// Seal every successful create, update and patch passed through (the
-    /// version as stored upstream, read back after the write) and every
-    /// delete (a tombstone). Default false while sealing is being completed
-    /// (Bundles, conditional deletes, crash recovery and verify-on-read are
-    /// not done yet).
+    /// Seal every version written through the gateway (create, update,
+    /// patch, delete, their conditional forms, batch and transaction
+    /// entries) as the upstream stored it, before the client hears the
+    /// answer; serve `$proof`/`$verify` and the log under `/-/log/`.
+    /// Default true. `false` makes inkan a plain pass-through proxy.
     pub seal_writes: bool,
     /// Verify-on-read, when `seal_writes` is on: `off`, `annotate` (default:
     /// an `Inkan-Verify` header with counts, and an extension on each
@@ -106,7 +106,7 @@ impl Default for LedgerConfig {
             origin: "localhost/inkan".to_owned(),
             key_file: None,
             checkpoint_interval_ms: 1_000,
-            seal_writes: false,
+            seal_writes: true,
             verify_reads: VerifyReads::Annotate,
         }
     }
