@@ -10,19 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15}"; fill="${2:-20}"
-command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exit 1; }
-hfs="$(scripts/install-hfs.sh)"
-cargo build --release --locked -p inkan >&2
-inkan="$(pwd)/target/release/inkan"
-work="$(mktemp -d)"; pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
+source bench/hfs_common.sh
 
-hfs_port=$(free_port); mkdir -p "$work/hfs"; python3 scripts/hfs-search-parameters.py "$work/hfs"
-(cd "$work/hfs" && HFS_DATA_DIR="$work/hfs" HFS_LOG_LEVEL=warn "$hfs" --host 127.0.0.1 --port "$hfs_port" --database-url "$work/hfs/hfs.sqlite" >"$work/hfs/hfs.log" 2>&1) &
-pids+=($!); wait_ok "http://127.0.0.1:$hfs_port/metadata"
+hfs_port=$(free_port); start_hfs "$work/hfs" "$hfs_port"
 
 gateway_pid=""
 start_inkan() { # verify_reads
@@ -33,11 +23,6 @@ start_inkan() { # verify_reads
   "$inkan" serve --config "$work/inkan.toml" 2>>"$work/inkan.log" &
   gateway_pid=$!; pids+=($gateway_pid); wait_ok "http://127.0.0.1:$gw_port/-/readyz"
 }
-cat >"$work/post.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/fhir+json"
-wrk.body = '{"resourceType":"Patient","name":[{"family":"山田","given":["太郎"]}],"gender":"male","birthDate":"1970-01-01"}'
-LUA
 run() { # label connections url
   wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${duration}s" --latency "$3" >"$work/wrk.txt" 2>&1
   read -r rps p50 p99 non2xx <<<"$(python3 bench/wrk_summary.py "$work/wrk.txt")"

@@ -157,7 +157,9 @@ set +e
 "$inkan" audit --config "$work/inkan.toml" --report "$work/audit.json" --no-progress
 audit_exit=$?
 set -e
-echo "(exit code $audit_exit: 1 means something was tampered or is missing; the JSON report is in audit.json)"
+echo "(exit code $audit_exit: 1 means something was tampered or is missing; the JSON report is in audit.json."
+echo " The unsealed versions are the SearchParameters HFS loaded at start, never written through inkan;"
+echo " 'inkan backfill' would seal them as first seen.)"
 [[ $audit_exit == 1 ]] || { echo "UNEXPECTED: the audit did not find the alteration" >&2; exit 1; }
 
 say "Ledger health"

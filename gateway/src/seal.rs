@@ -123,15 +123,12 @@ pub fn wants_representation(interaction: Interaction, client_prefer: Option<&str
             .map(str::trim)
             .any(|p| p == "return=minimal" || p == "return=OperationOutcome")
     });
+    // A delete's answer holds no version; every other sealed write's does.
     !asks_other
-        && matches!(
+        && seals(interaction)
+        && !matches!(
             interaction,
-            Interaction::Create
-                | Interaction::Update
-                | Interaction::ConditionalUpdate
-                | Interaction::Patch
-                | Interaction::ConditionalPatch
-                | Interaction::BatchOrTransaction
+            Interaction::Delete | Interaction::ConditionalDelete
         )
 }
 

@@ -472,6 +472,16 @@ mod tests {
             .unwrap();
     }
 
+    fn annotate_bundle(ledger: &Ledger, body: &str) -> (ReadVerification, Option<Vec<u8>>) {
+        verify_response(
+            ledger,
+            body.as_bytes(),
+            Shape::Bundle,
+            VerifyReads::Annotate,
+        )
+        .unwrap()
+    }
+
     const P1: &str =
         r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"1"},"gender":"female"}"#;
     const P1_ALTERED: &str =
@@ -522,13 +532,7 @@ mod tests {
         let body = format!(
             r#"{{"resourceType":"Bundle","type":"searchset","entry":[{{"fullUrl":"x","resource":{P1_ALTERED}}},{{"resource":{P2}, "extension":[{{"url":"other"}}]}},{{}}]}}"#
         );
-        let (summary, edited) = verify_response(
-            &ledger,
-            body.as_bytes(),
-            Shape::Bundle,
-            VerifyReads::Annotate,
-        )
-        .unwrap();
+        let (summary, edited) = annotate_bundle(&ledger, &body);
         assert_eq!(
             summary,
             ReadVerification {
@@ -579,13 +583,7 @@ mod tests {
         let body = r#"{"resourceType":"Bundle","type":"history","entry":[
             {"request":{"method":"DELETE","url":"Patient/a"},"response":{"status":"204","etag":"W/\"2\""}},
             {"request":{"method":"DELETE","url":"Patient/a"},"response":{"status":"204","etag":"W/\"3\""}}]}"#;
-        let (summary, _) = verify_response(
-            &ledger,
-            body.as_bytes(),
-            Shape::Bundle,
-            VerifyReads::Annotate,
-        )
-        .unwrap();
+        let (summary, _) = annotate_bundle(&ledger, body);
         assert_eq!(
             summary,
             ReadVerification {
