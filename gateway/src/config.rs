@@ -41,6 +41,7 @@ pub struct Config {
     pub tls: Option<ListenerTls>,
     pub log: LogConfig,
     pub ledger: LedgerConfig,
+    pub japanese: JapaneseConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,70 @@ impl Default for Config {
             tls: None,
             log: LogConfig::default(),
             ledger: LedgerConfig::default(),
+            japanese: JapaneseConfig::default(),
+        }
+    }
+}
+
+/// Japanese charsets and text normalization of request bodies (JP Core).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JapaneseConfig {
+    /// `off` (bodies must be UTF-8: others get 415), `transcode-only`
+    /// (Shift_JIS / EUC-JP / ISO-2022-JP bodies decoded to UTF-8, nothing
+    /// else changed) or `jp-default` (default: decoded, then normalized
+    /// field by field as docs/japanese.md describes).
+    pub mode: JapaneseMode,
+    /// Charset of bodies that declare none and are not valid UTF-8 (e.g.
+    /// `"Shift_JIS"` for a legacy system that never says). Default: detect
+    /// among the Japanese charsets, and refuse (400) when not confident.
+    pub default_charset: Option<String>,
+    /// Private-use code points (外字): `reject` (default: 422 naming the
+    /// element and the code point), `allow`, or `map` with
+    /// `private_use_map_file`.
+    pub private_use: PrivateUseMode,
+    /// For `private_use = "map"`: a TOML table of code point to
+    /// replacement, e.g. `"U+E000" = "﨑"` (IVS sequences allowed).
+    pub private_use_map_file: Option<PathBuf>,
+    /// `Identifier.system` values whose `value` is ASCII by definition
+    /// (full-width digits are folded). Exact, or a prefix ending in `.`,
+    /// `:` or `/`. Default: JP Core's patient-ID OID prefix, the
+    /// medical-institution code and the insurer number systems.
+    pub ascii_identifier_systems: Vec<String>,
+    /// Mapping-variant folding, as `[from, to]` pairs, one shared table per
+    /// network. Default: the Microsoft forms to the JIS X 0208 forms
+    /// (～→〜, ∥→‖, －→−, ￠→¢, ￡→£, ￢→¬).
+    pub variant_table: Option<Vec<[String; 2]>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JapaneseMode {
+    Off,
+    TranscodeOnly,
+    JpDefault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivateUseMode {
+    Reject,
+    Allow,
+    Map,
+}
+
+impl Default for JapaneseConfig {
+    fn default() -> Self {
+        JapaneseConfig {
+            mode: JapaneseMode::JpDefault,
+            default_charset: None,
+            private_use: PrivateUseMode::Reject,
+            private_use_map_file: None,
+            ascii_identifier_systems: profiles_jp::resource::DEFAULT_ASCII_IDENTIFIER_SYSTEMS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            variant_table: None,
         }
     }
 }

@@ -68,6 +68,12 @@ pub enum GatewayError {
         leaf_index: u64,
         reason: String,
     },
+    /// Bytes invalid in their charset, or a control character in a string.
+    #[error("{detail}")]
+    InvalidText { detail: String },
+    /// A private-use character (外字) under `japanese.private_use = "reject"`.
+    #[error("{detail}")]
+    PrivateUseCharacter { detail: String },
     /// `$proof` for a version the ledger has no seal for (yet).
     #[error("no proof: {detail}")]
     NoProof { detail: String },
@@ -130,7 +136,10 @@ impl GatewayError {
             GatewayError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::NotAcceptable { .. } => StatusCode::NOT_ACCEPTABLE,
-            GatewayError::MalformedRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::MalformedRequest { .. } | GatewayError::InvalidText { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::PrivateUseCharacter { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             GatewayError::NotFound { .. } | GatewayError::NoSuchLogFile { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -156,6 +165,9 @@ impl GatewayError {
                 IssueType::NotSupported
             }
             GatewayError::MalformedRequest { .. } => IssueType::Structure,
+            GatewayError::InvalidText { .. } | GatewayError::PrivateUseCharacter { .. } => {
+                IssueType::Invalid
+            }
             GatewayError::NotFound { .. } | GatewayError::NoSuchLogFile { .. } => {
                 IssueType::NotFound
             }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod fhir;
 pub mod headers;
+pub mod japanese;
 pub mod metrics;
 pub mod pipeline;
 pub mod recovery;

@@ -44,6 +44,9 @@ pub struct Metrics {
     /// Versions checked by verify-on-read, by result (`verified`,
     /// `tampered`, `unsealed`, `unchecked`).
     pub read_verifications: Family<KindLabels, Counter>,
+    /// Request-body text changes by kind (`charset_decoded`,
+    /// `charset_detected`, `kana-widened`, `variants-folded`, …).
+    pub text_changes: Family<KindLabels, Counter>,
     /// Writes by seal result (`sealed`, `failed`).
     pub seals: Family<KindLabels, Counter>,
 }
@@ -67,6 +70,12 @@ impl Metrics {
         let xml_conversions = Family::<KindLabels, Counter>::default();
         let read_verifications = Family::<KindLabels, Counter>::default();
         let seals = Family::<KindLabels, Counter>::default();
+        let text_changes = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "text_changes",
+            "Changes made to request-body text (Japanese charsets and normalization), by kind",
+            text_changes.clone(),
+        );
         registry.register(
             "read_verifications",
             "Versions checked against the ledger on read, by result",
@@ -117,6 +126,7 @@ impl Metrics {
             xml_conversions,
             read_verifications,
             seals,
+            text_changes,
         }
     }
 

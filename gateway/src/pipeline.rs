@@ -66,6 +66,8 @@ pub struct Gateway {
     listener_tls: bool,
     /// The ledger, when `ledger.seal_writes` is on.
     pub sealer: Option<crate::seal::Sealer>,
+    /// Japanese charsets and normalization of request bodies.
+    japanese: crate::japanese::Japanese,
     /// Fault injection for the crash tests (`INKAN_FAULT_SEAL_DELAY_MS`):
     /// a pause between the upstream's commit and the seal.
     fault_seal_delay: Option<std::time::Duration>,
@@ -133,7 +135,9 @@ impl Gateway {
         if fault_seal_delay.is_some() {
             tracing::warn!("INKAN_FAULT_SEAL_DELAY_MS is set: seals are delayed (testing only)");
         }
+        let japanese = crate::japanese::Japanese::from_config(&config.japanese)?;
         Ok(Gateway {
+            japanese,
             sealer,
             fault_seal_delay,
             admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
@@ -267,7 +271,8 @@ impl Gateway {
         let sealing = self.sealer.is_some() && crate::seal::seals(exchange.interaction);
         let original_digest: Option<[u8; 32]> = sealing.then(|| sha2::Sha256::digest(&body).into());
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
-        let (body, request_type) = self.prepare_request_body(body, request_type, bridge)?;
+        let (body, request_type, text_report) =
+            self.prepare_request_body(body, request_type, bridge)?;
         exchange.verify = self.verify_shape(exchange.interaction);
         let authorization = self
             .upstream_authorization
@@ -397,6 +402,13 @@ impl Gateway {
         let mut response = self.respond(upstream_response, exchange).await?;
         if let Some(seal) = seal {
             seal.write_headers(response.headers_mut());
+        }
+        if let Some(value) = text_report.header_value() {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response
+                    .headers_mut()
+                    .insert(crate::japanese::INKAN_TEXT, v);
+            }
         }
         Ok(response)
     }
@@ -639,38 +651,37 @@ impl Gateway {
         Ok(capability)
     }
 
-    /// Step 6 helper. Checks the body's media type and charset, validates
+    /// Step 6 helper. Checks the body's media type, decodes Japanese
+    /// charsets to UTF-8 and normalizes the text (japanese.rs), validates
     /// FHIR JSON syntax, and converts FHIR XML to JSON when bridging.
-    /// Returns the body and the content type to send upstream.
+    /// Returns the body, the content type to send upstream and what was
+    /// changed in the text.
     fn prepare_request_body(
         &self,
         body: Bytes,
         content_type: Option<ContentType>,
         bridge: bool,
-    ) -> Result<(Bytes, Option<ContentType>), GatewayError> {
-        let Some(ct) = content_type else {
-            return Ok((body, None));
+    ) -> Result<(Bytes, Option<ContentType>, crate::japanese::TextReport), GatewayError> {
+        let mut report = crate::japanese::TextReport::default();
+        let Some(mut ct) = content_type else {
+            return Ok((body, None, report));
         };
         if body.is_empty() || ct.format == WireFormat::Other {
-            return Ok((body, Some(ct)));
+            return Ok((body, Some(ct), report));
         }
-        if !ct.charset_is_utf8() {
-            return Err(GatewayError::UnsupportedMediaType {
-                detail: format!(
-                    "charset {:?} is not accepted for {}; send UTF-8",
-                    ct.charset.as_deref().unwrap_or(""),
-                    ct.essence
-                ),
-            });
+        let (body, decoded_from) = self.japanese.decode(body, ct.charset.as_deref())?;
+        if decoded_from.is_some() {
+            ct.charset = Some("utf-8".into());
         }
-        match ct.format {
+        report.decoded_from = decoded_from;
+        let json = match ct.format {
             WireFormat::Json => {
                 serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
                     GatewayError::MalformedRequest {
                         detail: format!("the body is not valid JSON: {e}"),
                     }
                 })?;
-                Ok((body, Some(ct)))
+                body
             }
             WireFormat::Xml if bridge => {
                 let json =
@@ -683,12 +694,35 @@ impl Gateway {
                         kind: "request_xml_to_json",
                     })
                     .inc();
-                Ok((
-                    Bytes::from(json),
-                    Some(ContentType::parse("application/fhir+json")),
-                ))
+                ct = ContentType::parse("application/fhir+json");
+                Bytes::from(json)
             }
-            _ => Ok((body, Some(ct))),
+            // Native XML: decoded to UTF-8 only.
+            _ => return Ok((body, Some(ct), report)),
+        };
+        let (json, changes) = self.japanese.normalize_json(json)?;
+        report.changes = changes;
+        self.count_text_changes(&report);
+        Ok((json, Some(ct), report))
+    }
+
+    fn count_text_changes(&self, report: &crate::japanese::TextReport) {
+        if let Some((_, detected)) = report.decoded_from {
+            let kind = if detected {
+                "charset_detected"
+            } else {
+                "charset_decoded"
+            };
+            self.metrics
+                .text_changes
+                .get_or_create(&KindLabels { kind })
+                .inc();
+        }
+        for (kind, n) in report.changes.nonzero() {
+            self.metrics
+                .text_changes
+                .get_or_create(&KindLabels { kind })
+                .inc_by(n as u64);
         }
     }
 
@@ -934,8 +968,9 @@ impl Gateway {
             WireFormat::Other => None,
         };
         let mut body = rewritten.map(Bytes::from).unwrap_or(body);
+        let is_capabilities = exchange.interaction == Interaction::Capabilities;
         if format == WireFormat::Json
-            && (exchange.advertise_xml || exchange.advertise_seal_ops || convert_to_xml)
+            && (exchange.advertise_xml || is_capabilities || convert_to_xml)
         {
             if let Some(adjusted) = self.restore_client_view(&body, exchange) {
                 body = Bytes::from(adjusted);
@@ -976,6 +1011,13 @@ impl Gateway {
         }
         if exchange.advertise_seal_ops && value["resourceType"] == "CapabilityStatement" {
             changed |= crate::seal_ops::advertise(&mut value);
+        }
+        if exchange.interaction == Interaction::Capabilities
+            && value["resourceType"] == "CapabilityStatement"
+        {
+            if let Some(extension) = self.japanese.capability_extension() {
+                changed |= crate::japanese::advertise(&mut value, extension);
+            }
         }
         let client_format = exchange
             .client_format_param
@@ -1105,6 +1147,8 @@ fn error_kind(error: &GatewayError) -> &'static str {
         GatewayError::NotFound { .. } => "not_found",
         GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
         GatewayError::NoSuchLogFile { .. } => "no_such_log_file",
+        GatewayError::InvalidText { .. } => "invalid_text",
+        GatewayError::PrivateUseCharacter { .. } => "private_use_character",
         GatewayError::TamperedVersion { .. } => "tampered_version",
         GatewayError::NoProof { .. } => "no_proof",
         GatewayError::Ledger { .. } => "ledger",

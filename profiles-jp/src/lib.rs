@@ -8,11 +8,16 @@
 //!   folding, half-width kana widening with dakuten composition, HumanName
 //!   text spacing) and the checks (private-use 外字, control characters).
 //!
-//! Not here yet: the field-aware application of the rules to FHIR resources
-//! (which needs the R4 datatype table), search-parameter normalization,
-//! response transcoding, JP Core profile checks, and the gateway wiring.
+//! - [`resource`]: the rules applied to a FHIR R4 resource field by field,
+//!   by each element's datatype (a table generated from the R4 definitions
+//!   by `scripts/gen-r4-types.py`).
+//!
+//! Not here yet: search-parameter normalization, response transcoding and
+//! the JP Core profile checks.
 
 pub mod charset;
+mod r4_types;
+pub mod resource;
 pub mod text;
 
 /// Errors of this crate.

@@ -8,6 +8,7 @@ mod admin;
 mod audit;
 mod errors;
 mod formats;
+mod japanese;
 mod ledger_cli;
 mod ledger_crash;
 mod passthrough;

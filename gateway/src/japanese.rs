@@ -1,0 +1,384 @@
+//! Step 6 helpers: Japanese charsets and text normalization of request
+//! bodies (JP Core). The rules themselves live in `profiles-jp`; this file
+//! decides when they run and turns their findings into HTTP answers.
+//!
+//! When it runs: on a FHIR JSON or XML request body, after it was read and
+//! before it is validated or bridged. What it may change: the body's
+//! charset (to UTF-8: the upstream only ever sees UTF-8), and in
+//! `jp-default` mode the strings of a JSON resource, by datatype. Results:
+//! the body to forward and a [`TextReport`] (the `Inkan-Text` response
+//! header and metrics); or a 400 (bytes invalid in their charset, with the
+//! byte offset; a control character, with the element path), a 415 (an
+//! unknown charset, or an undeclared one that cannot be detected with
+//! confidence) or a 422 (a private-use character, with the element path).
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use profiles_jp::charset::{self, JpCharset};
+use profiles_jp::resource::{self, Changes, PrivateUsePolicy, Rules, Violation};
+use profiles_jp::text::VariantTable;
+
+use crate::config::{JapaneseConfig, JapaneseMode, PrivateUseMode};
+use crate::error::{ConfigError, GatewayError};
+
+/// Response header summarising what the gateway changed in the request
+/// body, e.g. `charset=Shift_JIS (Windows-31J); kana-widened=3`.
+pub const INKAN_TEXT: &str = "inkan-text";
+
+/// The Japanese text step, configured.
+#[derive(Debug)]
+pub struct Japanese {
+    pub mode: JapaneseMode,
+    default_charset: Option<JpCharset>,
+    rules: Rules,
+}
+
+/// The charset a body was decoded from and whether it was detected (not
+/// declared); `None` when it was UTF-8 already.
+pub type DecodedFrom = Option<(&'static str, bool)>;
+
+/// What step 6 did to the body's text.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TextReport {
+    /// The charset decoded from, when not UTF-8; `detected` when undeclared.
+    pub decoded_from: DecodedFrom,
+    pub changes: Changes,
+}
+
+impl TextReport {
+    /// The `Inkan-Text` header value; `None` when nothing changed.
+    pub fn header_value(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some((charset, detected)) = self.decoded_from {
+            parts.push(format!(
+                "charset={charset}{}",
+                if detected { " (detected)" } else { "" }
+            ));
+        }
+        for (rule, n) in self.changes.nonzero() {
+            parts.push(format!("{rule}={n}"));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+impl Japanese {
+    pub fn from_config(config: &JapaneseConfig) -> Result<Japanese, ConfigError> {
+        let default_charset = config
+            .default_charset
+            .as_deref()
+            .map(JpCharset::from_label)
+            .transpose()
+            .map_err(|e| ConfigError::Invalid(format!("japanese.default_charset: {e}")))?;
+        let private_use = match config.private_use {
+            PrivateUseMode::Reject => PrivateUsePolicy::Reject,
+            PrivateUseMode::Allow => PrivateUsePolicy::Allow,
+            PrivateUseMode::Map => PrivateUsePolicy::Map(load_private_use_map(config)?),
+        };
+        let variants = match &config.variant_table {
+            None => VariantTable::default(),
+            Some(pairs) => VariantTable::new(
+                pairs
+                    .iter()
+                    .map(|[from, to]| single_char(from).zip(single_char(to)).ok_or_else(|| {
+                        ConfigError::Invalid(format!(
+                            "japanese.variant_table: [{from:?}, {to:?}] must be two single characters"
+                        ))
+                    }))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Japanese {
+            mode: config.mode,
+            default_charset,
+            rules: Rules {
+                variants,
+                private_use,
+                ascii_identifier_systems: config.ascii_identifier_systems.clone(),
+            },
+        })
+    }
+
+    /// The body as UTF-8: decoded from its declared charset, or (none
+    /// declared, not UTF-8) from the configured default or a confidently
+    /// detected Japanese charset. `None` in the report when it already was
+    /// UTF-8. Never forwards U+FFFD mojibake: invalid bytes are a 400.
+    pub fn decode(
+        &self,
+        body: Bytes,
+        declared: Option<&str>,
+    ) -> Result<(Bytes, DecodedFrom), GatewayError> {
+        let declared = declared
+            .map(JpCharset::from_label)
+            .transpose()
+            .map_err(|e| GatewayError::UnsupportedMediaType {
+                detail: e.to_string(),
+            })?;
+        let is_utf8 = matches!(declared, None | Some(JpCharset::Utf8))
+            && std::str::from_utf8(&body).is_ok()
+            && !body.starts_with(b"\xEF\xBB\xBF");
+        if is_utf8 && !(declared.is_none() && has_iso_2022_jp_escape(&body)) {
+            return Ok((body, None));
+        }
+        if self.mode == JapaneseMode::Off {
+            return Err(GatewayError::UnsupportedMediaType {
+                detail: "the body is not UTF-8 and Japanese transcoding is off (japanese.mode); send UTF-8".into(),
+            });
+        }
+        let decoded = match (declared, self.default_charset) {
+            (Some(charset), _) | (None, Some(charset)) => charset::decode(&body, charset),
+            (None, None) => charset::decode_undeclared(&body),
+        }
+        .map_err(|e| match e {
+            profiles_jp::Error::InvalidBytes { .. } => GatewayError::InvalidText {
+                detail: e.to_string(),
+            },
+            other => GatewayError::UnsupportedMediaType {
+                detail: other.to_string(),
+            },
+        })?;
+        let note = (decoded.charset != JpCharset::Utf8)
+            .then_some((decoded.charset.name(), decoded.detected));
+        Ok((Bytes::from(fix_xml_declaration(decoded.text)), note))
+    }
+
+    /// Normalizes a FHIR JSON resource (in `jp-default` mode). The body is
+    /// re-serialized only when a rule changed something.
+    pub fn normalize_json(&self, body: Bytes) -> Result<(Bytes, Changes), GatewayError> {
+        if self.mode != JapaneseMode::JpDefault || body.is_empty() {
+            return Ok((body, Changes::default()));
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| GatewayError::MalformedRequest {
+                detail: format!("the body is not valid JSON: {e}"),
+            })?;
+        if !value.is_object() {
+            return Ok((body, Changes::default()));
+        }
+        let changes = resource::normalize(&mut value, &self.rules).map_err(|v| match v {
+            Violation::PrivateUse { .. } => GatewayError::PrivateUseCharacter {
+                detail: v.to_string(),
+            },
+            other => GatewayError::InvalidText {
+                detail: other.to_string(),
+            },
+        })?;
+        if changes.total() == 0 {
+            return Ok((body, changes));
+        }
+        let json = serde_json::to_vec(&value).map_err(|e| GatewayError::MalformedRequest {
+            detail: e.to_string(),
+        })?;
+        Ok((Bytes::from(json), changes))
+    }
+
+    /// What the CapabilityStatement declares: an extension listing the
+    /// accepted charsets and the conversions in force (JP Core asks that
+    /// server-side conversion be declared).
+    pub fn capability_extension(&self) -> Option<serde_json::Value> {
+        if self.mode == JapaneseMode::Off {
+            return None;
+        }
+        let mut parts = Vec::new();
+        for charset in ["UTF-8", "Shift_JIS", "EUC-JP", "ISO-2022-JP"] {
+            parts.push(serde_json::json!({"url": "acceptedCharset", "valueCode": charset}));
+        }
+        if self.mode == JapaneseMode::JpDefault {
+            for conversion in [
+                "variant-folding",
+                "halfwidth-kana-widening",
+                "ascii-folding-by-datatype",
+                "human-name-text-spacing",
+            ] {
+                parts.push(serde_json::json!({"url": "conversion", "valueCode": conversion}));
+            }
+            let private_use = match self.rules.private_use {
+                PrivateUsePolicy::Reject => "reject",
+                PrivateUsePolicy::Allow => "allow",
+                PrivateUsePolicy::Map(_) => "map",
+            };
+            parts.push(serde_json::json!({"url": "privateUse", "valueCode": private_use}));
+        }
+        Some(serde_json::json!({
+            "url": CAPABILITY_EXTENSION_URL,
+            "extension": parts,
+        }))
+    }
+}
+
+/// The CapabilityStatement extension declaring charsets and conversions.
+pub const CAPABILITY_EXTENSION_URL: &str =
+    "https://inkan.dev/fhir/StructureDefinition/japanese-text-handling";
+
+/// Adds the declaration to a CapabilityStatement; returns whether it changed.
+pub fn advertise(capability: &mut serde_json::Value, extension: serde_json::Value) -> bool {
+    let Some(object) = capability.as_object_mut() else {
+        return false;
+    };
+    let extensions = object
+        .entry("extension")
+        .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+    let Some(list) = extensions.as_array_mut() else {
+        return false;
+    };
+    if list.iter().any(|e| e["url"] == CAPABILITY_EXTENSION_URL) {
+        return false;
+    }
+    list.push(extension);
+    true
+}
+
+fn single_char(s: &str) -> Option<char> {
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
+    }
+}
+
+fn load_private_use_map(config: &JapaneseConfig) -> Result<HashMap<char, String>, ConfigError> {
+    let path = config.private_use_map_file.as_ref().ok_or_else(|| {
+        ConfigError::Invalid(
+            "japanese.private_use = \"map\" needs japanese.private_use_map_file".into(),
+        )
+    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let table: HashMap<String, String> = toml::from_str(&text)
+        .map_err(|e| ConfigError::Parse(format!("{}: {e}", path.display())))?;
+    table
+        .into_iter()
+        .map(|(code_point, replacement)| {
+            let parsed = code_point
+                .strip_prefix("U+")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .and_then(char::from_u32);
+            parsed.map(|c| (c, replacement)).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{}: {code_point:?} is not a code point like \"U+E000\"",
+                    path.display()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// ISO-2022-JP is 7-bit and so also valid UTF-8: an escape sequence in an
+/// undeclared body means it is ISO-2022-JP (JSON and XML never carry ESC).
+fn has_iso_2022_jp_escape(body: &[u8]) -> bool {
+    memchr::memchr(0x1B, body).is_some()
+}
+
+/// A decoded XML document still declares its old encoding; it is UTF-8 now.
+fn fix_xml_declaration(text: String) -> String {
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with("<?xml") {
+        return text;
+    }
+    let Some(end) = text.find("?>") else {
+        return text;
+    };
+    let declaration = &text[..end];
+    let Some(at) = declaration.find("encoding=") else {
+        return text;
+    };
+    let quote_at = at + "encoding=".len();
+    let Some(quote) = declaration[quote_at..].chars().next() else {
+        return text;
+    };
+    let Some(close) = declaration[quote_at + 1..].find(quote) else {
+        return text;
+    };
+    format!(
+        "{}encoding={quote}UTF-8{quote}{}",
+        &text[..at],
+        &text[quote_at + 1 + close + 1..]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn japanese() -> Japanese {
+        Japanese::from_config(&JapaneseConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn decoding_table() {
+        let sjis = encoding_rs::SHIFT_JIS
+            .encode("{\"family\":\"山田\"}")
+            .0
+            .into_owned();
+        #[rustfmt::skip]
+        type Case<'a> = (Vec<u8>, Option<&'a str>, Result<(&'a str, DecodedFrom), u16>);
+        let cases: Vec<Case> = vec![
+            (b"{}".to_vec(), None, Ok(("{}", None))),
+            (
+                sjis.clone(),
+                Some("Shift_JIS"),
+                Ok((
+                    "{\"family\":\"山田\"}",
+                    Some(("Shift_JIS (Windows-31J)", false)),
+                )),
+            ),
+            (
+                sjis.clone(),
+                Some("cp932"),
+                Ok((
+                    "{\"family\":\"山田\"}",
+                    Some(("Shift_JIS (Windows-31J)", false)),
+                )),
+            ),
+            (b"{\"a\":\"\x82\"}".to_vec(), Some("Shift_JIS"), Err(400)),
+            (b"{}".to_vec(), Some("koi8-r"), Err(415)),
+        ];
+        for (body, declared, want) in cases {
+            let got = japanese().decode(Bytes::from(body.clone()), declared);
+            match (got, want) {
+                (Ok((text, note)), Ok((want_text, want_note))) => {
+                    assert_eq!(std::str::from_utf8(&text).unwrap(), want_text);
+                    assert_eq!(note, want_note, "{declared:?}");
+                }
+                (Err(e), Err(status)) => assert_eq!(e.status().as_u16(), status, "{e}"),
+                (got, want) => panic!("{declared:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_bytes_name_the_offset() {
+        let error = japanese()
+            .decode(Bytes::from_static(b"{\"a\":\"\x82\"}"), Some("Shift_JIS"))
+            .unwrap_err();
+        assert!(error.to_string().contains("offset 6"), "{error}");
+    }
+
+    #[test]
+    fn xml_declaration_says_utf8_after_decoding() {
+        assert_eq!(
+            fix_xml_declaration("<?xml version=\"1.0\" encoding=\"Shift_JIS\"?><a/>".into()),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a/>"
+        );
+        assert_eq!(fix_xml_declaration("<a/>".into()), "<a/>");
+    }
+
+    #[test]
+    fn report_header() {
+        let report = TextReport {
+            decoded_from: Some(("EUC-JP", true)),
+            changes: Changes {
+                kana_widened: 3,
+                ..Changes::default()
+            },
+        };
+        assert_eq!(
+            report.header_value().unwrap(),
+            "charset=EUC-JP (detected); kana-widened=3"
+        );
+        assert_eq!(TextReport::default().header_value(), None);
+    }
+}

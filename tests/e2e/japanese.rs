@@ -1,0 +1,187 @@
+//! Legacy Japanese charsets and JP Core normalization in the request path,
+//! against the real upstream: what HFS stores is UTF-8, normalized by
+//! datatype; invalid bytes, 外字 and control characters are refused with
+//! the offset or the element path.
+
+use serde_json::json;
+
+use crate::{assert_outcome, json, Stack};
+use inkan_e2e::client;
+
+fn post_encoded(stack: &Stack, body: Vec<u8>, content_type: &str) -> reqwest::blocking::Response {
+    client()
+        .post(stack.url("/Patient"))
+        .header("Content-Type", content_type)
+        .header("Prefer", "return=representation")
+        .body(body)
+        .send()
+        .unwrap()
+}
+
+fn legacy_patient() -> String {
+    json!({
+        "resourceType": "Patient",
+        "name": [{"family": "ﾔﾏﾀﾞ", "given": ["ﾀﾛｳ"], "text": "山田\u{3000}太郎"}],
+        "gender": "ｍａｌｅ",
+        "birthDate": "１９７０-01-01",
+        "telecom": [{"system": "phone", "value": "０３ー１２３４ー５６７８"}],
+        "address": [{"text": "東京都千代田区1\u{FF5E}2", "postalCode": "１００００１４"}]
+    })
+    .to_string()
+}
+
+#[test]
+fn shift_jis_body_is_stored_as_normalized_utf8() {
+    let stack = Stack::start();
+    let patient = legacy_patient();
+    let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&patient);
+    assert!(!unmappable);
+    let response = post_encoded(
+        &stack,
+        sjis.into_owned(),
+        "application/fhir+json; charset=Shift_JIS",
+    );
+    assert_eq!(response.status(), 201);
+    let text = response.headers()["inkan-text"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.starts_with("charset=Shift_JIS (Windows-31J); "),
+        "{text}"
+    );
+    for part in ["variants-folded=1", "kana-widened=6", "name-spaces=1"] {
+        assert!(text.contains(part), "{part} in {text}");
+    }
+    let created = json(response);
+    let id = created["id"].as_str().unwrap();
+
+    // What the upstream stored, read directly from HFS.
+    let stored: serde_json::Value = client()
+        .get(format!("{}/Patient/{id}", stack.hfs.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(stored["name"][0]["family"], "ヤマダ");
+    assert_eq!(stored["name"][0]["given"][0], "タロウ");
+    assert_eq!(stored["name"][0]["text"], "山田 太郎");
+    assert_eq!(stored["gender"], "male");
+    assert_eq!(stored["birthDate"], "1970-01-01");
+    assert_eq!(stored["telecom"][0]["value"], "03-1234-5678");
+    assert_eq!(stored["address"][0]["text"], "東京都千代田区1\u{301C}2");
+    assert_eq!(stored["address"][0]["postalCode"], "100-0014");
+
+    // The normalized version is what was sealed: a read verifies.
+    let read = client()
+        .get(stack.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
+    assert_eq!(
+        read.headers()["inkan-verify"],
+        "verified=1, tampered=0, unsealed=0, unchecked=0"
+    );
+    // The full-width-kana search finds the record stored from half-width input.
+    let found = json(
+        client()
+            .get(stack.url("/Patient?family=ヤマダ"))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(found["entry"][0]["resource"]["id"], id);
+}
+
+#[test]
+fn euc_jp_is_detected_and_iso_2022_jp_is_decoded() {
+    let stack = Stack::start();
+    let body = json!({"resourceType": "Patient", "name": [{"family": "鈴木", "given": ["花子"]}]})
+        .to_string();
+    // Undeclared EUC-JP: detected, and said so.
+    let euc = encoding_rs::EUC_JP.encode(&body).0.into_owned();
+    let response = post_encoded(&stack, euc, "application/fhir+json");
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.headers()["inkan-text"],
+        "charset=EUC-JP (detected)"
+    );
+    assert_eq!(json(response)["name"][0]["family"], "鈴木");
+    // Declared ISO-2022-JP (the SS-MIX2 storage charset).
+    let jis = encoding_rs::ISO_2022_JP.encode(&body).0.into_owned();
+    let response = post_encoded(&stack, jis, "application/fhir+json; charset=ISO-2022-JP");
+    assert_eq!(response.status(), 201);
+    assert_eq!(json(response)["name"][0]["given"][0], "花子");
+}
+
+#[test]
+fn invalid_bytes_gaiji_and_controls_are_refused_with_where() {
+    let stack = Stack::start();
+    // 0x82 alone is a truncated Shift_JIS lead byte, at offset 46.
+    let mut bad = br#"{"resourceType":"Patient","name":[{"family":""#.to_vec();
+    let offset = bad.len();
+    bad.extend_from_slice(b"\x82\"}]}");
+    let response = post_encoded(&stack, bad, "application/fhir+json; charset=Shift_JIS");
+    assert_eq!(response.status(), 400);
+    let outcome = json(response);
+    assert_outcome(&outcome, "invalid");
+    let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diagnostics.contains(&format!("offset {offset}")),
+        "{diagnostics}"
+    );
+
+    let gaiji = json!({"resourceType": "Patient", "name": [{"family": "髙\u{E000}"}]}).to_string();
+    let response = post_encoded(&stack, gaiji.into_bytes(), "application/fhir+json");
+    assert_eq!(response.status(), 422);
+    let outcome = json(response);
+    let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diagnostics.contains("Patient.name[0].family") && diagnostics.contains("U+E000"),
+        "{diagnostics}"
+    );
+
+    let control =
+        json!({"resourceType": "Patient", "name": [{"given": ["a", "b\u{7}"]}]}).to_string();
+    let response = post_encoded(&stack, control.into_bytes(), "application/fhir+json");
+    assert_eq!(response.status(), 400);
+    let outcome = json(response);
+    assert!(outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("Patient.name[0].given[1]"));
+
+    // Nothing of the refused writes reached the upstream.
+    let all = json(
+        client()
+            .get(format!("{}/Patient", stack.hfs.url))
+            .send()
+            .unwrap(),
+    );
+    assert!(
+        all.get("entry")
+            .is_none_or(|e| e.as_array().unwrap().is_empty()),
+        "{all}"
+    );
+
+    // The CapabilityStatement declares the charsets and conversions.
+    let capability = json(client().get(stack.url("/metadata")).send().unwrap());
+    let declared = capability["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["url"] == "https://inkan.dev/fhir/StructureDefinition/japanese-text-handling")
+        .expect("declaration");
+    let codes: Vec<&str> = declared["extension"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["valueCode"].as_str())
+        .collect();
+    for code in [
+        "Shift_JIS",
+        "ISO-2022-JP",
+        "halfwidth-kana-widening",
+        "reject",
+    ] {
+        assert!(codes.contains(&code), "{codes:?}");
+    }
+}
