@@ -47,6 +47,14 @@ pub struct TextReport {
 }
 
 impl TextReport {
+    /// Adds what another part of the request (its query) changed.
+    pub fn merge(&mut self, other: &TextReport) {
+        if other.decoded_from.is_some() {
+            self.decoded_from = other.decoded_from;
+        }
+        add_changes(&mut self.changes, &other.changes);
+    }
+
     /// The `Inkan-Text` header value; `None` when nothing changed.
     pub fn header_value(&self) -> Option<String> {
         let mut parts = Vec::new();
@@ -173,6 +181,130 @@ impl Japanese {
         Ok((Bytes::from(json), changes))
     }
 
+    /// Rule 7: search values get the normalization of their parameter's
+    /// type (`param_type` says it, from the upstream's CapabilityStatement),
+    /// after values percent-encoded in a legacy charset are decoded (with
+    /// `default_charset`; too short to detect, so 400 without it) and
+    /// re-encoded as UTF-8. Returns the new query when anything changed. Pairs that need
+    /// nothing are kept byte for byte.
+    pub fn normalize_query(
+        &self,
+        query: &str,
+        param_type: impl Fn(&str) -> Option<String>,
+        report: &mut TextReport,
+    ) -> Result<Option<String>, GatewayError> {
+        if self.mode == JapaneseMode::Off {
+            return Ok(None);
+        }
+        let mut changed = false;
+        let mut pairs = Vec::new();
+        for pair in query.split('&') {
+            let Some((name, raw)) = pair.split_once('=') else {
+                pairs.push(pair.to_owned());
+                continue;
+            };
+            let bytes: Vec<u8> =
+                percent_encoding::percent_decode_str(&raw.replace('+', " ")).collect();
+            let (mut value, decoded_from) = match String::from_utf8(bytes) {
+                Ok(text) => (text, None),
+                Err(e) => {
+                    // A few bytes of a search value cannot be detected
+                    // reliably (ﾔﾏﾀﾞ in Shift_JIS is valid EUC-JP for
+                    // other kanji): only a configured charset is used.
+                    let charset = self.default_charset.ok_or_else(|| GatewayError::InvalidText {
+                        detail: format!(
+                            "search parameter {name} is not UTF-8; send UTF-8, or configure japanese.default_charset for this client"
+                        ),
+                    })?;
+                    let bytes = e.into_bytes();
+                    let decoded = charset::decode(&bytes, charset).map_err(|e| {
+                        GatewayError::InvalidText {
+                            detail: format!("search parameter {name}: {e}"),
+                        }
+                    })?;
+                    (
+                        decoded.text,
+                        Some((decoded.charset.name(), decoded.detected)),
+                    )
+                }
+            };
+            if decoded_from.is_some() {
+                report.decoded_from = decoded_from;
+            }
+            let base_name = name.split(':').next().unwrap_or(name);
+            let kind = param_type(base_name);
+            let mut value_changed = decoded_from.is_some();
+            if self.mode == JapaneseMode::JpDefault {
+                if let Some(kind) = kind.as_deref() {
+                    let (normalized, changes) = self.normalize_search_value(kind, &value);
+                    if changes.total() > 0 {
+                        value = normalized;
+                        value_changed = true;
+                        add_changes(&mut report.changes, &changes);
+                    }
+                }
+            }
+            if value_changed {
+                changed = true;
+                let encoded = percent_encoding::utf8_percent_encode(
+                    &value,
+                    percent_encoding::NON_ALPHANUMERIC,
+                );
+                pairs.push(format!("{name}={encoded}"));
+            } else {
+                pairs.push(pair.to_owned());
+            }
+        }
+        Ok(changed.then(|| pairs.join("&")))
+    }
+
+    /// One search value, normalized as stored values of its type are.
+    fn normalize_search_value(&self, kind: &str, value: &str) -> (String, Changes) {
+        let mut changes = Changes::default();
+        let mut current = value.to_owned();
+        let mut step = |counter: &mut usize, rule: &dyn Fn(&str) -> (String, usize)| {
+            let (new, n) = rule(&current);
+            if n > 0 {
+                current = new;
+                *counter += n;
+            }
+        };
+        match kind {
+            "string" => {
+                let variants = &self.rules.variants;
+                step(&mut changes.variants_folded, &|x| variants.fold(x));
+                step(&mut changes.kana_widened, &profiles_jp::text::widen_kana);
+            }
+            // `system|code`: the code is folded only for ASCII systems, as
+            // the stored Identifier.value is (Coverage member ids are not).
+            "token" => {
+                if let Some((system, _)) = value.split_once('|') {
+                    if self.is_ascii_system(system) {
+                        step(
+                            &mut changes.ascii_folded,
+                            &profiles_jp::text::fold_fullwidth_ascii,
+                        );
+                    }
+                }
+            }
+            "date" | "number" | "quantity" | "uri" | "reference" => {
+                step(
+                    &mut changes.ascii_folded,
+                    &profiles_jp::text::fold_fullwidth_ascii,
+                );
+            }
+            _ => {}
+        }
+        (current, changes)
+    }
+
+    fn is_ascii_system(&self, system: &str) -> bool {
+        self.rules.ascii_identifier_systems.iter().any(|listed| {
+            system == listed
+                || (listed.ends_with(['.', ':', '/']) && system.starts_with(listed.as_str()))
+        })
+    }
+
     /// What the CapabilityStatement declares: an extension listing the
     /// accepted charsets and the conversions in force (JP Core asks that
     /// server-side conversion be declared).
@@ -205,6 +337,14 @@ impl Japanese {
             "extension": parts,
         }))
     }
+}
+
+fn add_changes(total: &mut Changes, more: &Changes) {
+    total.variants_folded += more.variants_folded;
+    total.kana_widened += more.kana_widened;
+    total.ascii_folded += more.ascii_folded;
+    total.name_spaces += more.name_spaces;
+    total.private_use_mapped += more.private_use_mapped;
 }
 
 /// The CapabilityStatement extension declaring charsets and conversions.
@@ -364,6 +504,47 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><a/>"
         );
         assert_eq!(fix_xml_declaration("<a/>".into()), "<a/>");
+    }
+
+    #[test]
+    fn search_values_table() {
+        let types = |name: &str| match name {
+            "family" => Some("string".to_owned()),
+            "birthdate" => Some("date".to_owned()),
+            "identifier" => Some("token".to_owned()),
+            _ => None,
+        };
+        // Shift_JIS "ﾔﾏﾀﾞ" percent-encoded, as a legacy client sends it.
+        let sjis: String = encoding_rs::SHIFT_JIS
+            .encode("ﾔﾏﾀﾞ")
+            .0
+            .iter()
+            .map(|b| format!("%{b:02X}"))
+            .collect();
+        #[rustfmt::skip]
+        let cases: Vec<(String, Option<&str>)> = vec![
+            ("family=%EF%BE%94%EF%BE%8F%EF%BE%80%EF%BE%9E&_count=5".into(), Some("family=%E3%83%A4%E3%83%9E%E3%83%80&_count=5")),
+            (format!("family={sjis}"),                                  Some("family=%E3%83%A4%E3%83%9E%E3%83%80")),
+            ("birthdate=%EF%BC%91%EF%BC%99%EF%BC%97%EF%BC%90".into(),  Some("birthdate=1970")),
+            ("family:exact=%E5%B1%B1%E7%94%B0&_sort=name".into(),       None),
+            ("identifier=x%7C%EF%BC%91".into(),                         None),
+            ("identifier=urn%3Aoid%3A1.2.392.100495.20.3.51.1%7C%EF%BC%91".into(), Some("identifier=urn%3Aoid%3A1%2E2%2E392%2E100495%2E20%2E3%2E51%2E1%7C1")),
+        ];
+        let shift_jis_client = Japanese::from_config(&JapaneseConfig {
+            default_charset: Some("Shift_JIS".into()),
+            ..JapaneseConfig::default()
+        })
+        .unwrap();
+        for (query, want) in cases {
+            let mut report = TextReport::default();
+            let got = shift_jis_client
+                .normalize_query(&query, types, &mut report)
+                .unwrap();
+            assert_eq!(got.as_deref(), want, "{query}");
+        }
+        let mut report = TextReport::default();
+        let refused = japanese().normalize_query(&format!("family={sjis}"), types, &mut report);
+        assert_eq!(refused.unwrap_err().status().as_u16(), 400, "no guessing");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Gateway {
     pub sealer: Option<crate::seal::Sealer>,
     /// Japanese charsets and normalization of request bodies.
     japanese: crate::japanese::Japanese,
+    /// Search parameter types the upstream declares (`Patient.family` →
+    /// `string`; `*.name` for system-wide ones), for rule 7.
+    search_param_types: std::sync::RwLock<std::collections::HashMap<String, String>>,
     /// Fault injection for the crash tests (`INKAN_FAULT_SEAL_DELAY_MS`):
     /// a pause between the upstream's commit and the seal.
     fault_seal_delay: Option<std::time::Duration>,
@@ -138,6 +141,7 @@ impl Gateway {
         let japanese = crate::japanese::Japanese::from_config(&config.japanese)?;
         Ok(Gateway {
             japanese,
+            search_param_types: std::sync::RwLock::new(std::collections::HashMap::new()),
             sealer,
             fault_seal_delay,
             admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
@@ -271,8 +275,43 @@ impl Gateway {
         let sealing = self.sealer.is_some() && crate::seal::seals(exchange.interaction);
         let original_digest: Option<[u8; 32]> = sealing.then(|| sha2::Sha256::digest(&body).into());
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
-        let (body, request_type, text_report) =
+        let (body, request_type, mut text_report) =
             self.prepare_request_body(body, request_type, bridge)?;
+        // Search values: decoded from a legacy charset and normalized like
+        // the stored values of their parameter's type (rule 7).
+        if matches!(
+            exchange.interaction,
+            Interaction::SearchType | Interaction::SearchSystem
+        ) {
+            if let Some(query) = exchange.query.clone() {
+                let resource_type = exchange
+                    .fhir_path
+                    .split('/')
+                    .find(|s| !s.is_empty() && !s.starts_with('_'))
+                    .unwrap_or("*")
+                    .to_owned();
+                let mut query_report = crate::japanese::TextReport::default();
+                let normalized = {
+                    let types = self
+                        .search_param_types
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let lookup = |name: &str| {
+                        types
+                            .get(&format!("{resource_type}.{name}"))
+                            .or_else(|| types.get(&format!("*.{name}")))
+                            .cloned()
+                    };
+                    self.japanese
+                        .normalize_query(&query, lookup, &mut query_report)?
+                };
+                if let Some(normalized) = normalized {
+                    exchange.query = Some(normalized);
+                }
+                self.count_text_changes(&query_report);
+                text_report.merge(&query_report);
+            }
+        }
         exchange.verify = self.verify_shape(exchange.interaction);
         let authorization = self
             .upstream_authorization
@@ -648,7 +687,36 @@ impl Gateway {
         {
             self.rewriter.learn(base);
         }
+        self.learn_search_param_types(&capability);
         Ok(capability)
+    }
+
+    /// Records the search parameter types the upstream declares.
+    fn learn_search_param_types(&self, capability: &serde_json::Value) {
+        let mut learned = std::collections::HashMap::new();
+        for rest in capability["rest"].as_array().into_iter().flatten() {
+            let system = std::iter::once(("*", &rest["searchParam"]));
+            let per_type = rest["resource"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some((r["type"].as_str()?, &r["searchParam"])));
+            for (resource_type, params) in system.chain(per_type) {
+                for param in params.as_array().into_iter().flatten() {
+                    if let (Some(name), Some(kind)) =
+                        (param["name"].as_str(), param["type"].as_str())
+                    {
+                        learned.insert(format!("{resource_type}.{name}"), kind.to_owned());
+                    }
+                }
+            }
+        }
+        if !learned.is_empty() {
+            *self
+                .search_param_types
+                .write()
+                .unwrap_or_else(|e| e.into_inner()) = learned;
+        }
     }
 
     /// Step 6 helper. Checks the body's media type, decodes Japanese

@@ -31,8 +31,9 @@ fn legacy_patient() -> String {
 }
 
 #[test]
-fn shift_jis_body_is_stored_as_normalized_utf8() {
-    let stack = Stack::start();
+fn shift_jis_body_is_stored_as_normalized_utf8_and_found_by_a_halfwidth_search() {
+    // A legacy client that sends Shift_JIS everywhere, query strings too.
+    let stack = Stack::start_with("[japanese]\ndefault_charset = \"Shift_JIS\"\n");
     let patient = legacy_patient();
     let (sjis, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&patient);
     assert!(!unmappable);
@@ -81,14 +82,36 @@ fn shift_jis_body_is_stored_as_normalized_utf8() {
         read.headers()["inkan-verify"],
         "verified=1, tampered=0, unsealed=0, unchecked=0"
     );
-    // The full-width-kana search finds the record stored from half-width input.
-    let found = json(
-        client()
-            .get(stack.url("/Patient?family=ヤマダ"))
+    // Searches typed with half-width kana — in UTF-8, or percent-encoded
+    // Shift_JIS — are normalized like the stored value and find it.
+    let sjis_query: String = encoding_rs::SHIFT_JIS
+        .encode("ﾔﾏﾀﾞ")
+        .0
+        .iter()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    for query in [
+        "family=ヤマダ".to_owned(),
+        "family=ﾔﾏﾀﾞ".to_owned(),
+        format!("family={sjis_query}"),
+    ] {
+        let response = client()
+            .get(stack.url(&format!("/Patient?{query}")))
             .send()
-            .unwrap(),
-    );
-    assert_eq!(found["entry"][0]["resource"]["id"], id);
+            .unwrap();
+        let header = response
+            .headers()
+            .get("inkan-text")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let found = json(response);
+        assert_eq!(
+            found["entry"][0]["resource"]["id"], id,
+            "{query}: {header:?}"
+        );
+        if query != "family=ヤマダ" {
+            assert!(header.unwrap().contains("kana-widened=3"), "{query}");
+        }
+    }
 }
 
 #[test]
