@@ -305,6 +305,65 @@ impl Japanese {
         })
     }
 
+    /// The legacy charset the client wants responses in: `Accept-Charset`
+    /// (highest q first), or a `charset=` parameter in `Accept`. `None`
+    /// for UTF-8, no preference, or mode `off`.
+    pub fn wanted_charset(&self, headers: &http::HeaderMap) -> Option<JpCharset> {
+        if self.mode == JapaneseMode::Off {
+            return None;
+        }
+        let mut best: Option<(f32, JpCharset)> = None;
+        for value in headers.get_all(http::header::ACCEPT_CHARSET) {
+            for item in value.to_str().unwrap_or("").split(',') {
+                let mut params = item.split(';');
+                let Ok(charset) = JpCharset::from_label(params.next().unwrap_or("")) else {
+                    continue;
+                };
+                let q = params
+                    .find_map(|p| p.trim().strip_prefix("q=")?.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                    best = Some((q, charset));
+                }
+            }
+        }
+        let from_accept = || {
+            headers
+                .get_all(http::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split([',', ';']))
+                .find_map(|p| JpCharset::from_label(p.trim().strip_prefix("charset=")?).ok())
+        };
+        best.map(|(_, c)| c)
+            .or_else(from_accept)
+            .filter(|c| *c != JpCharset::Utf8)
+    }
+
+    /// Encodes a final FHIR JSON or XML response body in `charset`, with
+    /// escapes for what it cannot represent exactly (profiles-jp).
+    pub fn encode_response(body: &[u8], xml: bool, charset: JpCharset) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(body).ok()?;
+        if xml {
+            let text = text.replacen(
+                "encoding=\"UTF-8\"",
+                &format!("encoding=\"{}\"", charset_label(charset)),
+                1,
+            );
+            Some(charset::encode_escaped(
+                &text,
+                charset,
+                charset::Escape::Xml,
+            ))
+        } else {
+            Some(charset::encode_escaped(
+                text,
+                charset,
+                charset::Escape::Json,
+            ))
+        }
+    }
+
     /// What the CapabilityStatement declares: an extension listing the
     /// accepted charsets and the conversions in force (JP Core asks that
     /// server-side conversion be declared).
@@ -367,6 +426,16 @@ pub fn advertise(capability: &mut serde_json::Value, extension: serde_json::Valu
     }
     list.push(extension);
     true
+}
+
+/// The IANA label written in `Content-Type` and XML declarations.
+pub fn charset_label(charset: JpCharset) -> &'static str {
+    match charset {
+        JpCharset::Utf8 => "UTF-8",
+        JpCharset::ShiftJis => "Shift_JIS",
+        JpCharset::EucJp => "EUC-JP",
+        JpCharset::Iso2022Jp => "ISO-2022-JP",
+    }
 }
 
 fn single_char(s: &str) -> Option<char> {

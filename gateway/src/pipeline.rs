@@ -103,6 +103,8 @@ struct Exchange {
     /// True for a CapabilityStatement while the ledger is open: it lists
     /// the `$proof` and `$verify` operations.
     advertise_seal_ops: bool,
+    /// The legacy charset the client wants the response in, if any.
+    response_charset: Option<profiles_jp::charset::JpCharset>,
     /// Whether (and how) step 8b verifies the versions in the answer.
     verify: Option<crate::verify_read::Shape>,
     /// The client's `_format` value when it used one (restored in links).
@@ -245,6 +247,7 @@ impl Gateway {
         // 5. Negotiate: decide whether the XML bridge is in play for this
         //    request (client wants or sends XML, upstream speaks only JSON).
         let (parts, body) = request.into_parts();
+        exchange.response_charset = self.japanese.wanted_charset(&parts.headers);
         let request_type = ContentType::from_headers(&parts.headers);
         let sends_xml = request_type
             .as_ref()
@@ -557,6 +560,7 @@ impl Gateway {
             bridge_response: false,
             advertise_xml: false,
             advertise_seal_ops: false,
+            response_charset: None,
             repr_digest: false,
             verify: None,
             public_base,
@@ -928,12 +932,34 @@ impl Gateway {
                 parts.headers.insert(crate::verify_read::INKAN_VERIFY, v);
             }
         }
-        let body = self.rewrite_body(body, format, exchange, convert_to_xml)?;
+        let mut body = self.rewrite_body(body, format, exchange, convert_to_xml)?;
         if convert_to_xml {
             parts.headers.insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(WireFormat::Xml.fhir_media_type()),
             );
+        }
+        // The client asked for a legacy charset: encode, escaping what the
+        // charset lacks (\uXXXX in JSON, &#x…; in XML), and say so.
+        if let Some(charset) = exchange.response_charset {
+            let xml = convert_to_xml || format == WireFormat::Xml;
+            if let Some(encoded) = crate::japanese::Japanese::encode_response(&body, xml, charset) {
+                body = Bytes::from(encoded);
+                let media = if xml {
+                    WireFormat::Xml
+                } else {
+                    WireFormat::Json
+                }
+                .fhir_media_type();
+                let essence = media.split(';').next().unwrap_or(media);
+                let value = format!(
+                    "{essence}; charset={}",
+                    crate::japanese::charset_label(charset)
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    parts.headers.insert(CONTENT_TYPE, v);
+                }
+            }
         }
         parts
             .headers
@@ -1370,6 +1396,7 @@ mod upstream_request_tests {
             bridge_response: bridge,
             advertise_xml: false,
             advertise_seal_ops: false,
+            response_charset: None,
             repr_digest: false,
             verify: None,
             client_format_param: None,

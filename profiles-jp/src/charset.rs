@@ -143,6 +143,82 @@ fn has_iso_2022_jp_escape(bytes: &[u8]) -> bool {
         .any(|w| w == b"\x1b$B" || w == b"\x1b$@" || w == b"\x1b(J")
 }
 
+/// How a character the target charset lacks is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// JSON: `\uXXXX` (a surrogate pair beyond the BMP). Only valid where
+    /// such characters can occur, i.e. inside JSON strings: outside them
+    /// FHIR JSON is ASCII.
+    Json,
+    /// XML: a numeric character reference `&#xHHHH;` (text and attribute
+    /// values, the only places non-ASCII occurs).
+    Xml,
+}
+
+/// Encodes UTF-8 `text` in `charset`; every character the charset cannot
+/// represent *exactly* is written as an escape, so decoding and parsing
+/// gives back exactly the original text. "Exactly" matters: the WHATWG
+/// encoders map some characters to others (U+2212 to U+FF0D, half-width
+/// katakana to full-width in ISO-2022-JP, ¥ to the byte of `\` in
+/// Shift_JIS), so a character is encoded only when it decodes back to
+/// itself, and escaped otherwise.
+pub fn encode_escaped(text: &str, charset: JpCharset, escape: Escape) -> Vec<u8> {
+    if charset == JpCharset::Utf8 {
+        return text.as_bytes().to_vec();
+    }
+    let mut encoder = charset.encoding().new_encoder();
+    let mut out = Vec::with_capacity(text.len() * 2 + 16);
+    let mut exact: std::collections::HashMap<char, bool> = std::collections::HashMap::new();
+    let mut segment_start = 0;
+    for (at, c) in text.char_indices() {
+        if c.is_ascii() || *exact.entry(c).or_insert_with(|| round_trips(c, charset)) {
+            continue;
+        }
+        encode_all(&mut encoder, &text[segment_start..at], &mut out);
+        let escaped = match escape {
+            Escape::Json => {
+                let mut units = [0u16; 2];
+                c.encode_utf16(&mut units)
+                    .iter()
+                    .map(|u| format!("\\u{u:04x}"))
+                    .collect::<String>()
+            }
+            Escape::Xml => format!("&#x{:X};", c as u32),
+        };
+        // ASCII, through the encoder: a stateful charset (ISO-2022-JP)
+        // switches back to ASCII first.
+        encode_all(&mut encoder, &escaped, &mut out);
+        segment_start = at + c.len_utf8();
+    }
+    encode_all(&mut encoder, &text[segment_start..], &mut out);
+    // Flush: ISO-2022-JP ends in ASCII mode.
+    while let (encoding_rs::EncoderResult::OutputFull, _) =
+        encoder.encode_from_utf8_to_vec_without_replacement("", &mut out, true)
+    {
+        out.reserve(16);
+    }
+    out
+}
+
+/// Encodes text made only of exactly representable characters.
+fn encode_all(encoder: &mut encoding_rs::Encoder, mut text: &str, out: &mut Vec<u8>) {
+    while !text.is_empty() {
+        let (_, read) = encoder.encode_from_utf8_to_vec_without_replacement(text, out, false);
+        text = &text[read..];
+        if !text.is_empty() {
+            out.reserve(text.len() * 2 + 16);
+        }
+    }
+}
+
+/// Whether `c` encodes in `charset` and decodes back to itself.
+fn round_trips(c: char, charset: JpCharset) -> bool {
+    let mut buf = [0u8; 4];
+    let (bytes, _, unmappable) = charset.encoding().encode(c.encode_utf8(&mut buf));
+    !unmappable
+        && decode_strict(&bytes, charset).is_ok_and(|back| back.chars().eq(std::iter::once(c)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +319,71 @@ mod tests {
             decode_undeclared(b"\xff\xfe\xfd\xfc\x80\x80\x80"),
             Err(Error::Undetectable)
         );
+    }
+
+    #[test]
+    fn any_text_survives_escaped_encoding_in_every_charset() {
+        use rand::{Rng, SeedableRng};
+        // Code points from the ranges FHIR text draws on: ASCII, kana of
+        // both widths, JIS kanji, compatibility ideographs, the CP932
+        // variants, symbols, private use, emoji, and variation selectors.
+        const RANGES: &[(u32, u32)] = &[
+            (0x20, 0x7E),
+            (0xA0, 0xFF),
+            (0x3000, 0x30FF),
+            (0xFF61, 0xFF9F),
+            (0x4E00, 0x9FFF),
+            (0xF900, 0xFAFF),
+            (0xFF01, 0xFF5E),
+            (0x2010, 0x2312),
+            (0xE000, 0xE0FF),
+            (0x1F600, 0x1F64F),
+            (0xE0100, 0xE01EF),
+            (0x20000, 0x2A6DF),
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+        for case in 0..2_000 {
+            let len = rng.gen_range(0..40);
+            let text: String = (0..len)
+                .filter_map(|_| {
+                    let (lo, hi) = RANGES[rng.gen_range(0..RANGES.len())];
+                    char::from_u32(rng.gen_range(lo..=hi))
+                })
+                .filter(|c| *c != '"' && *c != '\\' && *c != '<' && *c != '&')
+                .collect();
+            let json = serde_json::json!({ "resourceType": "Patient", "text": text }).to_string();
+            let xml = format!("<Patient><text value=\"{text}\"/></Patient>");
+            for charset in [
+                JpCharset::ShiftJis,
+                JpCharset::EucJp,
+                JpCharset::Iso2022Jp,
+                JpCharset::Utf8,
+            ] {
+                let bytes = encode_escaped(&json, charset, Escape::Json);
+                let decoded = decode(&bytes, charset)
+                    .unwrap_or_else(|e| panic!("case {case} {charset:?}: {e}"));
+                let parsed: serde_json::Value = serde_json::from_str(&decoded.text).unwrap();
+                assert_eq!(parsed["text"], text.as_str(), "case {case} {charset:?}");
+
+                let bytes = encode_escaped(&xml, charset, Escape::Xml);
+                let decoded = decode(&bytes, charset).unwrap();
+                assert_eq!(unescape_xml(&decoded.text), xml, "case {case} {charset:?}");
+            }
+        }
+    }
+
+    /// Numeric character references back to characters (test helper).
+    fn unescape_xml(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("&#x") {
+            out.push_str(&rest[..at]);
+            let end = rest[at..].find(';').unwrap() + at;
+            let code = u32::from_str_radix(&rest[at + 3..end], 16).unwrap();
+            out.push(char::from_u32(code).unwrap());
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        out
     }
 }

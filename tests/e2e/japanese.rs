@@ -208,3 +208,64 @@ fn invalid_bytes_gaiji_and_controls_are_refused_with_where() {
         assert!(codes.contains(&code), "{codes:?}");
     }
 }
+
+#[test]
+fn responses_are_transcoded_on_request_with_escapes_for_what_the_charset_lacks() {
+    let stack = Stack::start();
+    // 𠮷 (U+20BB7) is in no legacy charset; U+2212 is one that encoders
+    // would silently turn into U+FF0D.
+    let body =
+        json!({"resourceType": "Patient", "name": [{"family": "𠮷田", "text": "1\u{2212}2"}]})
+            .to_string();
+    let created = json(post_encoded(
+        &stack,
+        body.into_bytes(),
+        "application/fhir+json",
+    ));
+    let id = created["id"].as_str().unwrap();
+    let utf8 = json(
+        client()
+            .get(stack.url(&format!("/Patient/{id}")))
+            .send()
+            .unwrap(),
+    );
+
+    let response = client()
+        .get(stack.url(&format!("/Patient/{id}")))
+        .header("Accept-Charset", "Shift_JIS, utf-8;q=0.5")
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/fhir+json; charset=Shift_JIS"
+    );
+    let bytes = response.bytes().unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("\\ud842\\udfb7"), "escaped: {text}");
+    let (decoded, _, malformed) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(!malformed);
+    let parsed: serde_json::Value = serde_json::from_str(&decoded).unwrap();
+    assert_eq!(
+        parsed, utf8,
+        "decoding and parsing gives back the UTF-8 resource"
+    );
+
+    // XML in EUC-JP: numeric character references, and the declaration says EUC-JP.
+    let response = client()
+        .get(stack.url(&format!("/Patient/{id}")))
+        .header("Accept", "application/fhir+xml; charset=EUC-JP")
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/fhir+xml; charset=EUC-JP"
+    );
+    let bytes = response.bytes().unwrap();
+    let (decoded, _, malformed) = encoding_rs::EUC_JP.decode(&bytes);
+    assert!(!malformed);
+    assert!(decoded.contains("encoding=\"EUC-JP\""), "{decoded}");
+    assert!(
+        decoded.contains("&#x20BB7;田") && decoded.contains("1&#x2212;2"),
+        "{decoded}"
+    );
+}
