@@ -8,7 +8,8 @@
 #      a proof bundle is fetched with the FHIR operation $proof and verified
 #      offline with `inkan verify` — then verification fails once one
 #      character of the record is changed;
-#   5. the record is altered directly in the upstream's SQLite database:
+#   5. a Shift_JIS body with half-width kana is decoded and normalized;
+#   6. the record is altered directly in the upstream's SQLite database:
 #      the next read through inkan flags it, and `inkan audit` finds it.
 # Everything binds to 127.0.0.1 and is stopped on exit.
 set -euo pipefail
@@ -112,6 +113,15 @@ head -c 40000000 /dev/zero | tr '\0' ' ' >"$work/big.json"
 curl -sS -o "$work/oo.json" -w 'HTTP %{http_code}\n' -X POST "$base/Patient" -H 'Content-Type: application/fhir+json' --data-binary @"$work/big.json"
 json 'd["issue"][0]["diagnostics"]' <"$work/oo.json"
 
+say "A legacy system sends Shift_JIS with half-width kana (ﾔﾏﾀﾞ ﾊﾅｺ): inkan decodes and normalizes it"
+python3 -c 'import json,sys; sys.stdout.buffer.write(json.dumps({"resourceType":"Patient","name":[{"family":"ﾔﾏﾀﾞ","given":["ﾊﾅｺ"],"text":"ﾔﾏﾀﾞ\u3000ﾊﾅｺ"}],"gender":"female"}, ensure_ascii=False).encode("cp932"))' >"$work/sjis.json"
+curl -sS -D "$work/hj" -o "$work/sjis-created.json" -X POST "$base/Patient" \
+  -H 'Content-Type: application/fhir+json; charset=Shift_JIS' --data-binary @"$work/sjis.json"
+grep -i '^inkan-text:' "$work/hj" | tr -d '\r'
+sjis_id="$(json 'd["id"]' <"$work/sjis-created.json")"
+echo "stored upstream (read from HFS directly): $(curl -sS "http://127.0.0.1:$hfs_port/Patient/$sjis_id" | json 'd["name"][0]["text"]')"
+echo "found by a half-width search: $(curl -sS "$base/Patient?family=ﾔﾏﾀﾞ" | json 'len(d.get("entry", []))') match(es)"
+
 say "Exporting the proof bundle of Patient/$id version $version (sealed at create time)"
 curl -sS "$base/Patient/$id/_history/$version" >"$work/stored.json"
 ledger() { "$inkan" ledger --config "$work/inkan.toml" "$@"; }
@@ -165,5 +175,4 @@ echo " 'inkan backfill' would seal them as first seen.)"
 say "Ledger health"
 ledger fsck
 echo
-echo "Demo complete. Still to come (tracked in issues): Japanese normalization in the request path;"
-echo "RFC 3161 and chain anchors."
+echo "Demo complete. Still to come (tracked in issues): JP Core profile checks; RFC 3161 and chain anchors."
