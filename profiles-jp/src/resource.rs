@@ -152,7 +152,7 @@ impl Walker<'_> {
         &mut self,
         value: &mut Value,
         fhir_type: &str,
-        parent: Option<&Map<String, Value>>,
+        parent: Option<&Context<'_>>,
         path: &mut String,
     ) -> Result<(), Violation> {
         match value {
@@ -171,7 +171,8 @@ impl Walker<'_> {
             Value::Array(items) => {
                 let len = path.len();
                 for (i, item) in items.iter_mut().enumerate() {
-                    path.push_str(&format!("[{i}]"));
+                    use std::fmt::Write;
+                    let _ = write!(path, "[{i}]");
                     self.value(item, fhir_type, parent, path)?;
                     path.truncate(len);
                 }
@@ -193,15 +194,14 @@ impl Walker<'_> {
         object_type: &str,
         path: &mut String,
     ) -> Result<(), Violation> {
-        // Context rules read siblings (ContactPoint.system, Identifier.system):
-        // take a snapshot of the ones they need before mutating.
-        let context = context_of(object, object_type);
-        let keys: Vec<String> = object.keys().cloned().collect();
-        for key in keys {
+        // Context rules read a sibling (ContactPoint.system,
+        // Identifier.system): take it before mutating.
+        let context = Context::of(object, object_type);
+        for (key, child) in object.iter_mut() {
             if key == "resourceType" {
                 continue;
             }
-            let member = key.strip_prefix('_').unwrap_or(&key);
+            let member = key.strip_prefix('_').unwrap_or(key);
             // `_family` holds the primitive's id/extension: an Element.
             let fhir_type = if key.starts_with('_') {
                 "Element"
@@ -211,9 +211,7 @@ impl Walker<'_> {
             let len = path.len();
             path.push('.');
             path.push_str(member);
-            if let Some(child) = object.get_mut(&key) {
-                self.value(child, fhir_type, Some(&context), path)?;
-            }
+            self.value(child, fhir_type, Some(&context), path)?;
             path.truncate(len);
         }
         Ok(())
@@ -224,7 +222,7 @@ impl Walker<'_> {
         &mut self,
         s: &str,
         fhir_type: &str,
-        parent: Option<&Map<String, Value>>,
+        parent: Option<&Context<'_>>,
         path: &str,
     ) -> Result<Option<String>, Violation> {
         if let Some((_, code_point)) = text::find_control(s) {
@@ -271,21 +269,29 @@ impl Walker<'_> {
         match fhir_type {
             "string" | "markdown" | "xhtml" => {
                 let variants = &self.rules.variants;
-                self.changes.variants_folded += apply(&mut current, &|x| variants.fold(x));
-                self.changes.kana_widened += apply(&mut current, &text::widen_kana);
-                let context = parent.map(Context::from_map).unwrap_or_default();
-                if member == "text" && context.is_human_name {
+                // The cheap checks spare an allocation for the (usual)
+                // strings no rule touches.
+                if variants.may_fold(current.as_deref().unwrap_or(s)) {
+                    self.changes.variants_folded += apply(&mut current, &|x| variants.fold(x));
+                }
+                if text::may_widen_kana(current.as_deref().unwrap_or(s)) {
+                    self.changes.kana_widened += apply(&mut current, &text::widen_kana);
+                }
+                let no_context = Context::default();
+                let context = parent.unwrap_or(&no_context);
+                if member == "text" && context.typed == "HumanName" {
                     self.changes.name_spaces += apply(&mut current, &text::human_name_text);
                 }
-                if member == "value" && context.is_phone {
+                if member == "value" && context.is_phone() {
                     self.changes.ascii_folded += apply(&mut current, &text::phone_number);
                 }
-                if member == "postalCode" && context.is_address {
+                if member == "postalCode" && context.typed == "Address" {
                     self.changes.ascii_folded += apply(&mut current, &text::postal_code);
                 }
                 if member == "value"
+                    && context.typed == "Identifier"
                     && context
-                        .identifier_system
+                        .system
                         .as_deref()
                         .is_some_and(|system| self.ascii_system(system))
                 {
@@ -294,7 +300,9 @@ impl Walker<'_> {
             }
             "code" | "id" | "uri" | "url" | "canonical" | "oid" | "uuid" | "date" | "dateTime"
             | "instant" | "time" => {
-                self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
+                if text::has_fullwidth_ascii(s) {
+                    self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
+                }
             }
             _ => {}
         }
@@ -317,43 +325,28 @@ fn private_use(s: &str, path: &str) -> Violation {
     }
 }
 
-/// A hidden member of the context snapshot carrying the object's type.
-const CONTEXT_TYPE: &str = "\u{0}type";
-
-/// The snapshot of an object the context rules read.
-fn context_of(object: &Map<String, Value>, object_type: &str) -> Map<String, Value> {
-    let mut context = Map::new();
-    context.insert(
-        CONTEXT_TYPE.to_owned(),
-        Value::String(object_type.to_owned()),
-    );
-    if let Some(system) = object.get("system") {
-        context.insert("system".to_owned(), system.clone());
-    }
-    context
-}
-
 /// What the context rules need to know about the object holding a string.
-#[derive(Debug, Default)]
-struct Context {
-    is_human_name: bool,
-    is_phone: bool,
-    is_address: bool,
-    identifier_system: Option<String>,
+#[derive(Debug, Default, Clone)]
+struct Context<'a> {
+    /// The object's datatype.
+    typed: &'a str,
+    /// Its `system` member (ContactPoint, Identifier).
+    system: Option<String>,
 }
 
-impl Context {
-    fn from_map(map: &Map<String, Value>) -> Context {
-        let typed = map.get(CONTEXT_TYPE).and_then(Value::as_str).unwrap_or("");
-        let system = map.get("system").and_then(Value::as_str);
+impl<'a> Context<'a> {
+    fn of(object: &Map<String, Value>, typed: &'a str) -> Context<'a> {
         Context {
-            is_human_name: typed == "HumanName",
-            is_phone: typed == "ContactPoint" && matches!(system, Some("phone" | "fax")),
-            is_address: typed == "Address",
-            identifier_system: (typed == "Identifier")
-                .then(|| system.map(str::to_owned))
-                .flatten(),
+            typed,
+            system: object
+                .get("system")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         }
+    }
+
+    fn is_phone(&self) -> bool {
+        self.typed == "ContactPoint" && matches!(self.system.as_deref(), Some("phone" | "fax"))
     }
 }
 

@@ -43,6 +43,11 @@ impl VariantTable {
         }
     }
 
+    /// Whether [`VariantTable::fold`] would change `s` (cheap: ASCII never).
+    pub fn may_fold(&self, s: &str) -> bool {
+        !s.is_ascii() && s.chars().any(|c| self.map.contains_key(&c))
+    }
+
     /// Rule 1: folds mapping variants.
     pub fn fold(&self, s: &str) -> (String, usize) {
         let mut count = 0;
@@ -95,6 +100,22 @@ fn compose(base: char, mark: char) -> Option<char> {
         (Some(c), None) => Some(c),
         _ => None,
     }
+}
+
+/// Whether [`widen_kana`] would look at anything in `s`.
+pub fn may_widen_kana(s: &str) -> bool {
+    !s.is_ascii()
+        && s.chars().any(|c| {
+            matches!(
+                c,
+                '\u{FF61}'..='\u{FF9F}' | COMBINING_VOICED | COMBINING_SEMI_VOICED
+            )
+        })
+}
+
+/// Whether `s` holds full-width ASCII (rule 3 would change it).
+pub fn has_fullwidth_ascii(s: &str) -> bool {
+    !s.is_ascii() && s.chars().any(|c| matches!(c, '\u{FF01}'..='\u{FF5E}'))
 }
 
 /// Rule 2: half-width katakana and punctuation → full width, composing a
