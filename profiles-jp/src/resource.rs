@@ -299,10 +299,10 @@ impl Walker<'_> {
                 }
             }
             "code" | "id" | "uri" | "url" | "canonical" | "oid" | "uuid" | "date" | "dateTime"
-            | "instant" | "time" => {
-                if text::has_fullwidth_ascii(s) {
-                    self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
-                }
+            | "instant" | "time"
+                if text::has_fullwidth_ascii(s) =>
+            {
+                self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
             }
             _ => {}
         }
