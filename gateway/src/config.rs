@@ -90,6 +90,19 @@ pub struct JapaneseConfig {
     /// network. Default: the Microsoft forms to the JIS X 0208 forms
     /// (～→〜, ∥→‖, －→−, ￠→¢, ￡→£, ￢→¬).
     pub variant_table: Option<Vec<[String; 2]>>,
+    /// JP Core checks on FHIR JSON bodies (docs/japanese.md): `off`,
+    /// `warn` (default: an `Inkan-JP-Core` response header with the
+    /// locations, and a log line) or `strict` (422 OperationOutcome, one
+    /// issue per finding with its FHIRPath `expression`).
+    pub jpcore: JpCoreMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JpCoreMode {
+    Off,
+    Warn,
+    Strict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -120,6 +133,7 @@ impl Default for JapaneseConfig {
                 .map(|s| (*s).to_owned())
                 .collect(),
             variant_table: None,
+            jpcore: JpCoreMode::Warn,
         }
     }
 }

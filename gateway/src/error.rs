@@ -74,6 +74,10 @@ pub enum GatewayError {
     /// A private-use character (外字) under `japanese.private_use = "reject"`.
     #[error("{detail}")]
     PrivateUseCharacter { detail: String },
+    /// `japanese.jpcore = "strict"`: the resource breaks JP Core checks.
+    /// Each finding is (FHIRPath location, what is wrong).
+    #[error("the resource does not meet JP Core ({} finding(s))", .findings.len())]
+    JpCoreViolations { findings: Vec<(String, String)> },
     /// `$proof` for a version the ledger has no seal for (yet).
     #[error("no proof: {detail}")]
     NoProof { detail: String },
@@ -101,6 +105,7 @@ pub enum IssueType {
     NotFound,
     Throttled,
     Security,
+    Invariant,
 }
 
 impl IssueType {
@@ -116,6 +121,7 @@ impl IssueType {
             IssueType::NotFound => "not-found",
             IssueType::Throttled => "throttled",
             IssueType::Security => "security",
+            IssueType::Invariant => "invariant",
         }
     }
 }
@@ -139,7 +145,9 @@ impl GatewayError {
             GatewayError::MalformedRequest { .. } | GatewayError::InvalidText { .. } => {
                 StatusCode::BAD_REQUEST
             }
-            GatewayError::PrivateUseCharacter { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::PrivateUseCharacter { .. } | GatewayError::JpCoreViolations { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             GatewayError::NotFound { .. } | GatewayError::NoSuchLogFile { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -174,6 +182,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => IssueType::NotSupported,
             GatewayError::Overloaded => IssueType::Throttled,
             GatewayError::TamperedVersion { .. } => IssueType::Security,
+            GatewayError::JpCoreViolations { .. } => IssueType::Invariant,
             GatewayError::NoProof { .. } => IssueType::NotFound,
             GatewayError::Ledger { .. } => IssueType::Exception,
         }

@@ -19,8 +19,12 @@ use profiles_jp::charset::{self, JpCharset};
 use profiles_jp::resource::{self, Changes, PrivateUsePolicy, Rules, Violation};
 use profiles_jp::text::VariantTable;
 
-use crate::config::{JapaneseConfig, JapaneseMode, PrivateUseMode};
+use crate::config::{JapaneseConfig, JapaneseMode, JpCoreMode, PrivateUseMode};
 use crate::error::{ConfigError, GatewayError};
+
+/// Response header of `jpcore = "warn"`: how many JP Core findings and
+/// where, e.g. `findings=1; at=Patient.address[0].postalCode`.
+pub const INKAN_JP_CORE: &str = "inkan-jp-core";
 
 /// Response header summarising what the gateway changed in the request
 /// body, e.g. `charset=Shift_JIS (Windows-31J); kana-widened=3`.
@@ -30,6 +34,7 @@ pub const INKAN_TEXT: &str = "inkan-text";
 #[derive(Debug)]
 pub struct Japanese {
     pub mode: JapaneseMode,
+    pub jpcore: JpCoreMode,
     default_charset: Option<JpCharset>,
     rules: Rules,
 }
@@ -44,9 +49,24 @@ pub struct TextReport {
     /// The charset decoded from, when not UTF-8; `detected` when undeclared.
     pub decoded_from: DecodedFrom,
     pub changes: Changes,
+    /// JP Core findings (`jpcore = "warn"`).
+    pub jpcore_findings: Vec<profiles_jp::jpcore::Finding>,
 }
 
 impl TextReport {
+    /// The `Inkan-JP-Core` header value; `None` without findings.
+    pub fn jpcore_header_value(&self) -> Option<String> {
+        if self.jpcore_findings.is_empty() {
+            return None;
+        }
+        let at: Vec<&str> = self
+            .jpcore_findings
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        Some(format!("findings={}; at={}", at.len(), at.join(",")))
+    }
+
     /// Adds what another part of the request (its query) changed.
     pub fn merge(&mut self, other: &TextReport) {
         if other.decoded_from.is_some() {
@@ -99,6 +119,7 @@ impl Japanese {
         };
         Ok(Japanese {
             mode: config.mode,
+            jpcore: config.jpcore,
             default_charset,
             rules: Rules {
                 variants,
@@ -151,34 +172,53 @@ impl Japanese {
         Ok((Bytes::from(fix_xml_declaration(decoded.text)), note))
     }
 
-    /// Normalizes a FHIR JSON resource (in `jp-default` mode). The body is
-    /// re-serialized only when a rule changed something.
-    pub fn normalize_json(&self, body: Bytes) -> Result<(Bytes, Changes), GatewayError> {
-        if self.mode != JapaneseMode::JpDefault || body.is_empty() {
-            return Ok((body, Changes::default()));
+    /// Normalizes a FHIR JSON resource (in `jp-default` mode) and runs
+    /// the JP Core checks on the result (unless `jpcore = "off"`). The body
+    /// is re-serialized only when a rule changed something. Findings are
+    /// returned for `warn`, and are a 422 for `strict`.
+    pub fn process_json(
+        &self,
+        body: Bytes,
+    ) -> Result<(Bytes, Changes, Vec<profiles_jp::jpcore::Finding>), GatewayError> {
+        let normalize = self.mode == JapaneseMode::JpDefault;
+        if (!normalize && self.jpcore == JpCoreMode::Off) || body.is_empty() {
+            return Ok((body, Changes::default(), Vec::new()));
         }
         let mut value: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| GatewayError::MalformedRequest {
                 detail: format!("the body is not valid JSON: {e}"),
             })?;
         if !value.is_object() {
-            return Ok((body, Changes::default()));
+            return Ok((body, Changes::default(), Vec::new()));
         }
-        let changes = resource::normalize(&mut value, &self.rules).map_err(|v| match v {
-            Violation::PrivateUse { .. } => GatewayError::PrivateUseCharacter {
-                detail: v.to_string(),
-            },
-            other => GatewayError::InvalidText {
-                detail: other.to_string(),
-            },
-        })?;
+        let changes = if normalize {
+            resource::normalize(&mut value, &self.rules).map_err(|v| match v {
+                Violation::PrivateUse { .. } => GatewayError::PrivateUseCharacter {
+                    detail: v.to_string(),
+                },
+                other => GatewayError::InvalidText {
+                    detail: other.to_string(),
+                },
+            })?
+        } else {
+            Changes::default()
+        };
+        let findings = match self.jpcore {
+            JpCoreMode::Off => Vec::new(),
+            _ => profiles_jp::jpcore::check(&value),
+        };
+        if self.jpcore == JpCoreMode::Strict && !findings.is_empty() {
+            return Err(GatewayError::JpCoreViolations {
+                findings: findings.into_iter().map(|f| (f.path, f.message)).collect(),
+            });
+        }
         if changes.total() == 0 {
-            return Ok((body, changes));
+            return Ok((body, changes, findings));
         }
         let json = serde_json::to_vec(&value).map_err(|e| GatewayError::MalformedRequest {
             detail: e.to_string(),
         })?;
-        Ok((Bytes::from(json), changes))
+        Ok((Bytes::from(json), changes, findings))
     }
 
     /// Rule 7: search values get the normalization of their parameter's
@@ -624,6 +664,7 @@ mod tests {
                 kana_widened: 3,
                 ..Changes::default()
             },
+            jpcore_findings: Vec::new(),
         };
         assert_eq!(
             report.header_value().unwrap(),

@@ -445,11 +445,15 @@ impl Gateway {
         if let Some(seal) = seal {
             seal.write_headers(response.headers_mut());
         }
-        if let Some(value) = text_report.header_value() {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                response
-                    .headers_mut()
-                    .insert(crate::japanese::INKAN_TEXT, v);
+        for (name, value) in [
+            (crate::japanese::INKAN_TEXT, text_report.header_value()),
+            (
+                crate::japanese::INKAN_JP_CORE,
+                text_report.jpcore_header_value(),
+            ),
+        ] {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(name, v);
             }
         }
         Ok(response)
@@ -772,8 +776,12 @@ impl Gateway {
             // Native XML: decoded to UTF-8 only.
             _ => return Ok((body, Some(ct), report)),
         };
-        let (json, changes) = self.japanese.normalize_json(json)?;
+        let (json, changes, findings) = self.japanese.process_json(json)?;
         report.changes = changes;
+        for finding in &findings {
+            tracing::warn!(path = %finding.path, "JP Core: {}", finding.message);
+        }
+        report.jpcore_findings = findings;
         self.count_text_changes(&report);
         Ok((json, Some(ct), report))
     }
@@ -1242,6 +1250,7 @@ fn error_kind(error: &GatewayError) -> &'static str {
         GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
         GatewayError::NoSuchLogFile { .. } => "no_such_log_file",
         GatewayError::InvalidText { .. } => "invalid_text",
+        GatewayError::JpCoreViolations { .. } => "jp_core_violations",
         GatewayError::PrivateUseCharacter { .. } => "private_use_character",
         GatewayError::TamperedVersion { .. } => "tampered_version",
         GatewayError::NoProof { .. } => "no_proof",

@@ -16,6 +16,7 @@
 //! the JP Core profile checks.
 
 pub mod charset;
+pub mod jpcore;
 mod r4_types;
 pub mod resource;
 pub mod text;

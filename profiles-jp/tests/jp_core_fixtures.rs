@@ -1,6 +1,6 @@
-//! Every JP Core example resource passes the default rules: no private-use
-//! or control characters, and normalization is idempotent (a second pass
-//! changes nothing), so stored JP Core data is stable.
+//! Every JP Core example resource passes the default rules (no private-use
+//! or control characters; normalization is idempotent, so stored JP Core
+//! data is stable) and, once normalized, the JP Core checks.
 
 // Tests report failures by panicking.
 #![allow(clippy::unwrap_used)]
@@ -26,6 +26,9 @@ fn jp_core_examples_normalize_cleanly_and_idempotently() {
             .unwrap_or_else(|v| panic!("{}: {v}", path.display()));
         let again = normalize(&mut resource, &Rules::default()).unwrap();
         assert_eq!(again.total(), 0, "{}: not idempotent", path.display());
+        // And they pass the JP Core checks (strict mode accepts them).
+        let findings = profiles_jp::jpcore::check(&resource);
+        assert!(findings.is_empty(), "{}: {findings:?}", path.display());
         seen += 1;
     }
     assert!(

@@ -269,3 +269,81 @@ fn responses_are_transcoded_on_request_with_escapes_for_what_the_charset_lacks()
         "{decoded}"
     );
 }
+
+#[test]
+fn jp_core_checks_warn_by_default_and_refuse_in_strict_mode() {
+    let syl_in_hiragana = json!({
+        "resourceType": "Patient",
+        "name": [{"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-representation", "valueCode": "SYL"}],
+                  "family": "やまだ"}]
+    })
+    .to_string();
+
+    // warn (the default): accepted, with the locations in a header.
+    let stack = Stack::start();
+    let response = post_encoded(
+        &stack,
+        syl_in_hiragana.clone().into_bytes(),
+        "application/fhir+json",
+    );
+    assert_eq!(response.status(), 201);
+    assert_eq!(
+        response.headers()["inkan-jp-core"],
+        "findings=1; at=Patient.name[0].family"
+    );
+    drop(stack);
+
+    // strict: 422, one issue per finding with its FHIRPath expression.
+    let strict = Stack::start_with("[japanese]\njpcore = \"strict\"\n");
+    let response = post_encoded(
+        &strict,
+        syl_in_hiragana.into_bytes(),
+        "application/fhir+json",
+    );
+    assert_eq!(response.status(), 422);
+    let outcome = json(response);
+    assert_outcome(&outcome, "invariant");
+    assert_eq!(
+        outcome["issue"][0]["expression"][0],
+        "Patient.name[0].family"
+    );
+
+    // The JP Core examples pass strict mode through to the real server.
+    let dir = inkan_e2e::fixture("jp-core/json");
+    let mut accepted = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let covered = [
+            "Patient-",
+            "Practitioner-",
+            "Organization-",
+            "Coverage-",
+            "Observation-",
+        ];
+        if !covered.iter().any(|prefix| name.starts_with(prefix)) {
+            continue;
+        }
+        let mut resource: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        resource.as_object_mut().unwrap().remove("id");
+        let kind = resource["resourceType"].as_str().unwrap().to_owned();
+        let response = client()
+            .post(strict.url(&format!("/{kind}")))
+            .header("Content-Type", "application/fhir+json")
+            .body(resource.to_string())
+            .send()
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            201,
+            "{name}: {}",
+            response.text().unwrap()
+        );
+        accepted += 1;
+    }
+    assert!(
+        accepted >= 10,
+        "only {accepted} JP Core examples of the covered types"
+    );
+}

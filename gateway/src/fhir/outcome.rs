@@ -6,45 +6,98 @@ use super::format::WireFormat;
 use crate::error::GatewayError;
 
 /// Renders one error as an OperationOutcome in `format` (JSON unless XML).
+/// JP Core findings become one issue each, with its FHIRPath location.
 pub fn render(error: &GatewayError, format: WireFormat) -> Bytes {
-    render_issue(
-        "error",
-        error.issue_type().code(),
-        &error.to_string(),
-        format,
-    )
+    let code = error.issue_type().code();
+    match error {
+        GatewayError::JpCoreViolations { findings } => {
+            let issues: Vec<Issue> = findings
+                .iter()
+                .map(|(path, message)| Issue {
+                    severity: "error",
+                    code,
+                    diagnostics: format!("JP Core: {message}"),
+                    expression: Some(path.clone()),
+                })
+                .collect();
+            render_issues(&issues, format)
+        }
+        _ => render_issue("error", code, &error.to_string(), format),
+    }
+}
+
+/// One `OperationOutcome.issue`.
+#[derive(Debug, Clone)]
+pub struct Issue {
+    pub severity: &'static str,
+    pub code: &'static str,
+    pub diagnostics: String,
+    /// FHIRPath location (`issue.expression`).
+    pub expression: Option<String>,
 }
 
 /// Renders a one-issue OperationOutcome.
-pub fn render_issue(severity: &str, code: &str, diagnostics: &str, format: WireFormat) -> Bytes {
+pub fn render_issue(
+    severity: &'static str,
+    code: &'static str,
+    diagnostics: &str,
+    format: WireFormat,
+) -> Bytes {
+    let issue = Issue {
+        severity,
+        code,
+        diagnostics: diagnostics.to_owned(),
+        expression: None,
+    };
+    render_issues(&[issue], format)
+}
+
+/// Renders an OperationOutcome with these issues.
+pub fn render_issues(issues: &[Issue], format: WireFormat) -> Bytes {
     match format {
         WireFormat::Xml => {
-            let mut xml = String::with_capacity(256 + diagnostics.len());
+            let mut xml = String::with_capacity(256);
             xml.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
-            xml.push_str("<OperationOutcome xmlns=\"http://hl7.org/fhir\"><issue>");
-            for (name, value) in [
-                ("severity", severity),
-                ("code", code),
-                ("diagnostics", diagnostics),
-            ] {
-                xml.push('<');
-                xml.push_str(name);
-                xml.push_str(" value=\"");
-                xml.push_str(&quick_xml::escape::escape(value));
-                xml.push_str("\"/>");
+            xml.push_str("<OperationOutcome xmlns=\"http://hl7.org/fhir\">");
+            for issue in issues {
+                xml.push_str("<issue>");
+                for (name, value) in [
+                    ("severity", issue.severity),
+                    ("code", issue.code),
+                    ("diagnostics", issue.diagnostics.as_str()),
+                ] {
+                    xml.push('<');
+                    xml.push_str(name);
+                    xml.push_str(" value=\"");
+                    xml.push_str(&quick_xml::escape::escape(value));
+                    xml.push_str("\"/>");
+                }
+                if let Some(expression) = &issue.expression {
+                    xml.push_str("<expression value=\"");
+                    xml.push_str(&quick_xml::escape::escape(expression.as_str()));
+                    xml.push_str("\"/>");
+                }
+                xml.push_str("</issue>");
             }
-            xml.push_str("</issue></OperationOutcome>");
+            xml.push_str("</OperationOutcome>");
             Bytes::from(xml)
         }
         WireFormat::Json | WireFormat::Other => {
-            let outcome = serde_json::json!({
-                "resourceType": "OperationOutcome",
-                "issue": [{
-                    "severity": severity,
-                    "code": code,
-                    "diagnostics": diagnostics,
-                }]
-            });
+            let issues: Vec<serde_json::Value> = issues
+                .iter()
+                .map(|issue| {
+                    let mut value = serde_json::json!({
+                        "severity": issue.severity,
+                        "code": issue.code,
+                        "diagnostics": issue.diagnostics,
+                    });
+                    if let Some(expression) = &issue.expression {
+                        value["expression"] = serde_json::json!([expression]);
+                    }
+                    value
+                })
+                .collect();
+            let outcome = serde_json::json!({"resourceType": "OperationOutcome", "issue": issues});
             Bytes::from(serde_json::to_vec(&outcome).unwrap_or_default())
         }
     }
