@@ -134,7 +134,7 @@ fn check_resource(resource: &Value, resource_type: &str, findings: &mut Vec<Find
                 let path = format!("Coverage.identifier[{i}].value");
                 let value = identifier["value"].as_str();
                 if identifier["system"] == MEMBER_ID_SYSTEM
-                    && !value.is_some_and(|v| v.split(':').count() == 4)
+                    && value.is_none_or(|v| v.split(':').count() != 4)
                 {
                     found(path, "the member identifier is 保険者番号:記号:番号:枝番 (four parts joined by ':')");
                 } else if identifier["system"] == COVERAGE_CSV_SYSTEM && value.is_none() {
