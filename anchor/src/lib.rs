@@ -15,6 +15,7 @@ pub mod note;
 pub mod resource;
 pub mod store;
 pub mod tiles;
+pub mod tsa;
 
 /// Errors of this crate. Each names what did not match.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum Error {
     /// The requested version or checkpoint does not exist.
     #[error("not found: {0}")]
     NotFound(String),
+    /// An anchor backend's answer was refused (a bad or forged receipt).
+    #[error("anchor rejected: {0}")]
+    Anchor(String),
     /// A signed note or checkpoint is malformed or its signature is wrong.
     #[error("signed note rejected: {0}")]
     Note(String),

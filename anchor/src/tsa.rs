@@ -1,0 +1,542 @@
+//! RFC 3161 time-stamp tokens for checkpoints: the request, and the
+//! validation of a response or a stored token. Pure: bytes in, verdict out
+//! (the HTTP exchange is the gateway's).
+//!
+//! **What is stamped**: the SHA-256 of the checkpoint's signed note,
+//! exactly as served at `/-/log/checkpoint` and stored in proof bundles —
+//! the UTF-8 text including the signature lines and the final newline. So
+//! `openssl ts -verify -data checkpoint.txt -in token.tsr -CAfile tsa-ca.pem`
+//! checks a stored token too.
+//!
+//! A response is accepted only when: the PKIStatus is granted (0 or 1);
+//! the token is CMS SignedData over a TSTInfo; the TSTInfo's
+//! messageImprint is SHA-256 of the note and its nonce is ours; the signed
+//! attributes carry the TSTInfo content type and its SHA-256 digest; the
+//! signature verifies with the signer certificate's key (RSA PKCS#1 v1.5
+//! or ECDSA P-256, SHA-256); the signer certificate has the critical
+//! extended key usage timeStamping and chains (signature by signature,
+//! each valid at genTime) to one of the configured TSA CA certificates.
+//! Anything else is an error, never a receipt.
+
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignerIdentifier, SignerInfo};
+use der::asn1::{Int, OctetString};
+use der::oid::ObjectIdentifier;
+use der::{Any, Decode, Encode};
+use sha2::{Digest, Sha256};
+use x509_cert::Certificate;
+use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
+
+use crate::Error;
+
+const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
+const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
+const ID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+const ID_KP_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
+const ID_CE_EXT_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+const ECDSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
+/// The TSA CA certificates a token must chain to.
+#[derive(Debug, Clone)]
+pub struct TrustAnchors {
+    certificates: Vec<Certificate>,
+}
+
+impl TrustAnchors {
+    /// From a PEM bundle (one or more `CERTIFICATE` blocks).
+    pub fn from_pem(pem: &[u8]) -> Result<TrustAnchors, Error> {
+        let certificates = Certificate::load_pem_chain(pem)
+            .map_err(|e| tsa_error(format!("the TSA CA file is not PEM certificates: {e}")))?;
+        if certificates.is_empty() {
+            return Err(tsa_error("the TSA CA file holds no certificate".into()));
+        }
+        Ok(TrustAnchors { certificates })
+    }
+}
+
+/// A validated time stamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// The TSA's time, RFC 3339 (UTC).
+    pub gen_time: String,
+    /// The token's serial number, hex.
+    pub serial: String,
+    /// The signer certificate's subject.
+    pub tsa: String,
+    /// The token (CMS ContentInfo), DER: self-contained, kept as the receipt.
+    pub token: Vec<u8>,
+}
+
+fn tsa_error(reason: String) -> Error {
+    Error::Anchor(format!("RFC 3161: {reason}"))
+}
+
+/// The SHA-256 that is stamped for a checkpoint (see the module docs).
+pub fn imprint(note: &str) -> [u8; 32] {
+    Sha256::digest(note.as_bytes()).into()
+}
+
+/// A DER `TimeStampReq` for `note`: SHA-256 imprint, `nonce`, certReq
+/// true, and the TSA policy when one is required.
+pub fn request(note: &str, nonce: u64, policy: Option<&str>) -> Result<Vec<u8>, Error> {
+    let req_policy = policy
+        .map(|p| ObjectIdentifier::new(p).map_err(|e| tsa_error(format!("policy OID {p:?}: {e}"))))
+        .transpose()?;
+    let request = TimeStampReq {
+        version: TspVersion::V1,
+        message_imprint: sha256_imprint(&imprint(note))?,
+        req_policy,
+        nonce: Some(positive_int(&nonce.to_be_bytes())?),
+        cert_req: true,
+        extensions: None,
+    };
+    request
+        .to_der()
+        .map_err(|e| tsa_error(format!("cannot encode the request: {e}")))
+}
+
+fn sha256_imprint(digest: &[u8; 32]) -> Result<MessageImprint, Error> {
+    Ok(MessageImprint {
+        hash_algorithm: spki::AlgorithmIdentifier {
+            oid: ID_SHA256,
+            parameters: Some(Any::null()),
+        },
+        hashed_message: OctetString::new(digest.to_vec()).map_err(|e| tsa_error(e.to_string()))?,
+    })
+}
+
+/// A non-negative DER INTEGER from big-endian bytes.
+fn positive_int(bytes: &[u8]) -> Result<Int, Error> {
+    let trimmed: Vec<u8> = {
+        let start = bytes
+            .iter()
+            .position(|b| *b != 0)
+            .unwrap_or(bytes.len() - 1);
+        let mut v = bytes[start..].to_vec();
+        if v.first().is_some_and(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        v
+    };
+    Int::new(&trimmed).map_err(|e| tsa_error(e.to_string()))
+}
+
+/// Validates a TSA's `TimeStampResp` to our request for `note` with
+/// `nonce`. Returns the stamp to keep as the receipt.
+pub fn accept_response(
+    response: &[u8],
+    note: &str,
+    nonce: u64,
+    trust: &TrustAnchors,
+) -> Result<Stamp, Error> {
+    let parsed = TimeStampResp::from_der(response)
+        .map_err(|e| tsa_error(format!("the response is not a TimeStampResp: {e}")))?;
+    let status = parsed.status.status as u8;
+    if status > 1 {
+        let text = parsed
+            .status
+            .status_string
+            .as_ref()
+            .and_then(|s| s.iter().next().map(|t| t.as_str().to_owned()))
+            .unwrap_or_default();
+        return Err(tsa_error(format!(
+            "the TSA refused the request (PKIStatus {status}) {text}"
+        )));
+    }
+    let token = parsed
+        .time_stamp_token
+        .ok_or_else(|| tsa_error("the response grants but carries no token".into()))?
+        .to_der()
+        .map_err(|e| tsa_error(e.to_string()))?;
+    let (stamp, info) = check_token(&token, note, trust)?;
+    let expected = positive_int(&nonce.to_be_bytes())?;
+    if info.nonce.as_ref() != Some(&expected) {
+        return Err(tsa_error(
+            "the token's nonce is not the one we sent (a replayed or foreign token)".into(),
+        ));
+    }
+    Ok(stamp)
+}
+
+/// Validates a stored token for `note` (offline; no nonce to compare).
+pub fn verify_token(token: &[u8], note: &str, trust: &TrustAnchors) -> Result<Stamp, Error> {
+    check_token(token, note, trust).map(|(stamp, _)| stamp)
+}
+
+fn check_token(token: &[u8], note: &str, trust: &TrustAnchors) -> Result<(Stamp, TstInfo), Error> {
+    let content = ContentInfo::from_der(token)
+        .map_err(|e| tsa_error(format!("the token is not CMS: {e}")))?;
+    if content.content_type != ID_SIGNED_DATA {
+        return Err(tsa_error("the token is not CMS SignedData".into()));
+    }
+    let signed = LenientSignedData::parse(
+        &content
+            .content
+            .to_der()
+            .map_err(|e| tsa_error(e.to_string()))?,
+    )?;
+    if signed.encap_content_info.econtent_type != ID_CT_TST_INFO {
+        return Err(tsa_error("the token does not carry a TSTInfo".into()));
+    }
+    let econtent = signed
+        .encap_content_info
+        .econtent
+        .as_ref()
+        .ok_or_else(|| tsa_error("the token's TSTInfo is detached".into()))?;
+    let tst_der = econtent
+        .decode_as::<OctetString>()
+        .map_err(|e| tsa_error(format!("the TSTInfo is not an OCTET STRING: {e}")))?
+        .into_bytes();
+    let info = TstInfo::from_der(&tst_der)
+        .map_err(|e| tsa_error(format!("the TSTInfo is malformed: {e}")))?;
+    if info.message_imprint.hash_algorithm.oid != ID_SHA256
+        || info.message_imprint.hashed_message.as_bytes() != imprint(note)
+    {
+        return Err(tsa_error(
+            "the token stamps another imprint, not SHA-256 of this checkpoint".into(),
+        ));
+    }
+    let signer_info = {
+        let mut signers = signed.signer_infos.iter();
+        match (signers.next(), signers.next()) {
+            (Some(one), None) => one,
+            _ => return Err(tsa_error("the token must have exactly one signer".into())),
+        }
+    };
+    let certificates = signed.certificates;
+    let signer = find_signer(&signer_info.sid, &certificates)
+        .ok_or_else(|| tsa_error("the signer certificate is not in the token".into()))?;
+    check_signed_attributes(signer_info, &tst_der)?;
+    let signed_attrs = signer_info
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| tsa_error("the signer has no signed attributes".into()))?
+        .to_der()
+        .map_err(|e| tsa_error(e.to_string()))?;
+    verify_signature(
+        signer,
+        &signer_info.signature_algorithm.oid,
+        &signed_attrs,
+        signer_info.signature.as_bytes(),
+    )?;
+    check_time_stamping_eku(signer)?;
+    let gen_time = info.gen_time.to_unix_duration().as_secs();
+    check_chain(signer, &certificates, trust, gen_time)?;
+    let stamp = Stamp {
+        gen_time: rfc3339(gen_time),
+        serial: hex::encode(info.serial_number.as_bytes()),
+        tsa: signer.tbs_certificate.subject.to_string(),
+        token: token.to_vec(),
+    };
+    Ok((stamp, info))
+}
+
+/// The parts of a CMS SignedData a token check needs, read without the
+/// strict SET OF rules of DER: real TSAs (OpenSSL among them) put the
+/// signer certificate in `certificates` twice, which a strict decoder
+/// refuses although nothing signed depends on that set.
+struct LenientSignedData {
+    encap_content_info: cms::signed_data::EncapsulatedContentInfo,
+    certificates: Vec<Certificate>,
+    signer_infos: Vec<SignerInfo>,
+}
+
+impl LenientSignedData {
+    fn parse(der: &[u8]) -> Result<LenientSignedData, Error> {
+        let malformed =
+            |what: &str| tsa_error(format!("the token's SignedData is malformed ({what})"));
+        let (tag, body, _) = tlv(der).ok_or_else(|| malformed("outer"))?;
+        if tag != 0x30 {
+            return Err(malformed("not a SEQUENCE"));
+        }
+        let mut fields = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let (tag, content, next) = tlv(rest).ok_or_else(|| malformed("field"))?;
+            fields.push((tag, content, &rest[..rest.len() - next.len()]));
+            rest = next;
+        }
+        // version, digestAlgorithms, encapContentInfo, [0] certificates?,
+        // [1] crls?, signerInfos
+        let encap = fields.get(2).ok_or_else(|| malformed("no content"))?;
+        let encap_content_info = cms::signed_data::EncapsulatedContentInfo::from_der(encap.2)
+            .map_err(|e| tsa_error(format!("the token's content is malformed: {e}")))?;
+        let mut certificates = Vec::new();
+        if let Some((_, content, _)) = fields.iter().find(|(tag, _, _)| *tag == 0xA0) {
+            let mut rest: &[u8] = content;
+            while !rest.is_empty() {
+                let (_, _, next) = tlv(rest).ok_or_else(|| malformed("certificate"))?;
+                let whole = &rest[..rest.len() - next.len()];
+                // Other certificate formats ([3]) are skipped.
+                if let Ok(certificate) = Certificate::from_der(whole) {
+                    certificates.push(certificate);
+                }
+                rest = next;
+            }
+        }
+        let (tag, content, _) = fields.last().ok_or_else(|| malformed("no signers"))?;
+        if *tag != 0x31 {
+            return Err(malformed("signerInfos is not a SET"));
+        }
+        let mut signer_infos = Vec::new();
+        let mut rest: &[u8] = content;
+        while !rest.is_empty() {
+            let (_, _, next) = tlv(rest).ok_or_else(|| malformed("signer"))?;
+            let whole = &rest[..rest.len() - next.len()];
+            signer_infos.push(
+                SignerInfo::from_der(whole)
+                    .map_err(|e| tsa_error(format!("the token's signer is malformed: {e}")))?,
+            );
+            rest = next;
+        }
+        Ok(LenientSignedData {
+            encap_content_info,
+            certificates,
+            signer_infos,
+        })
+    }
+}
+
+/// One DER TLV: (tag, content, the bytes after it).
+fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (length, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7F);
+        if count == 0 || count > 4 || rest.len() < count {
+            return None;
+        }
+        let length = rest[..count]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (length, &rest[count..])
+    };
+    (rest.len() >= length).then(|| (tag, &rest[..length], &rest[length..]))
+}
+
+fn find_signer<'a>(
+    sid: &SignerIdentifier,
+    certificates: &'a [Certificate],
+) -> Option<&'a Certificate> {
+    certificates.iter().find(|cert| match sid {
+        SignerIdentifier::IssuerAndSerialNumber(id) => {
+            cert.tbs_certificate.issuer == id.issuer
+                && cert.tbs_certificate.serial_number == id.serial_number
+        }
+        SignerIdentifier::SubjectKeyIdentifier(ski) => {
+            cert.tbs_certificate.extensions.iter().flatten().any(|ext| {
+                ext.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14")
+                    && OctetString::from_der(ext.extn_value.as_bytes())
+                        .is_ok_and(|inner| inner.as_bytes() == ski.0.as_bytes())
+            })
+        }
+    })
+}
+
+/// The signed attributes name the TSTInfo content type and its digest.
+fn check_signed_attributes(signer: &SignerInfo, tst_der: &[u8]) -> Result<(), Error> {
+    if signer.digest_alg.oid != ID_SHA256 {
+        return Err(tsa_error("the signer's digest is not SHA-256".into()));
+    }
+    let attributes = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or_else(|| tsa_error("the signer has no signed attributes".into()))?;
+    let value_of = |oid: ObjectIdentifier| {
+        attributes
+            .iter()
+            .find(|a| a.oid == oid)
+            .and_then(|a| a.values.iter().next().cloned())
+    };
+    let content_type = value_of(ID_CONTENT_TYPE)
+        .and_then(|v| v.decode_as::<ObjectIdentifier>().ok())
+        .ok_or_else(|| tsa_error("the content-type attribute is missing".into()))?;
+    if content_type != ID_CT_TST_INFO {
+        return Err(tsa_error("the signed content type is not TSTInfo".into()));
+    }
+    let digest = value_of(ID_MESSAGE_DIGEST)
+        .and_then(|v| v.decode_as::<OctetString>().ok())
+        .ok_or_else(|| tsa_error("the message-digest attribute is missing".into()))?;
+    if digest.as_bytes() != Sha256::digest(tst_der).as_slice() {
+        return Err(tsa_error(
+            "the signed digest does not match the TSTInfo".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies `signature` over `message` with `signer`'s public key.
+fn verify_signature(
+    signer: &Certificate,
+    algorithm: &ObjectIdentifier,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), Error> {
+    let spki = &signer.tbs_certificate.subject_public_key_info;
+    let key_bytes = spki.subject_public_key.raw_bytes();
+    match (spki.algorithm.oid, *algorithm) {
+        (RSA_ENCRYPTION, RSA_ENCRYPTION | SHA256_WITH_RSA) => {
+            use rsa::pkcs1::DecodeRsaPublicKey;
+            use rsa::signature::Verifier;
+            let key = rsa::RsaPublicKey::from_pkcs1_der(key_bytes)
+                .map_err(|e| tsa_error(format!("bad RSA key: {e}")))?;
+            let verifying = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(key);
+            let signature = rsa::pkcs1v15::Signature::try_from(signature)
+                .map_err(|e| tsa_error(format!("bad RSA signature: {e}")))?;
+            verifying
+                .verify(message, &signature)
+                .map_err(|_| tsa_error("the signature does not verify".into()))
+        }
+        (EC_PUBLIC_KEY, ECDSA_WITH_SHA256) => {
+            use p256::ecdsa::signature::Verifier;
+            let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(key_bytes)
+                .map_err(|e| tsa_error(format!("bad P-256 key: {e}")))?;
+            let signature = p256::ecdsa::Signature::from_der(signature)
+                .map_err(|e| tsa_error(format!("bad ECDSA signature: {e}")))?;
+            key.verify(message, &signature)
+                .map_err(|_| tsa_error("the signature does not verify".into()))
+        }
+        (key, algorithm) => Err(tsa_error(format!(
+            "unsupported signature: key {key}, algorithm {algorithm}"
+        ))),
+    }
+}
+
+/// RFC 3161 §2.3: the TSA certificate has exactly the timeStamping
+/// extended key usage, marked critical.
+fn check_time_stamping_eku(signer: &Certificate) -> Result<(), Error> {
+    let extension = signer
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == ID_CE_EXT_KEY_USAGE)
+        .ok_or_else(|| tsa_error("the signer certificate has no extended key usage".into()))?;
+    if !extension.critical {
+        return Err(tsa_error(
+            "the signer's extended key usage is not critical".into(),
+        ));
+    }
+    let usages = x509_cert::ext::pkix::ExtendedKeyUsage::from_der(extension.extn_value.as_bytes())
+        .map_err(|e| tsa_error(format!("malformed extended key usage: {e}")))?;
+    if usages.0 != [ID_KP_TIME_STAMPING] {
+        return Err(tsa_error(
+            "the signer certificate is not (only) for time stamping".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Walks from `leaf` to a trust anchor through `pool`, verifying each
+/// certificate's signature with its issuer's key and its validity at `at`
+/// (Unix seconds).
+fn check_chain(
+    leaf: &Certificate,
+    pool: &[Certificate],
+    trust: &TrustAnchors,
+    at: u64,
+) -> Result<(), Error> {
+    let mut current = leaf.clone();
+    for _ in 0..6 {
+        check_validity(&current, at)?;
+        let tbs = current
+            .tbs_certificate
+            .to_der()
+            .map_err(|e| tsa_error(e.to_string()))?;
+        let signature = current.signature.raw_bytes();
+        let algorithm = current.signature_algorithm.oid;
+        let issued_by = |issuer: &Certificate| {
+            issuer.tbs_certificate.subject == current.tbs_certificate.issuer
+                && verify_signature(issuer, &algorithm, &tbs, signature).is_ok()
+        };
+        if let Some(anchor) = trust.certificates.iter().find(|a| issued_by(a)) {
+            return check_validity(anchor, at);
+        }
+        match pool.iter().find(|c| **c != current && issued_by(c)) {
+            Some(intermediate) => current = intermediate.clone(),
+            None => {
+                return Err(tsa_error(format!(
+                    "the TSA certificate ({}) does not chain to the configured TSA CA",
+                    leaf.tbs_certificate.subject
+                )))
+            }
+        }
+    }
+    Err(tsa_error("the certificate chain is too long".into()))
+}
+
+fn check_validity(certificate: &Certificate, at: u64) -> Result<(), Error> {
+    let validity = &certificate.tbs_certificate.validity;
+    let not_before = validity.not_before.to_unix_duration().as_secs();
+    let not_after = validity.not_after.to_unix_duration().as_secs();
+    if at < not_before || at > not_after {
+        return Err(tsa_error(format!(
+            "{} is not valid at the stamp's time",
+            certificate.tbs_certificate.subject
+        )));
+    }
+    Ok(())
+}
+
+fn rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_table() {
+        #[rustfmt::skip]
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_000_000, "2026-11-18T03:06:40Z"),
+        ];
+        for (unix, want) in cases {
+            assert_eq!(rfc3339(unix), want);
+        }
+    }
+
+    #[test]
+    fn request_carries_imprint_nonce_and_cert_req() {
+        let der = request("note\n", 0x8000_0000_0000_0001, Some("1.2.3.4")).unwrap();
+        let parsed = TimeStampReq::from_der(&der).unwrap();
+        assert_eq!(
+            parsed.message_imprint.hashed_message.as_bytes(),
+            imprint("note\n")
+        );
+        assert!(parsed.cert_req);
+        assert_eq!(
+            parsed.nonce.unwrap().as_bytes(),
+            &[0x00, 0x80, 0, 0, 0, 0, 0, 0, 0x01]
+        );
+        assert_eq!(parsed.req_policy.unwrap().to_string(), "1.2.3.4");
+        assert!(request("n", 1, Some("not an oid")).is_err());
+    }
+}
