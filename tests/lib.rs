@@ -343,3 +343,80 @@ pub fn client() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// OpenSSL's time-stamp authority behind scripts/tsa-shim.py, on a free
+/// port, with a test CA (`ca.pem`) and an untrusted one (`rogue-ca.pem`).
+#[derive(Debug)]
+pub struct TsaShim {
+    pub process: Process,
+    pub port: u16,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TsaShim {
+    pub fn start() -> TsaShim {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("python3")
+            .arg(workspace_root().join("scripts/tsa-shim.py"))
+            .arg("init")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "tsa-shim.py init failed (needs openssl)");
+        TsaShim::serve(dir, free_port())
+    }
+
+    fn serve(dir: tempfile::TempDir, port: u16) -> TsaShim {
+        let mut command = Command::new("python3");
+        command
+            .arg(workspace_root().join("scripts/tsa-shim.py"))
+            .arg("serve")
+            .arg(dir.path())
+            .arg(port.to_string());
+        let process = spawn_logged(command, &dir.path().join(format!("shim-{port}.log")));
+        let url = format!("http://127.0.0.1:{port}");
+        assert!(
+            wait_until_ok(&format!("{url}/-/mode"), Duration::from_secs(20)),
+            "the TSA shim did not come up:\n{}",
+            process.log()
+        );
+        TsaShim {
+            process,
+            port,
+            url,
+            dir,
+        }
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// ok, http-error, garbage, rejection, wrong-imprint, foreign, slow.
+    pub fn set_mode(&self, mode: &str) {
+        let response = client()
+            .post(format!("{}/-/mode", self.url))
+            .body(mode.to_owned())
+            .send()
+            .unwrap();
+        assert!(response.status().is_success());
+    }
+
+    /// Stops it (the port stays reserved for a restart).
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port with the same keys.
+    pub fn restart(self) -> TsaShim {
+        let TsaShim {
+            mut process,
+            port,
+            dir,
+            ..
+        } = self;
+        process.kill();
+        TsaShim::serve(dir, port)
+    }
+}

@@ -33,6 +33,11 @@ pub trait AnchorBackend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
     /// Anchors `checkpoint`; returns the receipt.
     fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, Error>;
+    /// The least time between two anchorings (the latest checkpoint covers
+    /// every earlier one through consistency). Zero: every checkpoint.
+    fn interval(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// SHA-256 of a checkpoint's signed note, hex.

@@ -132,6 +132,18 @@ pub fn verify_bundle(
     resource: Option<&[u8]>,
     log_key: &NoteVerifier,
 ) -> Result<Verified, Error> {
+    verify_bundle_with(bundle, resource, log_key, None)
+}
+
+/// [`verify_bundle`], also checking `rfc3161` receipts against the TSA CA
+/// certificates in `tsa_trust` (without them such receipts are reported as
+/// present but unchecked, never as valid).
+pub fn verify_bundle_with(
+    bundle: &ProofBundle,
+    resource: Option<&[u8]>,
+    log_key: &NoteVerifier,
+    tsa_trust: Option<&crate::tsa::TrustAnchors>,
+) -> Result<Verified, Error> {
     // Preconditions first.
     if bundle.format != BUNDLE_FORMAT {
         return Err(Error::Bundle(format!(
@@ -202,7 +214,7 @@ pub fn verify_bundle(
     )?;
     let mut anchors = Vec::new();
     for receipt in &bundle.anchors {
-        anchors.push(check_receipt(receipt, bundle)?);
+        anchors.push(check_receipt(receipt, bundle, tsa_trust)?);
     }
     Ok(Verified {
         resource: bundle.resource.clone(),
@@ -246,7 +258,11 @@ fn check_identity(bytes: &[u8], expected: &BundleResource) -> Result<(), Error> 
     Ok(())
 }
 
-fn check_receipt(receipt: &AnchorReceipt, bundle: &ProofBundle) -> Result<String, Error> {
+fn check_receipt(
+    receipt: &AnchorReceipt,
+    bundle: &ProofBundle,
+    tsa_trust: Option<&crate::tsa::TrustAnchors>,
+) -> Result<String, Error> {
     match receipt.backend.as_str() {
         "local" => {
             let value: serde_json::Value = serde_json::from_str(&receipt.receipt)
@@ -265,6 +281,25 @@ fn check_receipt(receipt: &AnchorReceipt, bundle: &ProofBundle) -> Result<String
                 receipt.checkpoint_size
             ))
         }
+        "rfc3161" => match tsa_trust {
+            Some(trust) => {
+                if receipt.checkpoint_size != bundle.tree_size {
+                    return Err(Error::Bundle(format!(
+                        "the rfc3161 receipt is for checkpoint {}, the bundle's is {}",
+                        receipt.checkpoint_size, bundle.tree_size
+                    )));
+                }
+                let stamp = crate::tsa::verify_receipt(&receipt.receipt, &bundle.checkpoint, trust)?;
+                Ok(format!(
+                    "rfc3161: checkpoint {} time-stamped at {} by {} (token checked against the TSA CA)",
+                    receipt.checkpoint_size, stamp.gen_time, stamp.tsa
+                ))
+            }
+            None => Ok(format!(
+                "rfc3161: time-stamp token present for checkpoint {}, NOT checked (give the TSA CA with --tsa-ca)",
+                receipt.checkpoint_size
+            )),
+        },
         other => Ok(format!(
             "{other}: receipt present, not checked by this verifier"
         )),

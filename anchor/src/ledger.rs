@@ -397,68 +397,156 @@ impl Ledger {
     /// anchor. Errors leave the checkpoint stored and un-anchored: the
     /// checkpointer retries with backoff.
     pub fn anchor_pending(&self) -> Result<(), Error> {
-        let Some(latest) = self.store.latest_checkpoint()? else {
-            return Ok(());
-        };
-        let anchored: Vec<String> = self
-            .store
-            .receipts(latest.size)?
-            .into_iter()
-            .map(|(b, _)| b)
-            .collect();
         let mut first_error = None;
-        for backend in &self.backends {
-            if anchored.iter().any(|name| name == backend.name()) {
-                continue;
-            }
-            match backend.anchor(&latest) {
-                Ok(receipt) => self
-                    .store
-                    .store_receipt(latest.size, backend.name(), &receipt)?,
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
+        for index in 0..self.backends.len() {
+            if let Err(error) = self.anchor_with(index) {
+                first_error.get_or_insert(error);
             }
         }
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Starts a thread that signs a checkpoint every `interval` when the
-    /// tree grew, and retries failed anchors with exponential backoff (up
-    /// to a minute). It stops when the returned handle is dropped.
+    /// Anchors the latest checkpoint with backend `index` unless it already
+    /// holds a receipt for it. `Ok(true)` when a new receipt was stored.
+    /// Every attempt's outcome is recorded for `inkan anchors status`.
+    pub fn anchor_with(&self, index: usize) -> Result<bool, Error> {
+        let Some(backend) = self.backends.get(index) else {
+            return Ok(false);
+        };
+        let Some(latest) = self.store.latest_checkpoint()? else {
+            return Ok(false);
+        };
+        if self.store.last_anchored(backend.name())? >= Some(latest.size) {
+            return Ok(false);
+        }
+        match backend.anchor(&latest) {
+            Ok(receipt) => {
+                self.store
+                    .store_receipt(latest.size, backend.name(), &receipt)?;
+                self.store.record_anchor_attempt(backend.name(), None)?;
+                Ok(true)
+            }
+            Err(error) => {
+                let _ = self
+                    .store
+                    .record_anchor_attempt(backend.name(), Some(&error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Per backend: how far behind the latest checkpoint it is, and its
+    /// recorded health.
+    pub fn anchor_status(&self) -> Result<Vec<AnchorLag>, Error> {
+        let latest = self.store.latest_checkpoint()?.map(|c| c.size);
+        let health = self.store.anchor_health()?;
+        let now = unix_seconds();
+        let mut names: Vec<String> = self.backends.iter().map(|b| b.name().to_owned()).collect();
+        for h in &health {
+            if !names.contains(&h.backend) {
+                names.push(h.backend.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let anchored = self.store.last_anchored(&name)?;
+            let (lag_checkpoints, oldest_unanchored) =
+                self.store.checkpoints_after(anchored.unwrap_or(0))?;
+            let lag_seconds = match oldest_unanchored {
+                Some(size) => self
+                    .store
+                    .checkpoint_time(size)?
+                    .map_or(0, |t| (now - t).max(0)),
+                None => 0,
+            };
+            out.push(AnchorLag {
+                health: health
+                    .iter()
+                    .find(|h| h.backend == name)
+                    .cloned()
+                    .unwrap_or_default(),
+                backend: name,
+                latest_checkpoint: latest,
+                last_anchored: anchored,
+                lag_checkpoints,
+                lag_seconds,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn spawn_checkpointer(
         self: &std::sync::Arc<Self>,
         interval: std::time::Duration,
     ) -> Checkpointer {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::{Duration, Instant};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        // The checkpointer signs checkpoints and anchors them locally.
         let ledger = std::sync::Arc::downgrade(self);
         let flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("ledger-checkpointer".into())
-            .spawn(move || {
-                let mut backoff = interval;
-                let mut next_anchor_try = std::time::Instant::now();
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    std::thread::sleep(interval);
-                    let Some(ledger) = ledger.upgrade() else { break };
-                    let signed = ledger.checkpoint_only();
-                    if let Err(error) = &signed {
-                        eprintln!("inkan ledger: checkpoint failed: {error}");
-                    }
-                    if std::time::Instant::now() >= next_anchor_try {
-                        match ledger.anchor_pending() {
-                            Ok(()) => backoff = interval,
-                            Err(error) => {
-                                eprintln!("inkan ledger: anchoring failed, retrying in {backoff:?}: {error}");
-                                next_anchor_try = std::time::Instant::now() + backoff;
-                                backoff = (backoff * 2).min(std::time::Duration::from_secs(60));
-                            }
+        threads.extend(
+            std::thread::Builder::new()
+                .name("ledger-checkpointer".into())
+                .spawn(move || {
+                    while !flag.load(Ordering::Relaxed) {
+                        std::thread::sleep(interval);
+                        let Some(ledger) = ledger.upgrade() else {
+                            break;
+                        };
+                        if let Err(error) = ledger.checkpoint_only() {
+                            eprintln!("inkan ledger: checkpoint failed: {error}");
+                        }
+                        if let Err(error) = ledger.anchor_with(0) {
+                            eprintln!("inkan ledger: local anchoring failed: {error}");
                         }
                     }
-                }
-            })
-            .ok();
-        Checkpointer { stop, thread }
+                })
+                .ok(),
+        );
+        // Every other backend in its own thread, at its own pace: a slow or
+        // unreachable backend delays nothing else. Failures back off
+        // exponentially with jitter (to five minutes); the latest checkpoint
+        // stays pending in the store until anchored, across restarts.
+        for index in 1..self.backends.len() {
+            let ledger = std::sync::Arc::downgrade(self);
+            let flag = stop.clone();
+            let pace = self.backends[index].interval();
+            let name = format!("ledger-anchor-{}", self.backends[index].name());
+            threads.extend(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        let tick = interval.min(Duration::from_secs(1));
+                        let mut next_try = Instant::now();
+                        let mut backoff = Duration::from_secs(1);
+                        while !flag.load(Ordering::Relaxed) {
+                            std::thread::sleep(tick);
+                            if Instant::now() < next_try {
+                                continue;
+                            }
+                            let Some(ledger) = ledger.upgrade() else { break };
+                            match ledger.anchor_with(index) {
+                                Ok(true) => {
+                                    backoff = Duration::from_secs(1);
+                                    next_try = Instant::now() + pace;
+                                }
+                                Ok(false) => backoff = Duration::from_secs(1),
+                                Err(error) => {
+                                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                                    let wait = backoff.mul_f64(jitter);
+                                    eprintln!("inkan ledger: anchoring with backend {index} failed, retrying in {wait:?}: {error}");
+                                    next_try = Instant::now() + wait;
+                                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                                }
+                            }
+                        }
+                    })
+                    .ok(),
+            );
+        }
+        Checkpointer { stop, threads }
     }
 
     /// Records, durably, that a write is about to be forwarded (see
@@ -729,16 +817,30 @@ fn create_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 #[derive(Debug)]
 pub struct Checkpointer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
+}
+
+/// How far one anchor backend is behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorLag {
+    pub backend: String,
+    pub latest_checkpoint: Option<u64>,
+    /// The largest checkpoint this backend anchored.
+    pub last_anchored: Option<u64>,
+    /// Checkpoints signed since (each covered once a later one is anchored).
+    pub lag_checkpoints: u64,
+    /// Age of the oldest unanchored checkpoint, in seconds.
+    pub lag_seconds: i64,
+    pub health: crate::store::AnchorHealth,
 }
 
 /// The in-memory tree and the appended leaves waiting for their turn.

@@ -119,6 +119,16 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error>;
     /// Receipts for the checkpoint of exactly `size`: `(backend, receipt)`.
     fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error>;
+    /// The largest checkpoint size `backend` has a receipt for.
+    fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error>;
+    /// How many checkpoints are larger than `size`, and the smallest of them.
+    fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error>;
+    /// Unix seconds when the checkpoint of `size` was signed, if recorded.
+    fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error>;
+    /// Records the outcome of an anchoring attempt.
+    fn record_anchor_attempt(&self, backend: &str, error: Option<&str>) -> Result<(), Error>;
+    /// Every backend's recorded health.
+    fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error>;
 }
 
 fn db_error(e: rusqlite::Error) -> Error {
@@ -146,6 +156,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
     note TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS checkpoint_times (
+    size       INTEGER PRIMARY KEY REFERENCES checkpoints(size),
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS anchor_status (
+    backend         TEXT PRIMARY KEY,
+    last_success_at INTEGER,
+    last_error      TEXT,
+    last_error_at   INTEGER,
+    failures        INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS intents (
     intent_id    INTEGER PRIMARY KEY AUTOINCREMENT,
     opened_at_ms INTEGER NOT NULL,
@@ -172,6 +193,18 @@ enum Job {
     /// look at a write that is already sealed (sealing is idempotent).
     CloseIntent(u64),
     FailIntent(u64, String),
+}
+
+/// A backend's anchoring health, as recorded by the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnchorHealth {
+    pub backend: String,
+    /// Unix seconds of the last successful anchoring.
+    pub last_success_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// Failures since the last success.
+    pub failures: u64,
 }
 
 /// An intent recorded before a write was forwarded and not yet closed.
@@ -595,13 +628,84 @@ impl LedgerStore for SqliteStore {
     }
 
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {
+        let now = unix_now();
         self.read(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO checkpoints (size, note) VALUES (?1, ?2)",
                 params![checkpoint.size, checkpoint.note],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO checkpoint_times (size, created_at) VALUES (?1, ?2)",
+                params![checkpoint.size, now],
             )
         })?;
         Ok(())
+    }
+
+    fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MAX(size) FROM receipts WHERE backend = ?1",
+                params![backend],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(size) FROM checkpoints WHERE size > ?1",
+                params![size],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+
+    fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT created_at FROM checkpoint_times WHERE size = ?1",
+                params![size],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    fn record_anchor_attempt(&self, backend: &str, error: Option<&str>) -> Result<(), Error> {
+        let now = unix_now();
+        self.read(|c| match error {
+            None => c.execute(
+                "INSERT INTO anchor_status (backend, last_success_at, failures) VALUES (?1, ?2, 0)
+                 ON CONFLICT(backend) DO UPDATE SET last_success_at = ?2, failures = 0",
+                params![backend, now],
+            ),
+            Some(error) => c.execute(
+                "INSERT INTO anchor_status (backend, last_error, last_error_at, failures) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT(backend) DO UPDATE SET last_error = ?2, last_error_at = ?3, failures = failures + 1",
+                params![backend, error, now],
+            ),
+        })?;
+        Ok(())
+    }
+
+    fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT backend, last_success_at, last_error, last_error_at, failures FROM anchor_status ORDER BY backend",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(AnchorHealth {
+                    backend: r.get(0)?,
+                    last_success_at: r.get(1)?,
+                    last_error: r.get(2)?,
+                    last_error_at: r.get(3)?,
+                    failures: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
     }
 
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error> {
@@ -668,4 +772,10 @@ impl LedgerStore for SqliteStore {
             rows.collect()
         })
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

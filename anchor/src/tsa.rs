@@ -72,6 +72,36 @@ pub struct Stamp {
     pub token: Vec<u8>,
 }
 
+impl Stamp {
+    /// The receipt kept beside the checkpoint and copied into proof
+    /// bundles (JSON): the TSA's URL, the time, serial and signer, and the
+    /// token itself (base64 DER), which is all an offline check needs.
+    pub fn receipt(&self, tsa_url: &str) -> String {
+        use base64::Engine;
+        serde_json::json!({
+            "tsa": tsa_url,
+            "genTime": self.gen_time,
+            "serial": self.serial,
+            "signer": self.tsa,
+            "token": base64::engine::general_purpose::STANDARD.encode(&self.token),
+        })
+        .to_string()
+    }
+}
+
+/// Checks a stored `rfc3161` receipt (from [`Stamp::receipt`]) for the
+/// checkpoint `note`.
+pub fn verify_receipt(receipt: &str, note: &str, trust: &TrustAnchors) -> Result<Stamp, Error> {
+    use base64::Engine;
+    let value: serde_json::Value =
+        serde_json::from_str(receipt).map_err(|_| tsa_error("the receipt is not JSON".into()))?;
+    let token = value["token"]
+        .as_str()
+        .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
+        .ok_or_else(|| tsa_error("the receipt holds no token".into()))?;
+    verify_token(&token, note, trust)
+}
+
 fn tsa_error(reason: String) -> Error {
     Error::Anchor(format!("RFC 3161: {reason}"))
 }
@@ -516,7 +546,7 @@ mod tests {
         let cases = [
             (0, "1970-01-01T00:00:00Z"),
             (951_782_400, "2000-02-29T00:00:00Z"),
-            (1_795_000_000, "2026-11-18T03:06:40Z"),
+            (1_795_000_000, "2026-11-18T11:06:40Z"),
         ];
         for (unix, want) in cases {
             assert_eq!(rfc3339(unix), want);

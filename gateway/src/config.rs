@@ -42,6 +42,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ledger: LedgerConfig,
     pub japanese: JapaneseConfig,
+    pub anchors: AnchorsConfig,
 }
 
 impl Default for Config {
@@ -57,8 +58,51 @@ impl Default for Config {
             log: LogConfig::default(),
             ledger: LedgerConfig::default(),
             japanese: JapaneseConfig::default(),
+            anchors: AnchorsConfig::default(),
         }
     }
+}
+
+/// Where checkpoints are anchored besides the local anchor file
+/// (docs/anchors.md). Each backend anchors the latest checkpoint at its own
+/// pace; an outage never touches the request path.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnchorsConfig {
+    /// An RFC 3161 time-stamp authority.
+    pub rfc3161: Option<Rfc3161Config>,
+}
+
+/// An RFC 3161 TSA (e.g. an accredited 総務大臣認定タイムスタンプ service).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc3161Config {
+    /// The TSA's HTTP(S) endpoint (`application/timestamp-query`).
+    pub url: String,
+    /// PEM file of the TSA CA certificate(s) tokens must chain to.
+    pub ca_file: PathBuf,
+    /// TSA policy OID to request, when the TSA requires one.
+    #[serde(default)]
+    pub policy_oid: Option<String>,
+    /// HTTP basic authentication user, with `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Milliseconds to wait for the TSA. Default 10,000.
+    #[serde(default = "default_tsa_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Stamp the latest checkpoint at most this often. Default 60,000.
+    #[serde(default = "default_tsa_interval_ms")]
+    pub interval_ms: u64,
+}
+
+fn default_tsa_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_tsa_interval_ms() -> u64 {
+    60_000
 }
 
 /// Japanese charsets and text normalization of request bodies (JP Core).

@@ -10,6 +10,7 @@
 //! - [`config`], [`error`], [`metrics`], [`admin`], [`headers`], [`body`].
 
 pub mod admin;
+pub mod anchors;
 pub mod body;
 pub mod commands;
 pub mod config;

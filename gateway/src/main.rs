@@ -39,6 +39,8 @@ enum Command {
     /// ledger: tampered, missing and unsealed versions. Exit 1 when any
     /// version is tampered or missing.
     Audit(inkan::commands::audit::AuditArgs),
+    /// Anchor backends: `inkan anchors status`.
+    Anchors(inkan::commands::anchors::AnchorsArgs),
     /// Seal the upstream's existing versions the ledger has not seen
     /// (first-seen sealing when onboarding a server that holds data).
     Backfill(inkan::commands::audit::BackfillArgs),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => inkan::commands::verify::run(args),
         Command::Audit(args) => inkan::commands::audit::run_audit(args),
         Command::Backfill(args) => inkan::commands::audit::run_backfill(args),
+        Command::Anchors(args) => inkan::commands::anchors::run(args),
     }
 }
 

@@ -129,7 +129,7 @@ impl Gateway {
             XmlMode::Bridge => XML_BRIDGED,
         };
         let sealer = if config.ledger.seal_writes {
-            Some(crate::seal::Sealer::open(&config.ledger)?)
+            Some(crate::seal::Sealer::open(&config.ledger, &config.anchors)?)
         } else {
             None
         };

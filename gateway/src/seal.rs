@@ -133,14 +133,21 @@ pub fn wants_representation(interaction: Interaction, client_prefer: Option<&str
 }
 
 impl Sealer {
-    /// Opens the ledger and starts its checkpointer.
-    pub fn open(config: &LedgerConfig) -> Result<Sealer, ConfigError> {
-        let ledger = Ledger::open(&config.dir, &config.options()).map_err(|e| {
+    /// Opens the ledger with its anchor backends and starts its
+    /// checkpointer.
+    pub fn open(
+        config: &LedgerConfig,
+        anchors: &crate::config::AnchorsConfig,
+    ) -> Result<Sealer, ConfigError> {
+        let mut ledger = Ledger::open(&config.dir, &config.options()).map_err(|e| {
             ConfigError::Invalid(format!(
                 "cannot open the ledger in {}: {e}",
                 config.dir.display()
             ))
         })?;
+        for backend in crate::anchors::backends(anchors)? {
+            ledger.add_backend(backend);
+        }
         let ledger = Arc::new(ledger);
         let checkpointer = ledger.spawn_checkpointer(std::time::Duration::from_millis(
             config.checkpoint_interval_ms,

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anchor::bundle::{verify_bundle, ProofBundle};
+use anchor::bundle::{verify_bundle_with, ProofBundle};
 use anchor::note::NoteVerifier;
 use clap::Args;
 
@@ -18,6 +18,10 @@ pub struct VerifyArgs {
     /// The log's verifier key `<name>+<hash>+<key>`, or a file holding it.
     #[arg(long)]
     pub log_key: String,
+    /// PEM file of the TSA CA certificate(s): checks the bundle's RFC 3161
+    /// time-stamp tokens (without it they are reported as unchecked).
+    #[arg(long)]
+    pub tsa_ca: Option<PathBuf>,
 }
 
 pub fn run(args: VerifyArgs) -> ExitCode {
@@ -45,7 +49,14 @@ fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> 
     let bundle: ProofBundle = serde_json::from_slice(&std::fs::read(&args.bundle)?)
         .map_err(|e| format!("{} is not a proof bundle: {e}", args.bundle.display()))?;
     let resource = args.resource.as_ref().map(std::fs::read).transpose()?;
-    let verified = verify_bundle(&bundle, resource.as_deref(), &log_key)?;
+    let trust = args
+        .tsa_ca
+        .as_ref()
+        .map(|path| -> Result<_, Box<dyn std::error::Error>> {
+            Ok(anchor::tsa::TrustAnchors::from_pem(&std::fs::read(path)?)?)
+        })
+        .transpose()?;
+    let verified = verify_bundle_with(&bundle, resource.as_deref(), &log_key, trust.as_ref())?;
     let mut lines = vec![
         format!(
             "{}/{}/_history/{} is leaf {} of {}'s log",
