@@ -8,6 +8,8 @@
 #      a proof bundle is fetched with the FHIR operation $proof and verified
 #      offline with `inkan verify` — then verification fails once one
 #      character of the record is changed;
+#      The proof carries an RFC 3161 time stamp of the checkpoint from a
+#      local OpenSSL TSA, checked offline against the TSA's CA;
 #   5. a Shift_JIS body with half-width kana is decoded and normalized;
 #   6. the record is altered directly in the upstream's SQLite database:
 #      the next read through inkan flags it, and `inkan audit` finds it.
@@ -33,6 +35,7 @@ trap cleanup EXIT
 
 hfs_port="$(free_port)"
 gw_port="$(free_port)"
+tsa_port="$(free_port)"
 # HFS searches only by the SearchParameters in its data directory.
 python3 scripts/hfs-search-parameters.py "$work"
 say "Starting Helios FHIR Server on 127.0.0.1:$hfs_port (it advertises http://localhost:8080 as its base)"
@@ -40,6 +43,12 @@ say "Starting Helios FHIR Server on 127.0.0.1:$hfs_port (it advertises http://lo
   --database-url "$work/hfs.sqlite" >"$work/hfs.log" 2>&1) &
 pids+=($!)
 wait_ok "http://127.0.0.1:$hfs_port/metadata"
+
+say "Starting a local RFC 3161 time-stamp authority (OpenSSL's TSA behind scripts/tsa-shim.py) on 127.0.0.1:$tsa_port"
+python3 scripts/tsa-shim.py init "$work/tsa"
+python3 scripts/tsa-shim.py serve "$work/tsa" "$tsa_port" >"$work/tsa.log" 2>&1 &
+pids+=($!)
+wait_ok "http://127.0.0.1:$tsa_port/-/mode"
 
 cat >"$work/inkan.toml" <<TOML
 listen = "127.0.0.1:$gw_port"
@@ -53,6 +62,11 @@ dir = "$work/ledger"
 origin = "demo.inkan.local/ledger"
 seal_writes = true          # the default: every version written through inkan is sealed
 verify_reads = "annotate"   # the default: every version read through inkan is checked
+
+[anchors.rfc3161]           # checkpoints (only their hashes) are time-stamped by the TSA
+url = "http://127.0.0.1:$tsa_port/tsa"
+ca_file = "$work/tsa/ca.pem"
+interval_ms = 1000
 TOML
 say "Starting inkan on 127.0.0.1:$gw_port, FHIR base http://127.0.0.1:$gw_port/fhir"
 "$inkan" serve --config "$work/inkan.toml" >"$work/inkan.log" 2>&1 &
@@ -125,14 +139,23 @@ echo "found by a half-width search: $(curl -sS "$base/Patient?family=ﾔﾏﾀ�
 say "Exporting the proof bundle of Patient/$id version $version (sealed at create time)"
 curl -sS "$base/Patient/$id/_history/$version" >"$work/stored.json"
 ledger() { "$inkan" ledger --config "$work/inkan.toml" "$@"; }
-sleep 1.5   # the checkpointer signs a checkpoint every second when the log grew
+# The checkpointer signs a checkpoint every second when the log grew; the
+# TSA stamps the latest one. Wait until the proof carries the stamp.
+for _ in $(seq 1 50); do
+  curl -fsS "$base/Patient/$id/_history/$version/\$proof" >"$work/proof.json" 2>/dev/null || true
+  grep -q '"rfc3161"' "$work/proof.json" 2>/dev/null && break
+  sleep 0.2
+done
 curl -sS "http://127.0.0.1:$gw_port/-/log/checkpoint"
 curl -fsS "$base/Patient/$id/_history/$version/\$proof" >"$work/proof.json"   # the FHIR operation
 ledger key >"$work/log.pub"
 echo "proof bundle: $(wc -c <"$work/proof.json") bytes; verifier key: $(cat "$work/log.pub")"
 
 say "Verifying offline: only the proof bundle, the record and the log's public key"
-"$inkan" verify --bundle "$work/proof.json" --resource "$work/stored.json" --log-key "$work/log.pub"
+"$inkan" verify --bundle "$work/proof.json" --resource "$work/stored.json" --log-key "$work/log.pub" \
+  --tsa-ca "$work/tsa/ca.pem"
+echo "(the RFC 3161 token is checked against the TSA's CA certificate: trusted time without trusting the hospital)"
+"$inkan" anchors status --config "$work/inkan.toml"
 
 say "The same record as XML verifies too (the seal does not depend on the wire format)"
 curl -sS "$base/Patient/$id/_history/$version" -H 'Accept: application/fhir+xml' >"$work/stored.xml"
@@ -175,4 +198,4 @@ echo " 'inkan backfill' would seal them as first seen.)"
 say "Ledger health"
 ledger fsck
 echo
-echo "Demo complete. Still to come (tracked in issues): JP Core profile checks; RFC 3161 and chain anchors."
+echo "Demo complete. Still to come (tracked in issues): the EVM chain anchor backend."
