@@ -420,3 +420,18 @@ impl TsaShim {
         TsaShim::serve(dir, port)
     }
 }
+
+/// Runs the `inkan` binary with `args`, asserts it succeeded, returns stdout.
+pub fn run_inkan<I, S>(args: I) -> String
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = Command::new(inkan_binary()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

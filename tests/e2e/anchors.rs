@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::{json, patient, post_json};
-use inkan_e2e::{client, inkan_binary, Gateway, Hfs, TsaShim};
+use inkan_e2e::{client, inkan_binary, run_inkan, Gateway, Hfs, TsaShim};
 
 fn config(ledger: &std::path::Path, tsa: &TsaShim) -> String {
     format!(
@@ -21,17 +21,15 @@ fn config(ledger: &std::path::Path, tsa: &TsaShim) -> String {
 }
 
 fn status(gateway: &Gateway) -> Value {
-    let out = Command::new(inkan_binary())
-        .args(["anchors", "status", "--json", "--config"])
-        .arg(gateway.dir.path().join("inkan.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let config = gateway.dir.path().join("inkan.toml");
+    let out = run_inkan([
+        "anchors".as_ref(),
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
     rows.as_array()
         .unwrap()
         .iter()

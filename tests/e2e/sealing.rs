@@ -136,17 +136,8 @@ fn create_update_and_patch_are_sealed_and_verify_offline() {
     let version2 = get_json(&stack, &format!("/Patient/{id}/_history/2"));
     let dir = ledger_dir.path().to_str().unwrap();
     let ledger = |args: &[&str]| {
-        let out = Command::new(inkan_binary())
-            .args(["ledger", "--dir", dir, "--origin", "e2e.test/inkan"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let base = ["ledger", "--dir", dir, "--origin", "e2e.test/inkan"];
+        inkan_e2e::run_inkan(base.iter().chain(args))
     };
     let bundle = ledger(&["proof", "--type", "Patient", "--id", &id, "--version", "2"]);
     let key = ledger(&["key"]);
