@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit and table tests, the ledger's crash test, and the
 # end-to-end tests against a real Helios FHIR Server (installed into a cache
-# outside the clone on first run; see scripts/install-hfs.sh).
+# outside the clone on first run; see scripts/install-hfs.sh), the RFC 3161
+# tests against OpenSSL's TSA and the chain tests against ganache (npm,
+# cached the same way: scripts/install-ganache.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
-export INKAN_HFS_BIN
+INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
+export INKAN_HFS_BIN INKAN_GANACHE_BIN
 # The end-to-end tests drive the real binary.
 cargo build --locked -p inkan
 log="$(mktemp)"

@@ -435,3 +435,115 @@ where
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A local EVM node: ganache (scripts/install-ganache.sh), chain id 1337,
+/// deterministic accounts, its chain kept in a directory so it survives a
+/// restart.
+#[derive(Debug)]
+pub struct Ganache {
+    pub process: Process,
+    pub port: u16,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// ganache --wallet.deterministic account 0 (a well-known test key).
+pub const GANACHE_KEY: &str = "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f30d7d21715b23b1d";
+
+impl Ganache {
+    pub fn start() -> Ganache {
+        Ganache::launch(tempfile::tempdir().unwrap(), free_port())
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16) -> Ganache {
+        let bin = std::env::var("INKAN_GANACHE_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let cache = std::env::var("INKAN_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| {
+                        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan")
+                    });
+                cache.join("ganache-7.9.2/node_modules/.bin/ganache")
+            });
+        assert!(
+            bin.exists(),
+            "ganache not found at {}: run scripts/install-ganache.sh",
+            bin.display()
+        );
+        let mut command = Command::new(bin);
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--chain.chainId",
+                "1337",
+                "--wallet.deterministic",
+                "--logging.quiet",
+            ])
+            .arg("--database.dbPath")
+            .arg(dir.path().join("chain"));
+        let process = spawn_logged(command, &dir.path().join(format!("ganache-{port}.log")));
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ganache = Ganache {
+            process,
+            port,
+            url,
+            dir,
+        };
+        while ganache
+            .try_rpc("eth_chainId", serde_json::json!([]))
+            .is_none()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "ganache did not come up:\n{}",
+                ganache.process.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        ganache
+    }
+
+    fn try_rpc(&self, method: &str, params: serde_json::Value) -> Option<serde_json::Value> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let response = client().post(&self.url).json(&body).send().ok()?;
+        let value: serde_json::Value = response.json().ok()?;
+        Some(value["result"].clone())
+    }
+
+    /// One JSON-RPC call; its `result`.
+    pub fn rpc(&self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.try_rpc(method, params)
+            .unwrap_or_else(|| panic!("{method} failed"))
+    }
+
+    pub fn block_number(&self) -> u64 {
+        let hex = self.rpc("eth_blockNumber", serde_json::json!([]));
+        u64::from_str_radix(hex.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    /// Writes the test key to a file for `anchors.evm.key_file`.
+    pub fn key_file(&self) -> PathBuf {
+        let path = self.dir.path().join("evm.key");
+        std::fs::write(&path, GANACHE_KEY).unwrap();
+        path
+    }
+
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port and chain data.
+    pub fn restart(self) -> Ganache {
+        let Ganache {
+            mut process,
+            port,
+            dir,
+            ..
+        } = self;
+        process.kill();
+        Ganache::launch(dir, port)
+    }
+}

@@ -300,6 +300,14 @@ fn check_receipt(
                 receipt.checkpoint_size
             )),
         },
+        "evm" => {
+            let value: serde_json::Value = serde_json::from_str(&receipt.receipt)
+                .map_err(|_| Error::Bundle("evm receipt is not JSON".into()))?;
+            Ok(format!(
+                "evm: checkpoint {} anchored by transaction {} on chain {}, NOT checked (give a node with --evm-rpc)",
+                receipt.checkpoint_size, value["txHash"], value["chainId"]
+            ))
+        }
         other => Ok(format!(
             "{other}: receipt present, not checked by this verifier"
         )),

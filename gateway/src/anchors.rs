@@ -13,18 +13,25 @@ use anchor::anchor::AnchorBackend;
 use anchor::store::StoredCheckpoint;
 use anchor::tsa::{self, TrustAnchors};
 
-use crate::config::{AnchorsConfig, Rfc3161Config};
+use crate::config::{AnchorsConfig, EvmConfig, Rfc3161Config};
 use crate::error::ConfigError;
 
 /// Largest TSA answer read (a token with a certificate chain is a few KB).
 const MAX_TSA_RESPONSE: u64 = 1024 * 1024;
 
 /// The configured anchor backends (the local file backend is always there,
-/// added by the ledger itself).
-pub fn backends(config: &AnchorsConfig) -> Result<Vec<Box<dyn AnchorBackend>>, ConfigError> {
+/// added by the ledger itself). `state_dir` is the ledger directory, where
+/// a backend keeps what must survive a restart.
+pub fn backends(
+    config: &AnchorsConfig,
+    state_dir: &std::path::Path,
+) -> Result<Vec<Box<dyn AnchorBackend>>, ConfigError> {
     let mut backends: Vec<Box<dyn AnchorBackend>> = Vec::new();
     if let Some(rfc3161) = &config.rfc3161 {
         backends.push(Box::new(Rfc3161Anchor::from_config(rfc3161)?));
+    }
+    if let Some(evm) = &config.evm {
+        backends.push(Box::new(EvmAnchor::from_config(evm, state_dir)?));
     }
     Ok(backends)
 }
@@ -131,4 +138,403 @@ impl AnchorBackend for Rfc3161Anchor {
         let stamp = tsa::accept_response(&body, &checkpoint.note, nonce, &self.trust)?;
         Ok(stamp.receipt(&self.url))
     }
+}
+
+/// An EVM chain reached by JSON-RPC: one EIP-1559 transaction per
+/// anchoring, carrying the checkpoint's payload (anchor::evm), signed
+/// locally, sent to the account itself.
+///
+/// Nonces come from the node (`pending` count) at each submission; the one
+/// transaction in flight is remembered in `<ledger dir>/evm-pending.json`,
+/// so a restart waits for it instead of sending a duplicate, and a
+/// transaction that disappears (dropped, or reorganized away before its
+/// confirmations) is sent again, never silently lost.
+pub struct EvmAnchor {
+    rpc_url: String,
+    chain_id: u64,
+    key: k256::ecdsa::SigningKey,
+    address: String,
+    confirmations: u64,
+    interval: Duration,
+    timeout: Duration,
+    max_fee_wei: u128,
+    pending_file: std::path::PathBuf,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for EvmAnchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvmAnchor")
+            .field("rpc_url", &self.rpc_url)
+            .field("chain_id", &self.chain_id)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The transaction in flight, persisted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PendingTx {
+    size: u64,
+    tx_hash: String,
+    nonce: u64,
+}
+
+/// Where a transaction stands.
+enum TxState {
+    /// In a block with enough blocks on top.
+    Confirmed {
+        block_number: u64,
+        block_hash: String,
+    },
+    /// In a block, waiting for confirmations.
+    Mined { confirmations: u64 },
+    /// In a block, but it failed (status 0).
+    Reverted,
+    /// Known to the node, not mined yet.
+    Pending,
+    /// Unknown to the node: dropped, or its block was reorganized away.
+    Missing,
+}
+
+impl EvmAnchor {
+    pub fn from_config(
+        config: &EvmConfig,
+        state_dir: &std::path::Path,
+    ) -> Result<EvmAnchor, ConfigError> {
+        let text =
+            std::fs::read_to_string(&config.key_file).map_err(|source| ConfigError::Read {
+                path: config.key_file.clone(),
+                source,
+            })?;
+        let bytes = hex::decode(text.trim().trim_start_matches("0x"))
+            .map_err(|_| ConfigError::Invalid("anchors.evm.key_file: not a hex key".into()))?;
+        let key = k256::ecdsa::SigningKey::from_slice(&bytes).map_err(|_| {
+            ConfigError::Invalid("anchors.evm.key_file: not a secp256k1 key".into())
+        })?;
+        let address = format!("0x{}", hex::encode(anchor::evm::address(&key)));
+        Ok(EvmAnchor {
+            rpc_url: config.rpc_url.clone(),
+            chain_id: config.chain_id,
+            key,
+            address,
+            confirmations: config.confirmations.max(1),
+            interval: Duration::from_millis(config.interval_ms),
+            timeout: Duration::from_millis(config.timeout_ms),
+            max_fee_wei: u128::from(config.max_fee_gwei) * 1_000_000_000,
+            pending_file: state_dir.join("evm-pending.json"),
+            agent: ureq::AgentBuilder::new()
+                .timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
+                .build(),
+        })
+    }
+
+    fn rpc(&self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, String> {
+        json_rpc(&self.agent, &self.rpc_url, method, params)
+    }
+
+    fn load_pending(&self) -> Option<PendingTx> {
+        serde_json::from_slice(&std::fs::read(&self.pending_file).ok()?).ok()
+    }
+
+    fn save_pending(&self, pending: Option<&PendingTx>) -> Result<(), String> {
+        match pending {
+            Some(p) => {
+                let tmp = self.pending_file.with_extension("tmp");
+                let bytes = serde_json::to_vec(p).map_err(|e| e.to_string())?;
+                std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+                std::fs::File::open(&tmp)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, &self.pending_file).map_err(|e| e.to_string())
+            }
+            None => match std::fs::remove_file(&self.pending_file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn tx_state(&self, tx_hash: &str) -> Result<TxState, String> {
+        let receipt = self.rpc("eth_getTransactionReceipt", serde_json::json!([tx_hash]))?;
+        if receipt.is_null() {
+            let tx = self.rpc("eth_getTransactionByHash", serde_json::json!([tx_hash]))?;
+            return Ok(if tx.is_null() {
+                TxState::Missing
+            } else {
+                TxState::Pending
+            });
+        }
+        let block_number = quantity(&receipt["blockNumber"])? as u64;
+        let block_hash = receipt["blockHash"].as_str().unwrap_or_default().to_owned();
+        // The block at that height must still be the one holding it.
+        let block = self.rpc(
+            "eth_getBlockByNumber",
+            serde_json::json!([format!("0x{block_number:x}"), false]),
+        )?;
+        if block["hash"].as_str() != Some(block_hash.as_str()) {
+            return Ok(TxState::Missing);
+        }
+        if receipt["status"].as_str() != Some("0x1") {
+            return Ok(TxState::Reverted);
+        }
+        let latest = quantity(&self.rpc("eth_blockNumber", serde_json::json!([]))?)? as u64;
+        let confirmations = latest.saturating_sub(block_number) + 1;
+        Ok(if confirmations >= self.confirmations {
+            TxState::Confirmed {
+                block_number,
+                block_hash,
+            }
+        } else {
+            TxState::Mined { confirmations }
+        })
+    }
+
+    /// Signs and sends the payload of `note`; remembers it as pending.
+    fn submit(&self, size: u64, note: &str) -> Result<PendingTx, String> {
+        let nonce = quantity(&self.rpc(
+            "eth_getTransactionCount",
+            serde_json::json!([self.address, "pending"]),
+        )?)? as u64;
+        let latest = self.rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))?;
+        let base_fee = quantity(&latest["baseFeePerGas"]).unwrap_or(1_000_000_000);
+        let priority = self
+            .rpc("eth_maxPriorityFeePerGas", serde_json::json!([]))
+            .and_then(|v| quantity(&v))
+            .unwrap_or(1_000_000_000);
+        let max_fee = (base_fee * 2 + priority).min(self.max_fee_wei);
+        let data = anchor::evm::payload(note).map_err(|e| e.to_string())?;
+        let data_hex = format!("0x{}", hex::encode(&data));
+        let gas = quantity(&self.rpc(
+            "eth_estimateGas",
+            serde_json::json!([{"from": self.address, "to": self.address, "data": data_hex}]),
+        )?)? as u64;
+        let mut to = [0u8; 20];
+        to.copy_from_slice(
+            &hex::decode(self.address.trim_start_matches("0x")).map_err(|e| e.to_string())?,
+        );
+        let transaction = anchor::evm::Transaction {
+            chain_id: self.chain_id,
+            nonce,
+            max_priority_fee_per_gas: priority.min(max_fee),
+            max_fee_per_gas: max_fee,
+            gas_limit: gas + gas / 4,
+            to,
+            value: 0,
+            data,
+        };
+        let (raw, hash) = transaction.sign(&self.key).map_err(|e| e.to_string())?;
+        let tx_hash = format!("0x{}", hex::encode(hash));
+        let sent = self.rpc(
+            "eth_sendRawTransaction",
+            serde_json::json!([format!("0x{}", hex::encode(raw))]),
+        )?;
+        if sent
+            .as_str()
+            .is_some_and(|h| !h.eq_ignore_ascii_case(&tx_hash))
+        {
+            return Err(format!(
+                "the node names the transaction {sent}, we computed {tx_hash}"
+            ));
+        }
+        let pending = PendingTx {
+            size,
+            tx_hash,
+            nonce,
+        };
+        self.save_pending(Some(&pending))?;
+        Ok(pending)
+    }
+
+    fn receipt(&self, pending: &PendingTx, block_number: u64, block_hash: &str) -> String {
+        serde_json::json!({
+            "chainId": self.chain_id,
+            "txHash": pending.tx_hash,
+            "blockNumber": block_number,
+            "blockHash": block_hash,
+            "from": self.address,
+            "confirmations": self.confirmations,
+            "payloadVersion": 1,
+        })
+        .to_string()
+    }
+
+    fn anchor_note(&self, checkpoint: &StoredCheckpoint) -> Result<String, String> {
+        let chain = quantity(&self.rpc("eth_chainId", serde_json::json!([]))?)?;
+        if chain != u128::from(self.chain_id) {
+            return Err(format!(
+                "the node is on chain {chain}, not the configured {}",
+                self.chain_id
+            ));
+        }
+        let deadline = std::time::Instant::now() + self.timeout;
+        let mut pending = self.load_pending();
+        loop {
+            let current = match pending.take() {
+                Some(p) => p,
+                None => self.submit(checkpoint.size, &checkpoint.note)?,
+            };
+            match self.tx_state(&current.tx_hash)? {
+                TxState::Confirmed {
+                    block_number,
+                    block_hash,
+                } => {
+                    self.save_pending(None)?;
+                    if current.size == checkpoint.size {
+                        return Ok(self.receipt(&current, block_number, &block_hash));
+                    }
+                    // It anchored an older checkpoint: now the latest.
+                    continue;
+                }
+                TxState::Reverted => {
+                    self.save_pending(None)?;
+                    return Err(format!(
+                        "transaction {} reverted; it will be re-submitted",
+                        current.tx_hash
+                    ));
+                }
+                TxState::Missing => {
+                    self.save_pending(None)?;
+                    tracing::warn!(tx = %current.tx_hash, "anchoring transaction no longer on chain (dropped or reorganized away); re-submitting");
+                    continue;
+                }
+                TxState::Mined { confirmations } if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "transaction {} has {confirmations} of {} confirmations; waiting",
+                        current.tx_hash, self.confirmations
+                    ));
+                }
+                TxState::Pending if std::time::Instant::now() >= deadline => {
+                    return Err(format!(
+                        "transaction {} not mined yet; waiting",
+                        current.tx_hash
+                    ));
+                }
+                TxState::Mined { .. } | TxState::Pending => {
+                    pending = Some(current);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+}
+
+impl AnchorBackend for EvmAnchor {
+    fn name(&self) -> &str {
+        "evm"
+    }
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, anchor::Error> {
+        self.anchor_note(checkpoint)
+            .map_err(|reason| anchor::Error::Anchor(format!("EVM {}: {reason}", self.rpc_url)))
+    }
+}
+
+/// One JSON-RPC call; the `result`, or the error in words.
+fn json_rpc(
+    agent: &ureq::Agent,
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let request =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let response = agent
+        .post(url)
+        .set("Content-Type", "application/json")
+        .send_string(&request.to_string())
+        .map_err(|e| format!("{method}: {e}"))?;
+    let mut body = Vec::new();
+    response
+        .into_reader()
+        .take(4 * 1024 * 1024)
+        .read_to_end(&mut body)
+        .map_err(|e| format!("{method}: {e}"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| format!("{method}: not JSON-RPC: {e}"))?;
+    if let Some(error) = value.get("error") {
+        return Err(format!(
+            "{method}: {}",
+            error["message"].as_str().unwrap_or("error")
+        ));
+    }
+    Ok(value["result"].clone())
+}
+
+/// A JSON-RPC quantity (`"0x1a"`).
+fn quantity(value: &serde_json::Value) -> Result<u128, String> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| format!("expected a hex quantity, got {value}"))?;
+    u128::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|_| format!("not a hex quantity: {text}"))
+}
+
+/// `inkan verify --evm-rpc`: checks an `evm` receipt of a bundle on chain —
+/// the transaction carries this checkpoint's payload, succeeded, sits in
+/// the recorded block, and has the recorded number of confirmations.
+pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<String, String> {
+    let receipt: serde_json::Value =
+        serde_json::from_str(receipt).map_err(|_| "the evm receipt is not JSON".to_owned())?;
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build();
+    let tx_hash = receipt["txHash"].as_str().unwrap_or_default();
+    let tx = json_rpc(
+        &agent,
+        rpc_url,
+        "eth_getTransactionByHash",
+        serde_json::json!([tx_hash]),
+    )?;
+    if tx.is_null() {
+        return Err(format!("transaction {tx_hash} is not on this chain"));
+    }
+    let input = hex::decode(
+        tx["input"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("0x"),
+    )
+    .map_err(|_| "the transaction input is not hex".to_owned())?;
+    if !anchor::evm::payload_matches(&input, note).map_err(|e| e.to_string())? {
+        return Err(format!(
+            "transaction {tx_hash} does not carry this checkpoint"
+        ));
+    }
+    let on_chain = json_rpc(
+        &agent,
+        rpc_url,
+        "eth_getTransactionReceipt",
+        serde_json::json!([tx_hash]),
+    )?;
+    if on_chain["status"].as_str() != Some("0x1") {
+        return Err(format!("transaction {tx_hash} did not succeed"));
+    }
+    if on_chain["blockHash"] != receipt["blockHash"] {
+        return Err(format!(
+            "transaction {tx_hash} is no longer in the recorded block"
+        ));
+    }
+    let block = quantity(&on_chain["blockNumber"])?;
+    let latest = quantity(&json_rpc(
+        &agent,
+        rpc_url,
+        "eth_blockNumber",
+        serde_json::json!([]),
+    )?)?;
+    let confirmations = latest.saturating_sub(block) + 1;
+    let required = u128::from(receipt["confirmations"].as_u64().unwrap_or(1));
+    if confirmations < required {
+        return Err(format!(
+            "transaction {tx_hash} has {confirmations} of {required} confirmations"
+        ));
+    }
+    Ok(format!(
+        "evm: checkpoint anchored by transaction {tx_hash} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
+        receipt["chainId"]
+    ))
 }

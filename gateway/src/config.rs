@@ -71,6 +71,53 @@ impl Default for Config {
 pub struct AnchorsConfig {
     /// An RFC 3161 time-stamp authority.
     pub rfc3161: Option<Rfc3161Config>,
+    /// An EVM chain (Hyperledger Besu, Ethereum) reached by JSON-RPC.
+    pub evm: Option<EvmConfig>,
+}
+
+/// An EVM chain: each anchoring is a transaction whose data is the
+/// checkpoint's payload (docs/anchors.md), signed locally.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvmConfig {
+    /// The node's JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// The chain id (EIP-155); the node must report the same.
+    pub chain_id: u64,
+    /// File holding the account's secp256k1 private key, hex (mode 0600).
+    pub key_file: PathBuf,
+    /// Blocks on top of the anchoring transaction before it counts.
+    /// Default 12.
+    #[serde(default = "default_evm_confirmations")]
+    pub confirmations: u64,
+    /// Anchor the latest checkpoint at most this often. Default 600,000
+    /// (ten minutes).
+    #[serde(default = "default_evm_interval_ms")]
+    pub interval_ms: u64,
+    /// Milliseconds to wait for the node and for confirmations in one
+    /// attempt (later attempts keep waiting for the same transaction).
+    /// Default 30,000.
+    #[serde(default = "default_evm_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The most the account pays per gas, in gwei. Default 500.
+    #[serde(default = "default_evm_max_fee_gwei")]
+    pub max_fee_gwei: u64,
+}
+
+fn default_evm_confirmations() -> u64 {
+    12
+}
+
+fn default_evm_interval_ms() -> u64 {
+    600_000
+}
+
+fn default_evm_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_evm_max_fee_gwei() -> u64 {
+    500
 }
 
 /// An RFC 3161 TSA (e.g. an accredited 総務大臣認定タイムスタンプ service).

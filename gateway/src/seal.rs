@@ -145,7 +145,7 @@ impl Sealer {
                 config.dir.display()
             ))
         })?;
-        for backend in crate::anchors::backends(anchors)? {
+        for backend in crate::anchors::backends(anchors, &config.dir)? {
             ledger.add_backend(backend);
         }
         let ledger = Arc::new(ledger);

@@ -7,6 +7,7 @@
 mod admin;
 mod anchors;
 mod audit;
+mod chain;
 mod errors;
 mod formats;
 mod japanese;

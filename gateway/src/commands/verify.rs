@@ -22,6 +22,10 @@ pub struct VerifyArgs {
     /// time-stamp tokens (without it they are reported as unchecked).
     #[arg(long)]
     pub tsa_ca: Option<PathBuf>,
+    /// An EVM node's JSON-RPC URL: checks the bundle's chain receipts on
+    /// chain (without it they are reported as unchecked).
+    #[arg(long)]
+    pub evm_rpc: Option<String>,
 }
 
 pub fn run(args: VerifyArgs) -> ExitCode {
@@ -72,6 +76,25 @@ fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> 
             hex::encode(verified.root)
         ),
     ];
-    lines.extend(verified.anchors);
+    // With a node, chain receipts are checked on chain below instead.
+    let checking_chain = args.evm_rpc.is_some();
+    lines.extend(
+        verified
+            .anchors
+            .into_iter()
+            .filter(|line| !(checking_chain && line.starts_with("evm:"))),
+    );
+    if let Some(rpc) = &args.evm_rpc {
+        for receipt in bundle.anchors.iter().filter(|r| r.backend == "evm") {
+            if receipt.checkpoint_size != bundle.tree_size {
+                return Err("the evm receipt is for another checkpoint".into());
+            }
+            lines.push(crate::anchors::check_evm_receipt(
+                rpc,
+                &receipt.receipt,
+                &bundle.checkpoint,
+            )?);
+        }
+    }
     Ok(lines)
 }

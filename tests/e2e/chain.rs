@@ -1,0 +1,223 @@
+//! Checkpoints anchored on an EVM chain (ganache): the receipt verifies on
+//! chain; a transaction reorganized away before its confirmations is sent
+//! again, not lost; an underpriced transaction and a node outage are
+//! reported and recovered from, and clients never notice.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::{patient, post_json, Stack};
+use inkan_e2e::{client, run_inkan, Ganache, Gateway, Hfs};
+
+fn config(
+    ledger: &std::path::Path,
+    node: &Ganache,
+    confirmations: u64,
+    max_fee_gwei: u64,
+) -> String {
+    format!(
+        "[ledger]\ndir = \"{}\"\norigin = \"e2e.test/inkan\"\ncheckpoint_interval_ms = 100\n\n[anchors.evm]\nrpc_url = \"{}\"\nchain_id = 1337\nkey_file = \"{}\"\nconfirmations = {confirmations}\ninterval_ms = 300\ntimeout_ms = 1500\nmax_fee_gwei = {max_fee_gwei}\n",
+        ledger.display(),
+        node.url,
+        node.key_file().display()
+    )
+}
+
+fn evm_status(gateway: &Gateway) -> Value {
+    let config = gateway.dir.path().join("inkan.toml");
+    let out = run_inkan([
+        "anchors".as_ref(),
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == "evm")
+        .cloned()
+        .expect("evm row")
+}
+
+/// Waits until `check` holds, running `meanwhile` on every turn.
+fn wait_for(
+    gateway: &Gateway,
+    what: &str,
+    mut meanwhile: impl FnMut(),
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = evm_status(gateway);
+        if check(&row) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {row}\n{}",
+            gateway.process.log()
+        );
+        meanwhile();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn caught_up(row: &Value) -> bool {
+    row["lagCheckpoints"] == 0 && row["lastAnchored"].is_u64()
+}
+
+fn verify_on_chain(
+    stack: &Stack,
+    ledger: &std::path::Path,
+    id: &str,
+    created: &Value,
+    rpc: Option<&str>,
+) -> String {
+    let bundle: Value = client()
+        .get(stack.url(&format!("/Patient/{id}/_history/1/$proof")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        bundle["anchors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["backend"] == "evm"),
+        "{bundle}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let bundle_file = work.path().join("bundle.json");
+    let resource_file = work.path().join("resource.json");
+    std::fs::write(&bundle_file, bundle.to_string()).unwrap();
+    std::fs::write(&resource_file, created.to_string()).unwrap();
+    let key = std::fs::read_to_string(ledger.join("log.pub")).unwrap();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "verify".into(),
+        "--bundle".into(),
+        bundle_file.into(),
+        "--resource".into(),
+        resource_file.into(),
+        "--log-key".into(),
+        key.trim().into(),
+    ];
+    if let Some(rpc) = rpc {
+        args.push("--evm-rpc".into());
+        args.push(rpc.into());
+    }
+    run_inkan(args)
+}
+
+#[test]
+fn checkpoints_are_anchored_on_chain_and_verify_there() {
+    let hfs = Hfs::start();
+    let node = Ganache::start();
+    let ledger = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(&hfs.url, &config(ledger.path(), &node, 1, 500));
+    let stack = Stack { gateway, hfs };
+    let created: Value = post_json(&stack, "/Patient", patient("Chain", "Hanako").to_string())
+        .json()
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    wait_for(&stack.gateway, "anchored", || {}, caught_up);
+    let out = verify_on_chain(&stack, ledger.path(), &id, &created, Some(&node.url));
+    assert!(out.contains("checked on chain"), "{out}");
+    let out = verify_on_chain(&stack, ledger.path(), &id, &created, None);
+    assert!(out.contains("NOT checked"), "{out}");
+}
+
+#[test]
+fn reorganized_underpriced_and_unreachable_anchors_are_recovered() {
+    let hfs = Hfs::start();
+    let node = Ganache::start();
+    let ledger = tempfile::tempdir().unwrap();
+
+    // Underpriced: a fee cap below the chain's base fee is refused by the
+    // node, reported, and nothing is anchored; with a sane cap it works.
+    let cheap = Gateway::start(&hfs.url, &config(ledger.path(), &node, 3, 0));
+    let response = client()
+        .post(format!("{}/Patient", cheap.base))
+        .header("Content-Type", "application/fhir+json")
+        .body(patient("Chain", "Cheap").to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let row = wait_for(
+        &cheap,
+        "underpriced",
+        || {},
+        |row| row["lastError"].is_string(),
+    );
+    assert!(row["lastAnchored"].is_null(), "{row}");
+    drop(cheap);
+
+    // A reorganization: the anchoring transaction is mined, then the chain
+    // is reverted to before it (ganache evm_revert) before it has its three
+    // confirmations. The gateway notices and sends it again.
+    let snapshot = node.rpc("evm_snapshot", json!([]));
+    let gateway = Gateway::start(&hfs.url, &config(ledger.path(), &node, 3, 500));
+    let mut stack = Stack { gateway, hfs };
+    wait_for(
+        &stack.gateway,
+        "mined, waiting for confirmations",
+        || {},
+        |row| {
+            row["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("confirmations"))
+        },
+    );
+    assert_eq!(node.rpc("evm_revert", json!([snapshot])), json!(true));
+    wait_for(
+        &stack.gateway,
+        "re-submitted and confirmed",
+        || {
+            node.rpc("evm_mine", json!([]));
+        },
+        caught_up,
+    );
+    assert!(
+        stack.gateway.process.log().contains("re-submitting"),
+        "{}",
+        stack.gateway.process.log()
+    );
+
+    // The node goes down: writes go on; when it is back the latest
+    // checkpoint is anchored.
+    let mut node = node;
+    node.stop();
+    let started = Instant::now();
+    for i in 0..10 {
+        let response = post_json(
+            &stack,
+            "/Patient",
+            patient("Chain", &format!("Down{i}")).to_string(),
+        );
+        assert_eq!(response.status(), 201);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "writes waited for the chain"
+    );
+    wait_for(
+        &stack.gateway,
+        "outage reported",
+        || {},
+        |row| row["lagCheckpoints"].as_u64() >= Some(1) && row["failures"].as_u64() >= Some(1),
+    );
+    let node = node.restart();
+    let row = wait_for(
+        &stack.gateway,
+        "caught up after the outage",
+        || {
+            node.rpc("evm_mine", json!([]));
+        },
+        caught_up,
+    );
+    assert_eq!(row["failures"], 0);
+    stack.hfs.stop();
+}
