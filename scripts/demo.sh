@@ -198,4 +198,4 @@ echo " 'inkan backfill' would seal them as first seen.)"
 say "Ledger health"
 ledger fsck
 echo
-echo "Demo complete. Still to come (tracked in issues): the EVM chain anchor backend."
+echo "Demo complete. Anchoring on an EVM chain (Besu, Ethereum) is configured the same way: docs/anchors.md."

@@ -38,6 +38,9 @@ pub async fn handle(gateway: &Gateway, method: &Method, path: &str) -> Response<
             ),
         },
         "/-/metrics" => {
+            if let Some(sealer) = &gateway.sealer {
+                refresh_anchor_gauges(gateway, &sealer.ledger);
+            }
             let mut response = Response::new(body::full(gateway.metrics.encode()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
@@ -111,5 +114,30 @@ fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<Respons
             },
             WireFormat::Json,
         ),
+    }
+}
+
+/// Reads each anchor backend's lag from the ledger into the gauges.
+fn refresh_anchor_gauges(gateway: &Gateway, ledger: &anchor::ledger::Ledger) {
+    let Ok(lags) = ledger.anchor_status() else {
+        return;
+    };
+    let metrics = &gateway.metrics;
+    for lag in lags {
+        let labels = crate::metrics::BackendLabels {
+            backend: lag.backend.clone(),
+        };
+        metrics
+            .anchor_lag_checkpoints
+            .get_or_create(&labels)
+            .set(i64::try_from(lag.lag_checkpoints).unwrap_or(i64::MAX));
+        metrics
+            .anchor_lag_seconds
+            .get_or_create(&labels)
+            .set(lag.lag_seconds);
+        metrics
+            .anchor_failures
+            .get_or_create(&labels)
+            .set(i64::try_from(lag.health.failures).unwrap_or(i64::MAX));
     }
 }

@@ -17,6 +17,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
 }
@@ -47,6 +52,10 @@ pub struct Metrics {
     /// Request-body text changes by kind (`charset_decoded`,
     /// `charset_detected`, `kana-widened`, `variants-folded`, …).
     pub text_changes: Family<KindLabels, Counter>,
+    /// Per anchor backend, refreshed at each scrape from the ledger.
+    pub anchor_lag_checkpoints: Family<BackendLabels, Gauge<i64, AtomicI64>>,
+    pub anchor_lag_seconds: Family<BackendLabels, Gauge<i64, AtomicI64>>,
+    pub anchor_failures: Family<BackendLabels, Gauge<i64, AtomicI64>>,
     /// Writes by seal result (`sealed`, `failed`).
     pub seals: Family<KindLabels, Counter>,
 }
@@ -71,6 +80,24 @@ impl Metrics {
         let read_verifications = Family::<KindLabels, Counter>::default();
         let seals = Family::<KindLabels, Counter>::default();
         let text_changes = Family::<KindLabels, Counter>::default();
+        let anchor_lag_checkpoints = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        let anchor_lag_seconds = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        let anchor_failures = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "anchor_lag_checkpoints",
+            "Checkpoints signed since the last one the backend anchored",
+            anchor_lag_checkpoints.clone(),
+        );
+        registry.register(
+            "anchor_lag_seconds",
+            "Age of the oldest checkpoint the backend has not anchored",
+            anchor_lag_seconds.clone(),
+        );
+        registry.register(
+            "anchor_failures",
+            "Failed anchoring attempts since the backend's last success",
+            anchor_failures.clone(),
+        );
         registry.register(
             "text_changes",
             "Changes made to request-body text (Japanese charsets and normalization), by kind",
@@ -127,6 +154,9 @@ impl Metrics {
             read_verifications,
             seals,
             text_changes,
+            anchor_lag_checkpoints,
+            anchor_lag_seconds,
+            anchor_failures,
         }
     }
 
