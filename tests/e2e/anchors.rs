@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{json, patient, post_json};
-use inkan_e2e::{client, inkan_binary, run_inkan, Gateway, Hfs, TsaShim};
+use crate::{anchors_caught_up, json, patient, post_json, wait_anchor_status};
+use inkan_e2e::{client, inkan_binary, Gateway, Hfs, TsaShim};
 
 fn config(ledger: &std::path::Path, tsa: &TsaShim) -> String {
     format!(
@@ -20,43 +20,8 @@ fn config(ledger: &std::path::Path, tsa: &TsaShim) -> String {
     )
 }
 
-fn status(gateway: &Gateway) -> Value {
-    let config = gateway.dir.path().join("inkan.toml");
-    let out = run_inkan([
-        "anchors".as_ref(),
-        "status".as_ref(),
-        "--json".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-    ]);
-    let rows: Value = serde_json::from_str(&out).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["backend"] == "rfc3161")
-        .cloned()
-        .expect("rfc3161 row")
-}
-
-/// Waits until `check` holds for the rfc3161 status row.
 fn wait_status(gateway: &Gateway, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = status(gateway);
-        if check(&row) {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {row}\n{}",
-            gateway.process.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn caught_up(row: &Value) -> bool {
-    row["lagCheckpoints"] == 0 && row["lastAnchored"].is_u64()
+    wait_anchor_status(gateway, "rfc3161", what, || {}, check)
 }
 
 #[test]
@@ -72,7 +37,7 @@ fn checkpoints_are_time_stamped_and_bundles_verify_against_the_tsa_ca() {
         patient("Stamp", "Hanako").to_string(),
     ));
     let id = created["id"].as_str().unwrap().to_owned();
-    wait_status(&stack.gateway, "first stamp", caught_up);
+    wait_status(&stack.gateway, "first stamp", anchors_caught_up);
     let metrics = client()
         .get(format!("{}/-/metrics", stack.gateway.origin))
         .send()
@@ -143,7 +108,7 @@ fn bad_tsa_answers_are_refused_and_an_outage_is_caught_up_after_a_crash() {
     let gateway = Gateway::start(&hfs.url, &toml);
     let stack = crate::Stack { gateway, hfs };
     post_json(&stack, "/Patient", patient("Anchor", "0").to_string());
-    wait_status(&stack.gateway, "first stamp", caught_up);
+    wait_status(&stack.gateway, "first stamp", anchors_caught_up);
 
     // Every kind of bad answer is refused (never a receipt) and reported,
     // while writes go on without errors.
@@ -174,7 +139,7 @@ fn bad_tsa_answers_are_refused_and_an_outage_is_caught_up_after_a_crash() {
         );
     }
     tsa.set_mode("ok");
-    wait_status(&stack.gateway, "recovered after faults", caught_up);
+    wait_status(&stack.gateway, "recovered after faults", anchors_caught_up);
 
     // An outage: the TSA is down, writes continue, the gateway crashes
     // (kill -9) with checkpoints still unstamped, the TSA returns, the
@@ -203,7 +168,7 @@ fn bad_tsa_answers_are_refused_and_an_outage_is_caught_up_after_a_crash() {
     stack.gateway.process.signal("KILL");
     let tsa = tsa.restart();
     let restarted = Gateway::start(&stack.hfs.url, &config(ledger.path(), &tsa));
-    let row = wait_status(&restarted, "caught up after the outage", caught_up);
+    let row = wait_status(&restarted, "caught up after the outage", anchors_caught_up);
     assert!(row["lastAnchored"].as_u64().unwrap() >= lagging_at, "{row}");
     assert_eq!(row["failures"], 0);
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::{patient, post_json, Stack};
+use crate::{anchors_caught_up, patient, post_json, wait_anchor_status, Stack};
 use inkan_e2e::{client, run_inkan, Ganache, Gateway, Hfs};
 
 fn config(
@@ -24,49 +24,15 @@ fn config(
     )
 }
 
-fn evm_status(gateway: &Gateway) -> Value {
-    let config = gateway.dir.path().join("inkan.toml");
-    let out = run_inkan([
-        "anchors".as_ref(),
-        "status".as_ref(),
-        "--json".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-    ]);
-    let rows: Value = serde_json::from_str(&out).unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["backend"] == "evm")
-        .cloned()
-        .expect("evm row")
-}
-
-/// Waits until `check` holds, running `meanwhile` on every turn.
+/// Waits until `check` holds for the evm status row, running `meanwhile`
+/// on every turn.
 fn wait_for(
     gateway: &Gateway,
     what: &str,
-    mut meanwhile: impl FnMut(),
+    meanwhile: impl FnMut(),
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let row = evm_status(gateway);
-        if check(&row) {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {row}\n{}",
-            gateway.process.log()
-        );
-        meanwhile();
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn caught_up(row: &Value) -> bool {
-    row["lagCheckpoints"] == 0 && row["lastAnchored"].is_u64()
+    wait_anchor_status(gateway, "evm", what, meanwhile, check)
 }
 
 fn verify_on_chain(
@@ -123,7 +89,7 @@ fn checkpoints_are_anchored_on_chain_and_verify_there() {
         .json()
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
-    wait_for(&stack.gateway, "anchored", || {}, caught_up);
+    wait_for(&stack.gateway, "anchored", || {}, anchors_caught_up);
     let out = verify_on_chain(&stack, ledger.path(), &id, &created, Some(&node.url));
     assert!(out.contains("checked on chain"), "{out}");
     let out = verify_on_chain(&stack, ledger.path(), &id, &created, None);
@@ -178,7 +144,7 @@ fn reorganized_underpriced_and_unreachable_anchors_are_recovered() {
         || {
             node.rpc("evm_mine", json!([]));
         },
-        caught_up,
+        anchors_caught_up,
     );
     assert!(
         stack.gateway.process.log().contains("re-submitting"),
@@ -216,7 +182,7 @@ fn reorganized_underpriced_and_unreachable_anchors_are_recovered() {
         || {
             node.rpc("evm_mine", json!([]));
         },
-        caught_up,
+        anchors_caught_up,
     );
     assert_eq!(row["failures"], 0);
     stack.hfs.stop();

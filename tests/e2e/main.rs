@@ -93,3 +93,52 @@ pub fn assert_outcome(body: &Value, code: &str) {
     assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
     assert_eq!(body["issue"][0]["code"], code, "{body}");
 }
+
+/// One backend's row of `inkan anchors status --json` for `gateway`.
+pub fn anchor_status(gateway: &Gateway, backend: &str) -> Value {
+    let config = gateway.dir.path().join("inkan.toml");
+    let out = inkan_e2e::run_inkan([
+        "anchors".as_ref(),
+        "status".as_ref(),
+        "--json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let rows: Value = serde_json::from_str(&out).unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["backend"] == backend)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {backend} row in {rows}"))
+}
+
+/// Waits (up to a minute) until `check` holds for `backend`'s status row,
+/// running `meanwhile` on every turn (e.g. mining a block).
+pub fn wait_anchor_status(
+    gateway: &Gateway,
+    backend: &str,
+    what: &str,
+    mut meanwhile: impl FnMut(),
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let row = anchor_status(gateway, backend);
+        if check(&row) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {row}\n{}",
+            gateway.process.log()
+        );
+        meanwhile();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The backend holds a receipt for the latest checkpoint.
+pub fn anchors_caught_up(row: &Value) -> bool {
+    row["lagCheckpoints"] == 0 && row["lastAnchored"].is_u64()
+}
