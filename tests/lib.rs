@@ -334,6 +334,18 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The gateway's `/-/metrics` text.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(format!("{}/-/metrics", self.origin))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+}
+
 /// A blocking HTTP client with a sane timeout and no automatic redirects
 /// (a proxy test must see `Location` as sent).
 pub fn client() -> reqwest::blocking::Client {

@@ -23,12 +23,7 @@ fn livez_readyz_and_metrics() {
     );
     http.get(stack.url("/metadata")).send().unwrap();
     http.get(stack.url("/Patient/missing")).send().unwrap();
-    let metrics = http
-        .get(format!("{}/-/metrics", stack.gateway.origin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = stack.gateway.metrics();
     assert!(
         metrics.contains(r#"inkan_http_requests_total{interaction="capabilities",status="200"} 1"#),
         "{metrics}"

@@ -38,12 +38,7 @@ fn checkpoints_are_time_stamped_and_bundles_verify_against_the_tsa_ca() {
     ));
     let id = created["id"].as_str().unwrap().to_owned();
     wait_status(&stack.gateway, "first stamp", anchors_caught_up);
-    let metrics = client()
-        .get(format!("{}/-/metrics", stack.gateway.origin))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = stack.gateway.metrics();
     assert!(
         metrics.contains("inkan_anchor_lag_checkpoints{backend=\"rfc3161\"} 0"),
         "{metrics}"
