@@ -10,6 +10,20 @@ cd "$(dirname "$0")/.."
 INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
 INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
 export INKAN_HFS_BIN INKAN_GANACHE_BIN
+# Independent oracles for the Japanese decoding tests: nkf (Debian) and
+# jaconv (pip, into the cache).
+if ! command -v nkf >/dev/null; then
+  if [[ "$(id -u)" == 0 ]]; then
+    (apt-get update -qq && apt-get install -y -qq nkf) >/dev/null
+  else
+    echo "the oracle tests need nkf: sudo apt-get install -y nkf" >&2
+    exit 1
+  fi
+fi
+pylib="${INKAN_CACHE:-$HOME/.cache/inkan}/pylib"
+export PYTHONPATH="$pylib${PYTHONPATH:+:$PYTHONPATH}"
+python3 -c 'import jaconv' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" jaconv >&2
 # The end-to-end tests drive the real binary.
 cargo build --locked -p inkan
 log="$(mktemp)"

@@ -101,3 +101,88 @@ fn hex_decode(hex: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Runs a program with `input` on stdin; its stdout. Missing programs fail
+/// the test loudly: an oracle test that skips proves nothing.
+fn pipe(program: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("{program} is an oracle here ({e}); scripts/test.sh installs it")
+        });
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{program} failed");
+    output.stdout
+}
+
+#[test]
+fn nkf_and_our_decoder_agree_on_shift_jis_and_euc_jp() {
+    // The corpus lines every codec here can represent, encoded by encoding_rs
+    // (Windows-31J), decoded by nkf (-x keeps half-width kana as they are).
+    let table = VariantTable::default();
+    let corpus = corpus();
+    let lines: Vec<&str> = corpus
+        .lines()
+        .filter(|line| {
+            let (_, _, unmappable) = encoding_rs::EUC_JP.encode(line);
+            !unmappable
+        })
+        .collect();
+    assert!(lines.len() > 50, "{}", lines.len());
+    let text = lines.join("\n");
+    for (charset, flag, encoding) in [
+        (JpCharset::ShiftJis, "-S", encoding_rs::SHIFT_JIS),
+        (JpCharset::EucJp, "-E", encoding_rs::EUC_JP),
+    ] {
+        let bytes = encoding.encode(&text).0.into_owned();
+        let by_nkf = String::from_utf8(pipe("nkf", &[flag, "-w", "-x"], &bytes)).unwrap();
+        let ours = decode(&bytes, charset).unwrap().text;
+        for (theirs, mine) in by_nkf.lines().zip(ours.lines()) {
+            assert_eq!(table.fold(mine).0, table.fold(theirs).0, "nkf {flag}");
+        }
+        assert_eq!(by_nkf.lines().count(), ours.lines().count());
+    }
+}
+
+#[test]
+fn jaconv_and_our_kana_widening_agree() {
+    // Every half-width katakana alone and followed by each sound mark; the
+    // cases where jaconv leaves a mark half-width (it has no precomposed
+    // kana, or the mark stands alone) are our documented product decision
+    // (a lone mark becomes ゛/゜) and are compared on the kana only.
+    let mut cases: Vec<String> = Vec::new();
+    for c in '\u{FF61}'..='\u{FF9D}' {
+        cases.push(c.to_string());
+        cases.push(format!("{c}\u{FF9E}"));
+        cases.push(format!("{c}\u{FF9F}"));
+    }
+    let input = cases.join("\n");
+    let script = "import sys, jaconv; sys.stdout.write(jaconv.h2z(sys.stdin.read(), kana=True, ascii=False, digit=False))";
+    let theirs = String::from_utf8(pipe("python3", &["-c", script], input.as_bytes())).unwrap();
+    let mut compared = 0;
+    for (case, expected) in cases.iter().zip(theirs.split('\n')) {
+        let (ours, _) = profiles_jp::text::widen_kana(case);
+        if expected.contains(['\u{FF9E}', '\u{FF9F}']) {
+            // jaconv kept the mark (ｦﾞ → ヲﾞ where we compose ヺ, or a
+            // lone mark): the kana it widened must lead ours, decomposed.
+            use unicode_normalization::UnicodeNormalization;
+            let kana: String = expected
+                .chars()
+                .filter(|c| !matches!(c, '\u{FF9E}' | '\u{FF9F}'))
+                .collect();
+            let decomposed: String = ours.nfd().collect();
+            assert!(
+                decomposed.starts_with(&kana),
+                "{case:?}: ours {ours:?}, jaconv {expected:?}"
+            );
+            continue;
+        }
+        assert_eq!(ours, expected, "{case:?}");
+        compared += 1;
+    }
+    assert!(compared >= 80, "only {compared} cases compared exactly");
+}
