@@ -82,6 +82,22 @@ fn shift_jis_body_is_stored_as_normalized_utf8_and_found_by_a_halfwidth_search()
         read.headers()["inkan-verify"],
         "verified=1, tampered=0, unsealed=0, unchecked=0"
     );
+    // Read back in Shift_JIS, as the legacy system wants it.
+    let back = client()
+        .get(stack.url(&format!("/Patient/{id}")))
+        .header("Accept-Charset", "Shift_JIS")
+        .send()
+        .unwrap();
+    assert_eq!(
+        back.headers()["content-type"],
+        "application/fhir+json; charset=Shift_JIS"
+    );
+    let bytes = back.bytes().unwrap();
+    let (text, _, malformed) = encoding_rs::SHIFT_JIS.decode(&bytes);
+    assert!(!malformed);
+    let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(back["name"][0]["text"], "山田 太郎");
+
     // Searches typed with half-width kana — in UTF-8, or percent-encoded
     // Shift_JIS — are normalized like the stored value and find it.
     let sjis_query: String = encoding_rs::SHIFT_JIS
