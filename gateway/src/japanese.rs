@@ -138,6 +138,8 @@ impl Japanese {
         body: Bytes,
         declared: Option<&str>,
     ) -> Result<(Bytes, DecodedFrom), GatewayError> {
+        // No charset parameter: an XML declaration may still name one.
+        let declared = declared.or_else(|| xml_declared_encoding(&body));
         let declared = declared
             .map(JpCharset::from_label)
             .transpose()
@@ -521,6 +523,20 @@ fn has_iso_2022_jp_escape(body: &[u8]) -> bool {
     memchr::memchr(0x1B, body).is_some()
 }
 
+/// The `encoding` an XML declaration names (`<?xml … encoding="EUC-JP"?>`).
+fn xml_declared_encoding(body: &[u8]) -> Option<&str> {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = body.get(start..)?;
+    if !head.starts_with(b"<?xml") {
+        return None;
+    }
+    let end = head.windows(2).position(|w| w == b"?>")?;
+    let declaration = std::str::from_utf8(&head[..end]).ok()?;
+    let value = declaration.split("encoding=").nth(1)?;
+    let quote = value.chars().next()?;
+    value[1..].split(quote).next()
+}
+
 /// A decoded XML document still declares its old encoding; it is UTF-8 now.
 fn fix_xml_declaration(text: String) -> String {
     let trimmed = text.trim_start();
@@ -604,6 +620,23 @@ mod tests {
             .decode(Bytes::from_static(b"{\"a\":\"\x82\"}"), Some("Shift_JIS"))
             .unwrap_err();
         assert!(error.to_string().contains("offset 6"), "{error}");
+    }
+
+    #[test]
+    fn xml_declaration_names_the_charset_when_the_header_does_not() {
+        let xml = encoding_rs::EUC_JP
+            .encode("<?xml version=\"1.0\" encoding=\"EUC-JP\"?><Patient xmlns=\"http://hl7.org/fhir\"><name><family value=\"鈴木\"/></name></Patient>")
+            .0
+            .into_owned();
+        assert_eq!(xml_declared_encoding(&xml), Some("EUC-JP"));
+        let (text, note) = japanese().decode(Bytes::from(xml), None).unwrap();
+        assert_eq!(note, Some(("EUC-JP", false)));
+        let text = std::str::from_utf8(&text).unwrap();
+        assert!(
+            text.contains("encoding=\"UTF-8\"") && text.contains("鈴木"),
+            "{text}"
+        );
+        assert_eq!(xml_declared_encoding(b"{\"a\":1}"), None);
     }
 
     #[test]
