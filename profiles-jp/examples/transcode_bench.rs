@@ -62,5 +62,33 @@ fn main() {
         assert!(changes.total() > 0 && !json.is_empty());
         best = best.min(started.elapsed().as_secs_f64());
     }
+    // Where the time goes (stderr): each stage alone, best of 3.
+    let stage = |f: &dyn Fn()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let decoded = decode(&sjis, JpCharset::ShiftJis).unwrap().text;
+    let value: serde_json::Value = serde_json::from_str(&decoded).unwrap();
+    eprintln!(
+        "decode {:.4} s, parse {:.4} s, normalize {:.4} s, serialize {:.4} s",
+        stage(&|| {
+            decode(&sjis, JpCharset::ShiftJis).unwrap();
+        }),
+        stage(&|| {
+            serde_json::from_str::<serde_json::Value>(&decoded).unwrap();
+        }),
+        stage(&|| {
+            let mut v = value.clone();
+            normalize(&mut v, &rules).unwrap();
+        }),
+        stage(&|| {
+            serde_json::to_vec(&value).unwrap();
+        }),
+    );
     println!("{} {best:.4}", sjis.len());
 }
