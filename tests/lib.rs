@@ -457,6 +457,7 @@ pub struct Ganache {
     pub port: u16,
     pub url: String,
     pub dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 /// ganache --wallet.deterministic account 0 (a well-known test key).
@@ -464,10 +465,16 @@ pub const GANACHE_KEY: &str = "4f3edf983ac636a65a842ce7c78d9aa706d3b113bce9c46f3
 
 impl Ganache {
     pub fn start() -> Ganache {
-        Ganache::launch(tempfile::tempdir().unwrap(), free_port())
+        Ganache::start_with(&[])
     }
 
-    fn launch(dir: tempfile::TempDir, port: u16) -> Ganache {
+    /// With extra ganache options, e.g. `["--chain.hardfork", "berlin"]`.
+    pub fn start_with(extra: &[&str]) -> Ganache {
+        let extra = extra.iter().map(|s| (*s).to_owned()).collect();
+        Ganache::launch(tempfile::tempdir().unwrap(), free_port(), extra)
+    }
+
+    fn launch(dir: tempfile::TempDir, port: u16, extra: Vec<String>) -> Ganache {
         let bin = std::env::var("INKAN_GANACHE_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| {
@@ -493,7 +500,8 @@ impl Ganache {
                 "--logging.quiet",
             ])
             .arg("--database.dbPath")
-            .arg(dir.path().join("chain"));
+            .arg(dir.path().join("chain"))
+            .args(&extra);
         let process = spawn_logged(command, &dir.path().join(format!("ganache-{port}.log")));
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -502,6 +510,7 @@ impl Ganache {
             port,
             url,
             dir,
+            extra,
         };
         while ganache
             .try_rpc("eth_chainId", serde_json::json!([]))
@@ -553,9 +562,10 @@ impl Ganache {
             mut process,
             port,
             dir,
+            extra,
             ..
         } = self;
         process.kill();
-        Ganache::launch(dir, port)
+        Ganache::launch(dir, port, extra)
     }
 }

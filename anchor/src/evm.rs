@@ -101,6 +101,50 @@ impl Transaction {
     }
 }
 
+/// A legacy (EIP-155) transaction, for chains without a base fee
+/// (before London, or a permissioned network configured without it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegacyTransaction {
+    pub chain_id: u64,
+    pub nonce: u64,
+    pub gas_price: u128,
+    pub gas_limit: u64,
+    pub to: [u8; 20],
+    pub value: u128,
+    pub data: Vec<u8>,
+}
+
+impl LegacyTransaction {
+    /// Signs it with EIP-155 replay protection; the raw transaction and
+    /// its hash.
+    pub fn sign(&self, key: &SigningKey) -> Result<(Vec<u8>, [u8; 32]), Error> {
+        let mut fields = vec![
+            rlp_uint(u128::from(self.nonce)),
+            rlp_uint(self.gas_price),
+            rlp_uint(u128::from(self.gas_limit)),
+            rlp_bytes(&self.to),
+            rlp_uint(self.value),
+            rlp_bytes(&self.data),
+        ];
+        let mut unsigned = fields.clone();
+        unsigned.push(rlp_uint(u128::from(self.chain_id)));
+        unsigned.push(rlp_uint(0));
+        unsigned.push(rlp_uint(0));
+        let digest = Keccak256::digest(rlp_list(&unsigned));
+        let (signature, recovery) = key
+            .sign_prehash_recoverable(&digest)
+            .map_err(|e| Error::Anchor(format!("cannot sign the transaction: {e}")))?;
+        let (r, s) = signature.split_bytes();
+        let v = u128::from(self.chain_id) * 2 + 35 + u128::from(recovery.is_y_odd());
+        fields.push(rlp_uint(v));
+        fields.push(rlp_bytes(strip_zeros(&r)));
+        fields.push(rlp_bytes(strip_zeros(&s)));
+        let raw = rlp_list(&fields);
+        let hash: [u8; 32] = Keccak256::digest(&raw).into();
+        Ok((raw, hash))
+    }
+}
+
 /// Checks that `data` (a transaction's input) is the v1 payload of `note`.
 pub fn payload_matches(data: &[u8], note: &str) -> Result<bool, Error> {
     Ok(data == payload(note)?.as_slice())

@@ -297,12 +297,6 @@ impl EvmAnchor {
             serde_json::json!([self.address, "pending"]),
         )?)? as u64;
         let latest = self.rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))?;
-        let base_fee = quantity(&latest["baseFeePerGas"]).unwrap_or(1_000_000_000);
-        let priority = self
-            .rpc("eth_maxPriorityFeePerGas", serde_json::json!([]))
-            .and_then(|v| quantity(&v))
-            .unwrap_or(1_000_000_000);
-        let max_fee = (base_fee * 2 + priority).min(self.max_fee_wei);
         let data = anchor::evm::payload(note).map_err(|e| e.to_string())?;
         let data_hex = format!("0x{}", hex::encode(&data));
         let gas = quantity(&self.rpc(
@@ -313,17 +307,42 @@ impl EvmAnchor {
         to.copy_from_slice(
             &hex::decode(self.address.trim_start_matches("0x")).map_err(|e| e.to_string())?,
         );
-        let transaction = anchor::evm::Transaction {
-            chain_id: self.chain_id,
-            nonce,
-            max_priority_fee_per_gas: priority.min(max_fee),
-            max_fee_per_gas: max_fee,
-            gas_limit: gas + gas / 4,
-            to,
-            value: 0,
-            data,
-        };
-        let (raw, hash) = transaction.sign(&self.key).map_err(|e| e.to_string())?;
+        // EIP-1559 where the chain has a base fee; a legacy EIP-155
+        // transaction where it has none.
+        let (raw, hash) = match quantity(&latest["baseFeePerGas"]) {
+            Ok(base_fee) => {
+                let priority = self
+                    .rpc("eth_maxPriorityFeePerGas", serde_json::json!([]))
+                    .and_then(|v| quantity(&v))
+                    .unwrap_or(1_000_000_000);
+                let max_fee = (base_fee * 2 + priority).min(self.max_fee_wei);
+                anchor::evm::Transaction {
+                    chain_id: self.chain_id,
+                    nonce,
+                    max_priority_fee_per_gas: priority.min(max_fee),
+                    max_fee_per_gas: max_fee,
+                    gas_limit: gas + gas / 4,
+                    to,
+                    value: 0,
+                    data,
+                }
+                .sign(&self.key)
+            }
+            Err(_) => {
+                let gas_price = quantity(&self.rpc("eth_gasPrice", serde_json::json!([]))?)?;
+                anchor::evm::LegacyTransaction {
+                    chain_id: self.chain_id,
+                    nonce,
+                    gas_price: gas_price.min(self.max_fee_wei),
+                    gas_limit: gas + gas / 4,
+                    to,
+                    value: 0,
+                    data,
+                }
+                .sign(&self.key)
+            }
+        }
+        .map_err(|e| e.to_string())?;
         let tx_hash = format!("0x{}", hex::encode(hash));
         let sent = self.rpc(
             "eth_sendRawTransaction",
