@@ -4,7 +4,9 @@ own TSA (`openssl ts -reply`) behind a small HTTP shim on 127.0.0.1.
 
     tsa-shim.py init DIR          test CA + TSA certificate (critical timeStamping
                                   EKU) and a second, untrusted "rogue" CA + TSA
-    tsa-shim.py serve DIR PORT    POST application/timestamp-query -> reply
+    tsa-shim.py serve DIR PORT [tls]   POST application/timestamp-query -> reply
+                                  (tls: HTTPS with the https-server certificate,
+                                  and a client certificate required)
     tsa-shim.py reply DIR QUERY OUT [rogue]   one reply, no HTTP
 
 The server's behaviour can be switched for fault tests with
@@ -57,6 +59,21 @@ def run(*args, **kw):
 
 def init(directory):
     os.makedirs(directory, exist_ok=True)
+    init_tsa(directory)
+    # HTTPS: a server certificate for 127.0.0.1 and a client certificate,
+    # both from the test CA.
+    for name, ext in (("https-server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("https-client", "extendedKeyUsage=clientAuth")):
+        with open(os.path.join(directory, f"{name}-ext.cnf"), "w") as f:
+            f.write(ext + "\n")
+        run("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=directory)
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "3650", "-extfile", f"{name}-ext.cnf",
+            cwd=directory)
+
+
+def init_tsa(directory):
     with open(os.path.join(directory, "tsa-ext.cnf"), "w") as f:
         f.write(EXT)
     for prefix, ca_name in (("", "inkan test TSA CA"), ("rogue-", "rogue TSA CA")):
@@ -91,7 +108,7 @@ def reply_bytes(directory, query_bytes, signer="tsa"):
             return f.read()
 
 
-def serve(directory, port):
+def serve(directory, port, tls=False):
     state = {"mode": "ok", "count": 0}
     lock = threading.Lock()
     # A query for other data, for wrong-imprint answers.
@@ -149,6 +166,14 @@ def serve(directory, port):
             self.answer(200, token)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), Handler)
+    if tls:
+        import ssl
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(os.path.join(directory, "https-server.pem"),
+                                os.path.join(directory, "https-server.key"))
+        context.load_verify_locations(os.path.join(directory, "ca.pem"))
+        context.verify_mode = ssl.CERT_REQUIRED
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.serve_forever()
 
 
@@ -157,7 +182,7 @@ def main():
     if command == "init":
         init(directory)
     elif command == "serve":
-        serve(directory, sys.argv[3])
+        serve(directory, sys.argv[3], sys.argv[4:] == ["tls"])
     elif command == "reply":
         reply(directory, sys.argv[3], sys.argv[4], "rogue-tsa" if sys.argv[5:] == ["rogue"] else "tsa")
     else:

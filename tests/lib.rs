@@ -364,10 +364,21 @@ pub struct TsaShim {
     pub port: u16,
     pub url: String,
     pub dir: tempfile::TempDir,
+    tls: bool,
 }
 
 impl TsaShim {
     pub fn start() -> TsaShim {
+        TsaShim::start_with(false)
+    }
+
+    /// Over HTTPS, requiring a client certificate (`https-client.pem`,
+    /// `https-client.key`; server certificate from `ca.pem`).
+    pub fn start_tls() -> TsaShim {
+        TsaShim::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> TsaShim {
         let dir = tempfile::tempdir().unwrap();
         let status = Command::new("python3")
             .arg(workspace_root().join("scripts/tsa-shim.py"))
@@ -376,28 +387,34 @@ impl TsaShim {
             .status()
             .unwrap();
         assert!(status.success(), "tsa-shim.py init failed (needs openssl)");
-        TsaShim::serve(dir, free_port())
+        TsaShim::serve(dir, free_port(), tls)
     }
 
-    fn serve(dir: tempfile::TempDir, port: u16) -> TsaShim {
+    fn serve(dir: tempfile::TempDir, port: u16, tls: bool) -> TsaShim {
         let mut command = Command::new("python3");
         command
             .arg(workspace_root().join("scripts/tsa-shim.py"))
             .arg("serve")
             .arg(dir.path())
             .arg(port.to_string());
+        if tls {
+            command.arg("tls");
+        }
         let process = spawn_logged(command, &dir.path().join(format!("shim-{port}.log")));
-        let url = format!("http://127.0.0.1:{port}");
-        assert!(
-            wait_until_ok(&format!("{url}/-/mode"), Duration::from_secs(20)),
-            "the TSA shim did not come up:\n{}",
-            process.log()
-        );
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let up = if tls {
+            wait_until_listening(port, Duration::from_secs(20))
+        } else {
+            wait_until_ok(&format!("{url}/-/mode"), Duration::from_secs(20))
+        };
+        assert!(up, "the TSA shim did not come up:\n{}", process.log());
         TsaShim {
             process,
             port,
             url,
             dir,
+            tls,
         }
     }
 
@@ -426,10 +443,11 @@ impl TsaShim {
             mut process,
             port,
             dir,
+            tls,
             ..
         } = self;
         process.kill();
-        TsaShim::serve(dir, port)
+        TsaShim::serve(dir, port, tls)
     }
 }
 

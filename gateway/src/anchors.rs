@@ -89,8 +89,20 @@ impl Rfc3161Anchor {
             tsa::request("", 0, Some(policy))
                 .map_err(|e| ConfigError::Invalid(format!("anchors.rfc3161.policy_oid: {e}")))?;
         }
+        if config.client_cert_file.is_some() != config.client_key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "anchors.rfc3161: give both client_cert_file and client_key_file, or neither"
+                    .into(),
+            ));
+        }
+        let tls = crate::tls::client_tls(
+            config.https_ca_file.as_deref(),
+            config.client_cert_file.as_deref(),
+            config.client_key_file.as_deref(),
+        )?;
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(config.timeout_ms))
+            .tls_config(std::sync::Arc::new(tls))
             .build();
         Ok(Rfc3161Anchor {
             url: config.url.clone(),

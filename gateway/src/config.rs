@@ -131,6 +131,15 @@ pub struct Rfc3161Config {
     /// TSA policy OID to request, when the TSA requires one.
     #[serde(default)]
     pub policy_oid: Option<String>,
+    /// CA bundle for the TSA's HTTPS certificate (default: system roots).
+    #[serde(default)]
+    pub https_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for TSAs that authenticate by certificate,
+    /// with `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// HTTP basic authentication user, with `password_file`.
     #[serde(default)]
     pub username: Option<String>,

@@ -93,11 +93,25 @@ pub fn server_config(tls: &ListenerTls) -> Result<Arc<rustls::ServerConfig>, Con
 /// The upstream client's TLS config: configured CA bundle or system roots,
 /// optional client certificate.
 pub fn client_config(upstream: &UpstreamConfig) -> Result<rustls::ClientConfig, ConfigError> {
+    client_tls(
+        upstream.ca_file.as_deref(),
+        upstream.client_cert_file.as_deref(),
+        upstream.client_key_file.as_deref(),
+    )
+}
+
+/// A TLS client config: the CA bundle (or system roots), and a client
+/// certificate when both files are given.
+pub fn client_tls(
+    ca_file: Option<&Path>,
+    client_cert_file: Option<&Path>,
+    client_key_file: Option<&Path>,
+) -> Result<rustls::ClientConfig, ConfigError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| ConfigError::Tls(e.to_string()))?
-        .with_root_certificates(root_store(upstream.ca_file.as_deref())?);
-    match (&upstream.client_cert_file, &upstream.client_key_file) {
+        .with_root_certificates(root_store(ca_file)?);
+    match (client_cert_file, client_key_file) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
             .map_err(|e| ConfigError::Tls(e.to_string())),

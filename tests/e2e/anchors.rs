@@ -167,3 +167,54 @@ fn bad_tsa_answers_are_refused_and_an_outage_is_caught_up_after_a_crash() {
     assert!(row["lastAnchored"].as_u64().unwrap() >= lagging_at, "{row}");
     assert_eq!(row["failures"], 0);
 }
+
+#[test]
+fn a_tsa_that_requires_a_client_certificate_over_https() {
+    let hfs = Hfs::start();
+    let tsa = TsaShim::start_tls();
+    let dir = tsa.dir.path();
+    let ledgers = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let https = |ledger: &std::path::Path, client: &str| {
+        format!(
+            "{}https_ca_file = \"{}\"\n{client}",
+            config(ledger, &tsa),
+            dir.join("ca.pem").display()
+        )
+    };
+    // Without the client certificate the handshake fails: reported, never a receipt.
+    let without = Gateway::start(&hfs.url, &https(ledgers[0].path(), ""));
+    post_json_to(&without, patient("Tls", "Without"));
+    let row = wait_status(&without, "refused without a certificate", |row| {
+        row["lastError"].is_string()
+    });
+    assert!(row["lastAnchored"].is_null(), "{row}");
+    drop(without);
+    // With it, the checkpoint is stamped.
+    let with = Gateway::start(
+        &hfs.url,
+        &https(
+            ledgers[1].path(),
+            &format!(
+                "client_cert_file = \"{}\"\nclient_key_file = \"{}\"\n",
+                dir.join("https-client.pem").display(),
+                dir.join("https-client.key").display()
+            ),
+        ),
+    );
+    post_json_to(&with, patient("Tls", "With"));
+    wait_status(
+        &with,
+        "stamped over HTTPS with a client certificate",
+        anchors_caught_up,
+    );
+}
+
+fn post_json_to(gateway: &Gateway, resource: Value) {
+    let response = client()
+        .post(format!("{}/Patient", gateway.base))
+        .header("Content-Type", "application/fhir+json")
+        .body(resource.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
