@@ -206,3 +206,71 @@ fn reorganized_underpriced_and_unreachable_anchors_are_recovered() {
     assert_eq!(row["failures"], 0);
     stack.hfs.stop();
 }
+
+#[test]
+fn both_backends_down_under_write_load_then_both_catch_up() {
+    let hfs = Hfs::start();
+    let mut node = Ganache::start();
+    let mut tsa = inkan_e2e::TsaShim::start();
+    let ledger = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}\n[anchors.rfc3161]\nurl = \"{}\"\nca_file = \"{}\"\ntimeout_ms = 1000\ninterval_ms = 300\n",
+        config(ledger.path(), &node, 1, 500),
+        tsa.url,
+        tsa.ca_file().display()
+    );
+    let gateway = Gateway::start(&hfs.url, &toml);
+    let stack = Stack { gateway, hfs };
+    post_json(&stack, "/Patient", patient("Both", "Before").to_string());
+    for backend in ["evm", "rfc3161"] {
+        wait_anchor_status(
+            &stack.gateway,
+            backend,
+            "anchored",
+            || {},
+            anchors_caught_up,
+        );
+    }
+
+    // Both down; writes keep coming, none fails.
+    node.stop();
+    tsa.stop();
+    let started = Instant::now();
+    let mut errors = 0;
+    while started.elapsed() < Duration::from_secs(3) {
+        let response = post_json(&stack, "/Patient", patient("Both", "During").to_string());
+        errors += usize::from(response.status() != 201);
+    }
+    assert_eq!(errors, 0, "client errors during the anchor outage");
+    let mut outage_checkpoints = Vec::new();
+    for backend in ["evm", "rfc3161"] {
+        let row = wait_anchor_status(
+            &stack.gateway,
+            backend,
+            "outage seen",
+            || {},
+            |row| row["lagCheckpoints"].as_u64() >= Some(1) && row["failures"].as_u64() >= Some(1),
+        );
+        outage_checkpoints.push(row["latestCheckpoint"].as_u64().unwrap());
+    }
+
+    // Both back: the latest checkpoint, which covers every one signed
+    // during the outage, is anchored by each.
+    let node = node.restart();
+    let _tsa = tsa.restart();
+    for (backend, during) in ["evm", "rfc3161"].into_iter().zip(outage_checkpoints) {
+        let row = wait_anchor_status(
+            &stack.gateway,
+            backend,
+            "caught up",
+            || {
+                node.rpc("evm_mine", json!([]));
+            },
+            anchors_caught_up,
+        );
+        assert!(
+            row["lastAnchored"].as_u64().unwrap() >= during,
+            "{backend}: {row}"
+        );
+    }
+}
