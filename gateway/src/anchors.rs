@@ -170,6 +170,8 @@ pub struct EvmAnchor {
     interval: Duration,
     timeout: Duration,
     max_fee_wei: u128,
+    /// How long a sent transaction may sit unmined before it is replaced.
+    replace_after: Duration,
     pending_file: std::path::PathBuf,
     agent: ureq::Agent,
 }
@@ -190,6 +192,12 @@ struct PendingTx {
     size: u64,
     tx_hash: String,
     nonce: u64,
+    /// Unix seconds when it was sent, to replace it if it sits unmined.
+    #[serde(default)]
+    sent_at: u64,
+    /// The fee it offered (max fee per gas, or gas price), wei.
+    #[serde(default)]
+    fee: u128,
 }
 
 /// Where a transaction stands.
@@ -234,6 +242,7 @@ impl EvmAnchor {
             interval: Duration::from_millis(config.interval_ms),
             timeout: Duration::from_millis(config.timeout_ms),
             max_fee_wei: u128::from(config.max_fee_gwei) * 1_000_000_000,
+            replace_after: Duration::from_millis(config.timeout_ms * 2),
             pending_file: state_dir.join("evm-pending.json"),
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_millis(config.timeout_ms.min(10_000)))
@@ -302,12 +311,27 @@ impl EvmAnchor {
         })
     }
 
-    /// Signs and sends the payload of `note`; remembers it as pending.
-    fn submit(&self, size: u64, note: &str) -> Result<PendingTx, String> {
-        let nonce = quantity(&self.rpc(
-            "eth_getTransactionCount",
-            serde_json::json!([self.address, "pending"]),
-        )?)? as u64;
+    /// Signs and sends the payload of `note`; remembers it as pending. With
+    /// `replacing`, reuses its nonce at fees a quarter higher, so a
+    /// transaction stuck unmined (underpriced for the mempool) is replaced
+    /// rather than left blocking every later nonce.
+    fn submit(
+        &self,
+        size: u64,
+        note: &str,
+        replacing: Option<&PendingTx>,
+    ) -> Result<PendingTx, String> {
+        let nonce = match replacing {
+            Some(stuck) => stuck.nonce,
+            None => quantity(&self.rpc(
+                "eth_getTransactionCount",
+                serde_json::json!([self.address, "pending"]),
+            )?)? as u64,
+        };
+        let bump = |fee: u128| match replacing {
+            Some(stuck) => fee.max(stuck.fee + stuck.fee / 4 + 1).min(self.max_fee_wei),
+            None => fee,
+        };
         let latest = self.rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))?;
         let data = anchor::evm::payload(note).map_err(|e| e.to_string())?;
         let data_hex = format!("0x{}", hex::encode(&data));
@@ -321,17 +345,20 @@ impl EvmAnchor {
         );
         // EIP-1559 where the chain has a base fee; a legacy EIP-155
         // transaction where it has none.
+        let offered;
         let (raw, hash) = match quantity(&latest["baseFeePerGas"]) {
             Ok(base_fee) => {
                 let priority = self
                     .rpc("eth_maxPriorityFeePerGas", serde_json::json!([]))
                     .and_then(|v| quantity(&v))
                     .unwrap_or(1_000_000_000);
-                let max_fee = (base_fee * 2 + priority).min(self.max_fee_wei);
+                let max_fee = bump((base_fee * 2 + priority).min(self.max_fee_wei));
+                let priority = bump(priority).min(max_fee);
+                offered = max_fee;
                 anchor::evm::Transaction {
                     chain_id: self.chain_id,
                     nonce,
-                    max_priority_fee_per_gas: priority.min(max_fee),
+                    max_priority_fee_per_gas: priority,
                     max_fee_per_gas: max_fee,
                     gas_limit: gas + gas / 4,
                     to,
@@ -342,10 +369,12 @@ impl EvmAnchor {
             }
             Err(_) => {
                 let gas_price = quantity(&self.rpc("eth_gasPrice", serde_json::json!([]))?)?;
+                let gas_price = bump(gas_price.min(self.max_fee_wei));
+                offered = gas_price;
                 anchor::evm::LegacyTransaction {
                     chain_id: self.chain_id,
                     nonce,
-                    gas_price: gas_price.min(self.max_fee_wei),
+                    gas_price,
                     gas_limit: gas + gas / 4,
                     to,
                     value: 0,
@@ -372,6 +401,8 @@ impl EvmAnchor {
             size,
             tx_hash,
             nonce,
+            sent_at: unix_now(),
+            fee: offered,
         };
         self.save_pending(Some(&pending))?;
         Ok(pending)
@@ -403,7 +434,7 @@ impl EvmAnchor {
         loop {
             let current = match pending.take() {
                 Some(p) => p,
-                None => self.submit(checkpoint.size, &checkpoint.note)?,
+                None => self.submit(checkpoint.size, &checkpoint.note, None)?,
             };
             match self.tx_state(&current.tx_hash)? {
                 TxState::Confirmed {
@@ -434,6 +465,15 @@ impl EvmAnchor {
                         "transaction {} has {confirmations} of {} confirmations; waiting",
                         current.tx_hash, self.confirmations
                     ));
+                }
+                TxState::Pending
+                    if unix_now().saturating_sub(current.sent_at)
+                        > self.replace_after.as_secs() =>
+                {
+                    tracing::warn!(tx = %current.tx_hash, nonce = current.nonce, "anchoring transaction not mined; replacing it with higher fees");
+                    // Same nonce, the latest checkpoint (it covers the old one).
+                    pending =
+                        Some(self.submit(checkpoint.size, &checkpoint.note, Some(&current))?);
                 }
                 TxState::Pending if std::time::Instant::now() >= deadline => {
                     return Err(format!(
@@ -568,4 +608,10 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         "evm: checkpoint anchored by transaction {tx_hash} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
         receipt["chainId"]
     ))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

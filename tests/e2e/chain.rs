@@ -274,3 +274,49 @@ fn both_backends_down_under_write_load_then_both_catch_up() {
         );
     }
 }
+
+#[test]
+fn a_transaction_stuck_unmined_is_replaced_not_left_blocking_the_nonce() {
+    let hfs = Hfs::start();
+    let node = Ganache::start();
+    let ledger = tempfile::tempdir().unwrap();
+    // Mining stops: the anchoring transaction sits in the mempool.
+    assert_eq!(node.rpc("miner_stop", json!([])), json!(true));
+    let gateway = Gateway::start(&hfs.url, &config(ledger.path(), &node, 1, 500));
+    let stack = Stack { gateway, hfs };
+    post_json(&stack, "/Patient", patient("Chain", "Stuck").to_string());
+    wait_for(
+        &stack.gateway,
+        "waiting for mining",
+        || {},
+        |row| {
+            row["lastError"]
+                .as_str()
+                .is_some_and(|e| e.contains("not mined yet"))
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stack
+        .gateway
+        .process
+        .log()
+        .contains("replacing it with higher fees")
+    {
+        assert!(Instant::now() < deadline, "{}", stack.gateway.process.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Mining resumes: the replacement (same nonce) is mined and nothing
+    // is left pending behind it.
+    assert_eq!(node.rpc("miner_start", json!([])), json!(true));
+    wait_for(
+        &stack.gateway,
+        "anchored after the replacement",
+        || {},
+        anchors_caught_up,
+    );
+    let pool = node.rpc("txpool_content", json!([]));
+    let pending = pool["pending"]
+        .as_object()
+        .map_or(0, |accounts| accounts.len());
+    assert_eq!(pending, 0, "transactions left stuck: {pool}");
+}
