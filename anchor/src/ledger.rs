@@ -254,6 +254,50 @@ impl Ledger {
 
     /// Seals versions durably, in order. Returns once every leaf is on disk.
     pub fn seal(&self, requests: Vec<SealRequest>) -> Result<Vec<SealReceipt>, Error> {
+        let (entries, cacheable) = Self::prepare(requests)?;
+        let appended = self.store.append(entries)?;
+        self.finish_seal(&appended, cacheable)
+    }
+
+    /// Like [`Ledger::seal`] without blocking the caller: the canonical
+    /// forms are computed here, then `done` is called on the store's thread
+    /// once every leaf is durable (for async callers, which hand it a
+    /// oneshot channel instead of parking a thread).
+    pub fn seal_then(
+        self: &std::sync::Arc<Self>,
+        requests: Vec<SealRequest>,
+        done: impl FnOnce(Result<Vec<SealReceipt>, Error>) + Send + 'static,
+    ) {
+        let (entries, cacheable) = match Self::prepare(requests) {
+            Ok(prepared) => prepared,
+            Err(error) => return done(Err(error)),
+        };
+        let ledger = self.clone();
+        self.store.append_then(
+            entries,
+            Box::new(move |appended| {
+                done(appended.and_then(|appended| ledger.finish_seal(&appended, cacheable)))
+            }),
+        );
+    }
+
+    /// Like [`Ledger::open_intent`], answering through `done` on the
+    /// store's thread.
+    pub fn open_intent_then(
+        &self,
+        description: &str,
+        done: impl FnOnce(Result<u64, Error>) + Send + 'static,
+    ) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.store
+            .open_intent_then(now_ms, description, Box::new(done));
+    }
+
+    /// The entries to append for `requests` (canonical form, salt,
+    /// commitment) and the index records to cache once they are in.
+    fn prepare(requests: Vec<SealRequest>) -> Result<(Vec<NewEntry>, Vec<IndexRecord>), Error> {
         let mut entries = Vec::with_capacity(requests.len());
         for request in requests {
             let salt = leaf::fresh_salt();
@@ -308,9 +352,17 @@ impl Ledger {
                 sealed_at: unix_seconds(),
             })
             .collect();
-        let appended = self.store.append(entries)?;
-        self.add_to_tree(&appended)?;
-        for (mut record, a) in cacheable.into_iter().zip(&appended) {
+        Ok((entries, cacheable))
+    }
+
+    /// After an append: the tree, the record cache, the receipts.
+    fn finish_seal(
+        &self,
+        appended: &[crate::store::Appended],
+        cacheable: Vec<IndexRecord>,
+    ) -> Result<Vec<SealReceipt>, Error> {
+        self.add_to_tree(appended)?;
+        for (mut record, a) in cacheable.into_iter().zip(appended) {
             if a.newly_sealed {
                 record.leaf_index = a.leaf_index;
                 self.cache_record(record);

@@ -351,11 +351,14 @@ impl Gateway {
                     matched: matched.clone(),
                 };
                 let description = serde_json::to_string(&intent).unwrap_or_default();
-                let ledger = sealer.ledger.clone();
-                let opened = tokio::task::spawn_blocking(move || ledger.open_intent(&description))
+                let (answer, opened) = tokio::sync::oneshot::channel();
+                sealer.ledger.open_intent_then(&description, move |result| {
+                    let _ = answer.send(result);
+                });
+                let opened = opened
                     .await
-                    .map_err(|e| GatewayError::Ledger {
-                        detail: e.to_string(),
+                    .map_err(|_| GatewayError::Ledger {
+                        detail: "the ledger's appender stopped".into(),
                     })?
                     .map_err(|e| GatewayError::Ledger {
                         detail: e.to_string(),

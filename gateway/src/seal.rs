@@ -216,9 +216,12 @@ impl Sealer {
                 failures,
             };
         }
-        let ledger = self.ledger.clone();
-        let sealed = tokio::task::spawn_blocking(move || ledger.seal(requests)).await;
-        match sealed {
+        // No blocking thread: the appender answers through a oneshot.
+        let (answer, sealed) = tokio::sync::oneshot::channel();
+        self.ledger.seal_then(requests, move |result| {
+            let _ = answer.send(result);
+        });
+        match sealed.await {
             Ok(Ok(receipts)) => SealOutcome {
                 sealed: receipts
                     .iter()
@@ -227,7 +230,7 @@ impl Sealer {
                 failures,
             },
             Ok(Err(error)) => SealOutcome::failed(error.to_string()),
-            Err(error) => SealOutcome::failed(format!("sealing task failed: {error}")),
+            Err(_) => SealOutcome::failed("the ledger's appender stopped".into()),
         }
     }
 }
