@@ -14,34 +14,65 @@ source bench/hfs_common.sh
 
 hfs_port=$(free_port); start_hfs "$work/hfs" "$hfs_port"
 
-gateway_pid=""
-start_inkan() { # verify_reads
-  [ -n "$gateway_pid" ] && { kill "$gateway_pid"; wait "$gateway_pid" 2>/dev/null || true; }
+start_inkan() { # verify_reads → sets gw_port; every gateway shares the one ledger
   gw_port=$(free_port)
   printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "http://127.0.0.1:%s"\n[ledger]\ndir = "%s/ledger"\nverify_reads = "%s"\n' \
-    "$gw_port" "$hfs_port" "$work" "$1" >"$work/inkan.toml"
-  "$inkan" serve --config "$work/inkan.toml" 2>>"$work/inkan.log" &
-  gateway_pid=$!; pids+=($gateway_pid); wait_ok "http://127.0.0.1:$gw_port/-/readyz"
+    "$gw_port" "$hfs_port" "$work" "$1" >"$work/inkan-$1.toml"
+  "$inkan" serve --config "$work/inkan-$1.toml" 2>>"$work/inkan.log" &
+  pids+=($!); wait_ok "http://127.0.0.1:$gw_port/-/readyz"
 }
-run() { # label connections url
-  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${duration}s" --latency "$3" >"$work/wrk.txt" 2>&1
-  read -r rps p50 p99 non2xx <<<"$(python3 bench/wrk_summary.py "$work/wrk.txt")"
-  printf '| %s | %s | %.2f | %.2f | %s |\n' "$1" "$rps" "$p50" "$p99" "$non2xx"
+run() { # label connections url [lua]: one round, appended to $work/results
+  local script=()
+  [ -n "${4:-}" ] && script=(-s "$4")
+  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${round}s" --latency "${script[@]}" "$3" >"$work/wrk.txt" 2>&1
+  echo "$1|$(python3 bench/wrk_summary.py "$work/wrk.txt")" >>"$work/results"
 }
 
-start_inkan annotate
-wrk -t2 -c16 -d"${fill}s" -s "$work/post.lua" "http://127.0.0.1:$gw_port/fhir/Patient" >/dev/null
+start_inkan annotate; annotate_port=$gw_port
+start_inkan off; off_port=$gw_port
+wrk -t2 -c16 -d"${fill}s" -s "$work/post.lua" "http://127.0.0.1:$annotate_port/fhir/Patient" >/dev/null
+# One Patient read again and again (hits the verified-bytes memo), and a
+# different Patient on each read (first reads: the full check).
 id=$(curl -fsS "http://127.0.0.1:$hfs_port/Patient?_count=1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["entry"][0]["resource"]["id"])')
-echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -d${duration}s; $("$inkan" ledger --dir "$work/ledger" stats | grep leaves)"
-echo
-echo "| request | connections | verify_reads | req/s | p50 ms | p99 ms | non-2xx |"
-echo "|---|---:|---|---:|---:|---:|---:|"
-for mode in off annotate; do
-  start_inkan "$mode"
+python3 - "$hfs_port" >"$work/random.lua" <<'PY'
+import json, sys, urllib.request
+ids, url = [], f"http://127.0.0.1:{sys.argv[1]}/Patient/_history?_count=1000"
+while url and len(ids) < 20000:
+    page = json.load(urllib.request.urlopen(url))
+    ids += [e["resource"]["id"] for e in page.get("entry", []) if "resource" in e]
+    url = next((l["url"].replace("http://localhost:8080", f"http://127.0.0.1:{sys.argv[1]}") for l in page["link"] if l["relation"] == "next"), None)
+print("ids = {" + ",".join(f'"{i}"' for i in ids) + "}")
+print('request = function() return wrk.format("GET", "/fhir/Patient/" .. ids[math.random(#ids)]) end')
+PY
+rounds=3
+round=$(( duration / rounds > 2 ? duration / rounds : 2 ))
+for _ in $(seq 1 "$rounds"); do
   for c in 1 16; do
-    run "read Patient | $c | $mode" "$c" "http://127.0.0.1:$gw_port/fhir/Patient/$id"
-    run "search, 20 per page | $c | $mode" "$c" "http://127.0.0.1:$gw_port/fhir/Patient?_count=20"
+    for mode in off annotate; do
+      port=$off_port; [ "$mode" = annotate ] && port=$annotate_port
+      run "read one Patient | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient/$id"
+      run "read a random Patient | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient/$id" "$work/random.lua"
+      run "search, 20 per page | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient?_count=20"
+    done
   done
 done
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $rounds interleaved rounds of ${round}s per row, medians; $("$inkan" ledger --dir "$work/ledger" stats | grep leaves)"
 echo
-"$inkan" audit --config "$work/inkan.toml" --type Patient --no-progress --report "$work/audit.json" | head -1
+python3 - "$work/results" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, figures = line.rstrip("\n").split("|", 3)[0:3], line.rstrip("\n").split("|")[3]
+    rps, p50, p99, non2xx = figures.split()
+    rows.setdefault(tuple(p.strip() for p in label), []).append((float(rps), float(p50), float(p99)))
+print("| request | connections | verify_reads | req/s | p50 ms | p99 ms | p50 vs off |")
+print("|---|---:|---|---:|---:|---:|---:|")
+for (request, c, mode), runs in rows.items():
+    m = [statistics.median(r[i] for r in runs) for i in range(3)]
+    off = rows[(request, c, "off")]
+    off_p50 = statistics.median(r[1] for r in off)
+    delta = "" if mode == "off" else f"{(m[1] / off_p50 - 1) * 100:+.0f} %"
+    print(f"| {request} | {c} | {mode} | {m[0]:.0f} | {m[1]:.2f} | {m[2]:.2f} | {delta} |")
+PY
+echo
+"$inkan" audit --config "$work/inkan-annotate.toml" --type Patient --no-progress --report "$work/audit.json" | head -1
