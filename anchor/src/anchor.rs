@@ -90,9 +90,7 @@ impl AnchorBackend for LocalFileAnchor {
                 }
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = crate::clock::unix_seconds();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -288,11 +288,8 @@ impl Ledger {
         description: &str,
         done: impl FnOnce(Result<u64, Error>) + Send + 'static,
     ) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.store
-            .open_intent_then(now_ms, description, Box::new(done));
+            .open_intent_then(crate::clock::unix_millis(), description, Box::new(done));
     }
 
     /// The entries to append for `requests` (canonical form, salt,
@@ -349,7 +346,7 @@ impl Ledger {
                 salt: e.salt,
                 content_digest: e.content_digest,
                 original_digest: e.original_digest,
-                sealed_at: unix_seconds(),
+                sealed_at: crate::clock::unix_seconds(),
             })
             .collect();
         Ok((entries, cacheable))
@@ -492,7 +489,7 @@ impl Ledger {
     pub fn anchor_status(&self) -> Result<Vec<AnchorLag>, Error> {
         let latest = self.store.latest_checkpoint()?.map(|c| c.size);
         let health = self.store.anchor_health()?;
-        let now = unix_seconds();
+        let now = crate::clock::unix_seconds();
         let mut names: Vec<String> = self.backends.iter().map(|b| b.name().to_owned()).collect();
         for h in &health {
             if !names.contains(&h.backend) {
@@ -604,10 +601,8 @@ impl Ledger {
     /// Records, durably, that a write is about to be forwarded (see
     /// [`LedgerStore::open_intent`]).
     pub fn open_intent(&self, description: &str) -> Result<u64, Error> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.store.open_intent(now_ms, description)
+        self.store
+            .open_intent(crate::clock::unix_millis(), description)
     }
 
     /// The index record of a version, if sealed.
@@ -908,10 +903,4 @@ impl TreeState {
             self.tree.push(hash);
         }
     }
-}
-
-fn unix_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

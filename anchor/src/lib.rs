@@ -7,6 +7,7 @@
 pub mod anchor;
 pub mod bundle;
 pub mod canonical;
+pub mod clock;
 pub mod evm;
 pub mod leaf;
 pub mod ledger;

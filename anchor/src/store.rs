@@ -392,9 +392,7 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
     let mut next: u64 = tx
         .prepare_cached("SELECT COALESCE(MAX(leaf_index) + 1, 0) FROM leaves")?
         .query_row([], |r| r.get(0))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::clock::unix_seconds();
     let mut results = Vec::with_capacity(group.len());
     {
         let mut existing = tx.prepare_cached(
@@ -666,7 +664,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         self.read(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO checkpoints (size, note) VALUES (?1, ?2)",
@@ -712,7 +710,7 @@ impl LedgerStore for SqliteStore {
     }
 
     fn record_anchor_attempt(&self, backend: &str, error: Option<&str>) -> Result<(), Error> {
-        let now = unix_now();
+        let now = crate::clock::unix_seconds();
         self.read(|c| match error {
             None => c.execute(
                 "INSERT INTO anchor_status (backend, last_success_at, failures) VALUES (?1, ?2, 0)
@@ -810,10 +808,4 @@ impl LedgerStore for SqliteStore {
             rows.collect()
         })
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }

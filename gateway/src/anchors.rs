@@ -401,7 +401,7 @@ impl EvmAnchor {
             size,
             tx_hash,
             nonce,
-            sent_at: unix_now(),
+            sent_at: anchor::clock::unix_seconds().unsigned_abs(),
             fee: offered,
         };
         self.save_pending(Some(&pending))?;
@@ -467,7 +467,9 @@ impl EvmAnchor {
                     ));
                 }
                 TxState::Pending
-                    if unix_now().saturating_sub(current.sent_at)
+                    if anchor::clock::unix_seconds()
+                        .unsigned_abs()
+                        .saturating_sub(current.sent_at)
                         > self.replace_after.as_secs() =>
                 {
                     tracing::warn!(tx = %current.tx_hash, nonce = current.nonce, "anchoring transaction not mined; replacing it with higher fees");
@@ -608,10 +610,4 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         "evm: checkpoint anchored by transaction {tx_hash} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
         receipt["chainId"]
     ))
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -213,13 +213,14 @@ pub async fn run_periodically(
     interval: Duration,
     in_flight_bound: Duration,
 ) {
-    let started_ms = now_ms();
+    let started_ms = anchor::clock::unix_millis();
     let mut first = true;
     loop {
         let cutoff = if first {
             started_ms
         } else {
-            now_ms() - i64::try_from(in_flight_bound.as_millis()).unwrap_or(i64::MAX)
+            anchor::clock::unix_millis()
+                - i64::try_from(in_flight_bound.as_millis()).unwrap_or(i64::MAX)
         };
         match recover(&gateway, cutoff).await {
             Ok(done) if done.intents > 0 => {
@@ -241,12 +242,6 @@ pub async fn run_periodically(
         }
         tokio::time::sleep(interval).await;
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
