@@ -681,12 +681,10 @@ impl Ledger {
 
     /// A proof bundle for a sealed version, against the latest checkpoint.
     pub fn proof_bundle(&self, key: &VersionKey) -> Result<ProofBundle, Error> {
-        let record = self.store.find_version(key)?.ok_or_else(|| {
-            Error::NotFound(format!(
-                "{}/{}/_history/{} is not sealed",
-                key.resource_type, key.id, key.version_id
-            ))
-        })?;
+        let record = self
+            .store
+            .find_version(key)?
+            .ok_or_else(|| Error::NotFound(format!("{key} is not sealed")))?;
         let checkpoint = self
             .store
             .checkpoint_covering(record.leaf_index + 1)?

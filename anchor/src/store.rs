@@ -28,6 +28,17 @@ pub struct VersionKey {
     pub version_id: String,
 }
 
+/// The FHIR reference of the version: `Patient/123/_history/2`.
+impl std::fmt::Display for VersionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}/_history/{}",
+            self.resource_type, self.id, self.version_id
+        )
+    }
+}
+
 /// One leaf to append, with the private facts the index keeps about it.
 #[derive(Debug, Clone)]
 pub struct NewEntry {

@@ -163,10 +163,7 @@ pub fn verify_response(
 
 /// The `Parameters` a `$verify` answers with.
 fn verification_parameters(key: &VersionKey, check: &VersionCheck) -> serde_json::Value {
-    let reference = format!(
-        "{}/{}/_history/{}",
-        key.resource_type, key.id, key.version_id
-    );
+    let reference = key.to_string();
     let (message, leaf_index) = match check {
         VersionCheck::Verified { leaf_index } => (
             "this exact version is sealed and unaltered".to_owned(),

@@ -250,7 +250,7 @@ pub fn verify_response(
                 ) = (&version, &check, policy)
                 {
                     return Err(GatewayError::TamperedVersion {
-                        reference: reference(key),
+                        reference: key.to_string(),
                         leaf_index: *leaf_index,
                         reason: reason.clone(),
                     });
@@ -282,7 +282,7 @@ pub fn verify_response(
                 ) = (&entry.version, &check, policy, entry.resource)
                 {
                     let error = GatewayError::TamperedVersion {
-                        reference: reference(key),
+                        reference: key.to_string(),
                         leaf_index: *leaf_index,
                         reason: reason.clone(),
                     };
@@ -353,13 +353,6 @@ fn ledger_error(error: anchor::Error) -> GatewayError {
     GatewayError::Ledger {
         detail: error.to_string(),
     }
-}
-
-fn reference(key: &VersionKey) -> String {
-    format!(
-        "{}/{}/_history/{}",
-        key.resource_type, key.id, key.version_id
-    )
 }
 
 /// Byte-range edits of a JSON body, applied in one pass. Positions come

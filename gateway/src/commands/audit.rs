@@ -20,7 +20,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anchor::ledger::{Ledger, SealRequest, VersionCheck};
-use anchor::store::VersionKey;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -332,7 +331,7 @@ async fn sweep_upstream(
                             seen.set(leaf_index);
                             state.counts.tampered += 1;
                             state.tampered.push(TamperedFinding {
-                                reference: reference(key),
+                                reference: key.to_string(),
                                 leaf_index,
                                 reason,
                             });
@@ -348,7 +347,7 @@ async fn sweep_upstream(
                             }
                             if mode == Mode::Audit {
                                 state.unsealed.push(UnsealedFinding {
-                                    reference: reference(key),
+                                    reference: key.to_string(),
                                     resource_has_seals: has_seals,
                                 });
                             }
@@ -431,7 +430,7 @@ fn find_missing(
             if in_scope && !seen.get(record.leaf_index) {
                 state.counts.missing += 1;
                 state.missing.push(MissingFinding {
-                    reference: reference(&record.key),
+                    reference: record.key.to_string(),
                     leaf_index: record.leaf_index,
                     sealed_at: record.sealed_at,
                 });
@@ -578,13 +577,6 @@ fn print_summary(sweep: &Sweep, mode: Mode, report: Option<&Path>) {
     if let Some(report) = report {
         let _ = writeln!(out, "report: {}", report.display());
     }
-}
-
-fn reference(key: &VersionKey) -> String {
-    format!(
-        "{}/{}/_history/{}",
-        key.resource_type, key.id, key.version_id
-    )
 }
 
 fn now_rfc3339() -> String {

@@ -187,10 +187,8 @@ fn run_command(
             for record in records {
                 writeln!(
                     out,
-                    "{}/{}/_history/{}  leaf {}  sealed at {} (unix){}",
-                    record.key.resource_type,
-                    record.key.id,
-                    record.key.version_id,
+                    "{}  leaf {}  sealed at {} (unix){}",
+                    record.key,
                     record.leaf_index,
                     record.sealed_at,
                     if record.leaf.backfilled {
