@@ -72,7 +72,7 @@ impl TextReport {
         if other.decoded_from.is_some() {
             self.decoded_from = other.decoded_from;
         }
-        add_changes(&mut self.changes, &other.changes);
+        self.changes.add(&other.changes);
     }
 
     /// The `Inkan-Text` header value; `None` when nothing changed.
@@ -282,7 +282,7 @@ impl Japanese {
                     if changes.total() > 0 {
                         value = normalized;
                         value_changed = true;
-                        add_changes(&mut report.changes, &changes);
+                        report.changes.add(&changes);
                     }
                 }
             }
@@ -321,7 +321,7 @@ impl Japanese {
             // the stored Identifier.value is (Coverage member ids are not).
             "token" => {
                 if let Some((system, _)) = value.split_once('|') {
-                    if self.is_ascii_system(system) {
+                    if self.rules.is_ascii_system(system) {
                         step(
                             &mut changes.ascii_folded,
                             &profiles_jp::text::fold_fullwidth_ascii,
@@ -338,13 +338,6 @@ impl Japanese {
             _ => {}
         }
         (current, changes)
-    }
-
-    fn is_ascii_system(&self, system: &str) -> bool {
-        self.rules.ascii_identifier_systems.iter().any(|listed| {
-            system == listed
-                || (listed.ends_with(['.', ':', '/']) && system.starts_with(listed.as_str()))
-        })
     }
 
     /// The legacy charset the client wants responses in: `Accept-Charset`
@@ -438,14 +431,6 @@ impl Japanese {
             "extension": parts,
         }))
     }
-}
-
-fn add_changes(total: &mut Changes, more: &Changes) {
-    total.variants_folded += more.variants_folded;
-    total.kana_widened += more.kana_widened;
-    total.ascii_folded += more.ascii_folded;
-    total.name_spaces += more.name_spaces;
-    total.private_use_mapped += more.private_use_mapped;
 }
 
 /// The CapabilityStatement extension declaring charsets and conversions.

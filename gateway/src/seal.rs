@@ -477,7 +477,7 @@ pub fn written_version(
 }
 
 /// The version id in an ETag: `W/"3"` → `3`.
-fn etag_version(etag: &str) -> Option<String> {
+pub(crate) fn etag_version(etag: &str) -> Option<String> {
     let version = etag.trim().trim_start_matches("W/").trim_matches('"');
     (!version.is_empty()).then(|| version.to_owned())
 }

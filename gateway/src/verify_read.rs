@@ -337,13 +337,12 @@ fn deleted_version(request: &EntryRequest, response: Option<&EntryResponse>) -> 
     };
     let version_id = response
         .and_then(|r| r.etag.as_deref())
-        .map(|etag| etag.trim().trim_start_matches("W/").trim_matches('"'))
-        .filter(|v| !v.is_empty());
+        .and_then(crate::seal::etag_version);
     match version_id {
         Some(version_id) => EntryVersion::Deleted(VersionKey {
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
-            version_id: version_id.to_owned(),
+            version_id,
         }),
         None => EntryVersion::Unchecked,
     }

@@ -52,6 +52,17 @@ pub const DEFAULT_ASCII_IDENTIFIER_SYSTEMS: &[&str] = &[
     "urn:oid:1.2.392.100495.20.3.61",
 ];
 
+impl Rules {
+    /// Whether `system` is configured as ASCII: an exact entry, or under
+    /// an entry ending in `.`, `:` or `/`.
+    pub fn is_ascii_system(&self, system: &str) -> bool {
+        self.ascii_identifier_systems.iter().any(|listed| {
+            system == listed
+                || (listed.ends_with(['.', ':', '/']) && system.starts_with(listed.as_str()))
+        })
+    }
+}
+
 impl Default for Rules {
     fn default() -> Self {
         Rules {
@@ -82,6 +93,15 @@ impl Changes {
             + self.ascii_folded
             + self.name_spaces
             + self.private_use_mapped
+    }
+
+    /// Adds the counts of `more`.
+    pub fn add(&mut self, more: &Changes) {
+        self.variants_folded += more.variants_folded;
+        self.kana_widened += more.kana_widened;
+        self.ascii_folded += more.ascii_folded;
+        self.name_spaces += more.name_spaces;
+        self.private_use_mapped += more.private_use_mapped;
     }
 
     /// `(name, count)` for every rule that changed something, for headers
@@ -293,7 +313,7 @@ impl Walker<'_> {
                     && context
                         .system
                         .as_deref()
-                        .is_some_and(|system| self.ascii_system(system))
+                        .is_some_and(|system| self.rules.is_ascii_system(system))
                 {
                     self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
                 }
@@ -307,13 +327,6 @@ impl Walker<'_> {
             _ => {}
         }
         Ok(current)
-    }
-
-    fn ascii_system(&self, system: &str) -> bool {
-        self.rules.ascii_identifier_systems.iter().any(|listed| {
-            system == listed
-                || (listed.ends_with(['.', ':', '/']) && system.starts_with(listed.as_str()))
-        })
     }
 }
 
