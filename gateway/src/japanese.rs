@@ -174,22 +174,28 @@ impl Japanese {
         Ok((Bytes::from(fix_xml_declaration(decoded.text)), note))
     }
 
-    /// Normalizes a FHIR JSON resource (in `jp-default` mode) and runs
-    /// the JP Core checks on the result (unless `jpcore = "off"`). The body
-    /// is re-serialized only when a rule changed something. Findings are
+    /// Checks that the body is JSON (400 otherwise), normalizes a FHIR
+    /// JSON resource (in `jp-default` mode) and runs the JP Core checks on
+    /// the result (unless `jpcore = "off"`). The body is parsed once: into
+    /// a tree when a rule or check needs one, else only validated. It is
+    /// re-serialized only when a rule changed something. Findings are
     /// returned for `warn`, and are a 422 for `strict`.
     pub fn process_json(
         &self,
         body: Bytes,
     ) -> Result<(Bytes, Changes, Vec<profiles_jp::jpcore::Finding>), GatewayError> {
+        let not_json = |e: serde_json::Error| GatewayError::MalformedRequest {
+            detail: format!("the body is not valid JSON: {e}"),
+        };
         let normalize = self.mode == JapaneseMode::JpDefault;
-        if (!normalize && self.jpcore == JpCoreMode::Off) || body.is_empty() {
+        if body.is_empty() {
             return Ok((body, Changes::default(), Vec::new()));
         }
-        let mut value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| GatewayError::MalformedRequest {
-                detail: format!("the body is not valid JSON: {e}"),
-            })?;
+        if !normalize && self.jpcore == JpCoreMode::Off {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(not_json)?;
+            return Ok((body, Changes::default(), Vec::new()));
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(&body).map_err(not_json)?;
         if !value.is_object() {
             return Ok((body, Changes::default(), Vec::new()));
         }
@@ -596,6 +602,23 @@ mod tests {
                 (Err(e), Err(status)) => assert_eq!(e.status().as_u16(), status, "{e}"),
                 (got, want) => panic!("{declared:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn malformed_json_is_400_whether_or_not_a_tree_is_built() {
+        let plain = Japanese::from_config(&JapaneseConfig {
+            mode: JapaneseMode::TranscodeOnly,
+            jpcore: JpCoreMode::Off,
+            ..JapaneseConfig::default()
+        })
+        .unwrap();
+        for japanese in [japanese(), plain] {
+            let error = japanese
+                .process_json(Bytes::from_static(b"{\"resourceType\": oops"))
+                .unwrap_err();
+            assert_eq!(error.status().as_u16(), 400, "{error}");
+            assert!(error.to_string().contains("not valid JSON"), "{error}");
         }
     }
 

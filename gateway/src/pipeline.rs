@@ -754,14 +754,8 @@ impl Gateway {
         }
         report.decoded_from = decoded_from;
         let json = match ct.format {
-            WireFormat::Json => {
-                serde_json::from_slice::<serde::de::IgnoredAny>(&body).map_err(|e| {
-                    GatewayError::MalformedRequest {
-                        detail: format!("the body is not valid JSON: {e}"),
-                    }
-                })?;
-                body
-            }
+            // Validated by process_json below (parsed once, not twice).
+            WireFormat::Json => body,
             WireFormat::Xml if bridge => {
                 let json =
                     xml_bridge::xml_to_json(&body).map_err(|e| GatewayError::MalformedRequest {
