@@ -393,10 +393,13 @@ impl UpstreamView<'_> {
         query: &str,
     ) -> Result<Vec<(String, String)>, String> {
         let url = format!("{}{fhir_path}?{query}", self.base);
+        // The reason is logged and sent in a header: search values are
+        // health data, so the query is left out of it.
         let body = self
             .upstream
             .get_fhir_json(&url, self.authorization)
-            .await?;
+            .await
+            .map_err(|reason| reason.replace(query, "<query>"))?;
         let bundle = scan_bundle(&body).ok_or("the search answer is not a Bundle")?;
         Ok(bundle
             .entries
