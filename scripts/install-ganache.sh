@@ -19,7 +19,14 @@ if [[ -x "$bin" ]]; then
   echo "$bin"
   exit 0
 fi
-command -v npm >/dev/null || { echo "needs node and npm (apt-get install -y nodejs npm)" >&2; exit 1; }
+if ! command -v npm >/dev/null; then
+  if [[ "$(id -u)" == 0 ]]; then
+    (apt-get update -qq && apt-get install -y -qq nodejs npm) >/dev/null
+  else
+    echo "needs node and npm: sudo apt-get install -y nodejs npm" >&2
+    exit 1
+  fi
+fi
 mkdir -p "$root"
 echo "installing ganache $GANACHE_VERSION into $root (first run only)" >&2
 npm install --prefix "$root" --no-audit --no-fund --loglevel=error "ganache@$GANACHE_VERSION" >&2

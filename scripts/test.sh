@@ -11,7 +11,7 @@ INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
 INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
 export INKAN_HFS_BIN INKAN_GANACHE_BIN
 # Independent oracles for the Japanese decoding tests: nkf (Debian) and
-# jaconv (pip, into the cache).
+# jaconv 0.5.0 (PyPI, into the cache).
 if ! command -v nkf >/dev/null; then
   if [[ "$(id -u)" == 0 ]]; then
     (apt-get update -qq && apt-get install -y -qq nkf) >/dev/null
@@ -22,8 +22,13 @@ if ! command -v nkf >/dev/null; then
 fi
 pylib="${INKAN_CACHE:-$HOME/.cache/inkan}/pylib"
 export PYTHONPATH="$pylib${PYTHONPATH:+:$PYTHONPATH}"
-python3 -c 'import jaconv' 2>/dev/null \
-  || python3 -m pip install --quiet --disable-pip-version-check --target "$pylib" jaconv >&2
+# The pinned wheel straight from PyPI: no pip needed (a fresh Debian has none).
+python3 -c 'import jaconv' 2>/dev/null || python3 - "$pylib" <<'PY'
+import io, json, sys, urllib.request, zipfile
+project = json.load(urllib.request.urlopen("https://pypi.org/pypi/jaconv/json"))
+wheel = next(u["url"] for u in project["releases"]["0.5.0"] if u["filename"].endswith("-py3-none-any.whl"))
+zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(wheel).read())).extractall(sys.argv[1])
+PY
 # The end-to-end tests drive the real binary.
 cargo build --locked -p inkan
 log="$(mktemp)"
