@@ -45,6 +45,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Adds `token` to `Vary` unless it is already listed (or `Vary: *`).
+pub fn add_vary(headers: &mut HeaderMap, token: &str) {
+    let listed = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == "*" || t.trim().eq_ignore_ascii_case(token));
+    if !listed {
+        if let Ok(value) = HeaderValue::from_str(token) {
+            headers.append(http::header::VARY, value);
+        }
+    }
+}
+
 /// The client-facing facts the gateway forwards upstream.
 #[derive(Debug, Clone)]
 pub struct ClientFacts {

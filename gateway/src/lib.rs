@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod anchors;
 pub mod body;
+pub mod coding;
 pub mod commands;
 pub mod config;
 pub mod error;

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE,
-    HOST, LOCATION, RETRY_AFTER,
+    HeaderName, HeaderValue, ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING,
+    CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, HOST, LOCATION, RETRY_AFTER,
 };
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -110,6 +110,15 @@ struct Exchange {
     /// The client's `_format` value when it used one (restored in links).
     client_format_param: Option<String>,
     public_base: String,
+    /// The client's `Accept-Encoding` header(s), and nothing else.
+    client_accept_encoding: http::HeaderMap,
+    /// Set by step 7a when it decoded the upstream's answer: the coding the
+    /// client gets it in again (step 8), if any.
+    client_coding: Option<crate::coding::Coding>,
+    /// Set by step 7a when the upstream's answer is still in a content
+    /// coding (too large to decode, or a coding the gateway does not know):
+    /// step 8 streams it untouched.
+    still_encoded: bool,
 }
 
 impl Gateway {
@@ -246,7 +255,7 @@ impl Gateway {
     {
         // 5. Negotiate: decide whether the XML bridge is in play for this
         //    request (client wants or sends XML, upstream speaks only JSON).
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         exchange.response_charset = self.japanese.wanted_charset(&parts.headers);
         let request_type = ContentType::from_headers(&parts.headers);
         let sends_xml = request_type
@@ -263,18 +272,9 @@ impl Gateway {
         // 6. Read the body: within the size and time limits (413, 408), in a
         //    media type and charset the gateway can forward (415), converted
         //    from XML to JSON when bridging (400 when it is not FHIR XML).
-        let declared_length = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let limit = self.config.limits.max_request_body_bytes;
-        if declared_length.is_some_and(|len| len > limit) {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
-        let body =
-            body::read_request_body(body, limit, self.config.limits.client_body_timeout()).await?;
-        // Kept for the seal: the hash of exactly what the client sent.
+        let body = self.read_client_body(&mut parts.headers, body).await?;
+        // Kept for the seal: the hash of exactly what the client sent (after
+        // its content coding, which is transport, not content).
         let sealing = self.sealer.is_some() && crate::seal::seals(exchange.interaction);
         let original_digest: Option<[u8; 32]> = sealing.then(|| sha2::Sha256::digest(&body).into());
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
@@ -393,8 +393,14 @@ impl Gateway {
         if let (Some(id), Some(sealer), false) = (intent, &self.sealer, committed) {
             let _ = sealer.ledger.store().close_intent(id);
         }
-        let (response_parts, upstream_body) = upstream_response.into_parts();
+        let (mut response_parts, upstream_body) = upstream_response.into_parts();
         let upstream_body = upstream_body.map_err(BoxError::from).boxed_unsync();
+        // 7a. Decode: an answer the gateway looks into (FHIR JSON/XML, or a
+        //     write to seal) is decoded from its content coding; everything
+        //     else streams on compressed.
+        let upstream_body = self
+            .decode_upstream_coding(&mut response_parts, upstream_body, exchange, sealing)
+            .await?;
         // 8a. Seal: a successful write's versions, as the upstream stored
         //     them, are appended to the ledger before the client hears
         //     about it (see seal.rs for the contract).
@@ -403,6 +409,8 @@ impl Gateway {
                 let limit = self.config.limits.max_inspected_response_bytes;
                 let (stored, upstream_body) =
                     match body::buffer_upstream(upstream_body, limit).await? {
+                        // Still compressed (step 7a): not the stored bytes; the seal reads them back.
+                        Buffered::Whole(bytes) if exchange.still_encoded => (None, body::full(bytes)),
                         Buffered::Whole(bytes) => (Some(bytes.clone()), body::full(bytes)),
                         Buffered::TooLarge { head, rest } => (None, prepend(head, rest)),
                     };
@@ -462,6 +470,123 @@ impl Gateway {
         Ok(response)
     }
 
+    /// Step 6 helper. Reads a client's body within the size and time limits
+    /// and undoes its content coding. The limit holds for the *decoded*
+    /// size: a small compressed body that inflates past it is a 413, never
+    /// memory held. An unknown coding is a 415, corrupt compressed bytes a
+    /// 400. On success `headers` no longer carries `Content-Encoding`.
+    async fn read_client_body<B>(
+        &self,
+        headers: &mut http::HeaderMap,
+        body: B,
+    ) -> Result<Bytes, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        use crate::coding::{self, BodyCoding, DecodeError};
+        let limit = self.config.limits.max_request_body_bytes;
+        let declared_length = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let coding = match coding::body_coding(headers) {
+            BodyCoding::Identity => None,
+            BodyCoding::Known(coding) => Some(coding),
+            BodyCoding::Unsupported(named) => {
+                return Err(GatewayError::UnsupportedMediaType {
+                    detail: format!(
+                        "the request body's Content-Encoding {named:?} is not supported (gzip, deflate, br, identity are)"
+                    ),
+                })
+            }
+        };
+        let body =
+            body::read_request_body(body, limit, self.config.limits.client_body_timeout()).await?;
+        let Some(coding) = coding else {
+            return Ok(body);
+        };
+        let decoded = coding::decode(coding, &body, limit).map_err(|error| match error {
+            DecodeError::TooLarge { limit } => GatewayError::BodyTooLarge { limit },
+            DecodeError::Corrupt { coding, reason } => GatewayError::MalformedRequest {
+                detail: format!(
+                    "the request body is not valid {} data: {reason}",
+                    coding.token()
+                ),
+            },
+        })?;
+        headers.remove(CONTENT_ENCODING);
+        Ok(Bytes::from(decoded))
+    }
+
+    /// Step 7a. Runs on every upstream answer. When the answer is in a
+    /// content coding and the gateway will look into it (a FHIR JSON/XML
+    /// body, or the answer to a write it seals), buffers and decodes it
+    /// within `max_inspected_response_bytes`, removes `Content-Encoding`
+    /// and records in `exchange.client_coding` the coding step 8 encodes
+    /// the final body in (the upstream's, if the client accepts it).
+    /// Anything else — HEAD, identity, other media types — passes
+    /// untouched. An answer too large to decode, or in an unknown coding,
+    /// stays encoded and `exchange.still_encoded` says so. Corrupt
+    /// compressed bytes are a 502.
+    async fn decode_upstream_coding(
+        &self,
+        parts: &mut http::response::Parts,
+        upstream_body: ResponseBody,
+        exchange: &mut Exchange,
+        sealing: bool,
+    ) -> Result<ResponseBody, GatewayError> {
+        use crate::coding::{self, BodyCoding, DecodeError};
+        if exchange.method == Method::HEAD {
+            return Ok(upstream_body);
+        }
+        let coding = match coding::body_coding(&parts.headers) {
+            BodyCoding::Identity => return Ok(upstream_body),
+            BodyCoding::Known(coding) => coding,
+            BodyCoding::Unsupported(named) => {
+                tracing::warn!(request_id = %exchange.request_id, coding = %named, "the upstream answered in a content coding the gateway cannot decode");
+                exchange.still_encoded = true;
+                return Ok(upstream_body);
+            }
+        };
+        let inspected = sealing
+            || ContentType::from_headers(&parts.headers)
+                .is_some_and(|ct| ct.format != WireFormat::Other);
+        if !inspected {
+            return Ok(upstream_body);
+        }
+        let limit = self.config.limits.max_inspected_response_bytes;
+        let encoded = match body::buffer_upstream(upstream_body, limit).await? {
+            Buffered::Whole(bytes) => bytes,
+            Buffered::TooLarge { head, rest } => {
+                exchange.still_encoded = true;
+                return Ok(prepend(head, rest));
+            }
+        };
+        match coding::decode(coding, &encoded, limit) {
+            Ok(decoded) => {
+                parts.headers.remove(CONTENT_ENCODING);
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from(decoded.len()));
+                exchange.client_coding =
+                    coding::choose_for_client(&exchange.client_accept_encoding, Some(coding));
+                Ok(body::full(decoded))
+            }
+            Err(DecodeError::TooLarge { .. }) => {
+                exchange.still_encoded = true;
+                Ok(body::full(encoded))
+            }
+            Err(DecodeError::Corrupt { coding, reason }) => {
+                tracing::warn!(request_id = %exchange.request_id, coding = coding.token(), %reason, "the upstream's compressed body is corrupt");
+                Err(GatewayError::UpstreamProtocol)
+            }
+        }
+    }
+
     /// Step 4a. Answers a seal operation from the ledger.
     async fn seal_operation<B>(
         &self,
@@ -519,10 +644,8 @@ impl Gateway {
                 Ok(response)
             }
             SealOperation::Verify => {
-                let limit = self.config.limits.max_request_body_bytes;
-                let body =
-                    body::read_request_body(body, limit, self.config.limits.client_body_timeout())
-                        .await?;
+                let mut headers = parts.headers;
+                let body = self.read_client_body(&mut headers, body).await?;
                 seal_ops::verify_response(ledger, &body, exchange.wanted)
             }
             SealOperation::Definition(definition) => {
@@ -572,6 +695,14 @@ impl Gateway {
             verify: None,
             public_base,
             request_id,
+            client_accept_encoding: request
+                .headers()
+                .get_all(ACCEPT_ENCODING)
+                .iter()
+                .map(|v| (ACCEPT_ENCODING, v.clone()))
+                .collect(),
+            client_coding: None,
+            still_encoded: false,
         })
     }
 
@@ -845,6 +976,11 @@ impl Gateway {
             &facts,
             self.config.trust_forwarded_headers,
         );
+        // Offer the upstream only codings the gateway can look into.
+        match crate::coding::upstream_accept_encoding(&exchange.client_accept_encoding) {
+            Some(offer) => headers.insert(ACCEPT_ENCODING, offer),
+            None => headers.remove(ACCEPT_ENCODING),
+        };
         if let Ok(id) = HeaderValue::from_str(&exchange.request_id) {
             headers.insert(X_REQUEST_ID, id);
         }
@@ -899,6 +1035,17 @@ impl Gateway {
             .map_or(WireFormat::Other, |ct| ct.format);
         let convert_to_xml = exchange.bridge_response && format == WireFormat::Json;
         if exchange.method == Method::HEAD || format == WireFormat::Other {
+            return Ok(Response::from_parts(parts, upstream_body));
+        }
+        if exchange.still_encoded {
+            // Step 7a could not decode it: relay it as the upstream sent it.
+            if convert_to_xml {
+                return Err(GatewayError::ResponseTooLarge {
+                    limit: self.config.limits.max_inspected_response_bytes,
+                });
+            }
+            self.metrics.uninspected_responses.inc();
+            tracing::warn!(request_id = %exchange.request_id, "compressed FHIR response streamed without inspection (too large to decode, or an unknown coding)");
             return Ok(Response::from_parts(parts, upstream_body));
         }
         let limit = self.config.limits.max_inspected_response_bytes;
@@ -965,6 +1112,14 @@ impl Gateway {
                     parts.headers.insert(CONTENT_TYPE, v);
                 }
             }
+        }
+        // The client gets the coding it asked for again (step 7a decoded it).
+        if let Some(coding) = exchange.client_coding.filter(|_| !body.is_empty()) {
+            body = Bytes::from(crate::coding::encode(coding, &body));
+            parts
+                .headers
+                .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
+            headers::add_vary(&mut parts.headers, "accept-encoding");
         }
         parts
             .headers
@@ -1078,10 +1233,14 @@ impl Gateway {
         if !convert_to_xml || body.is_empty() {
             return Ok(body);
         }
-        let xml = xml_bridge::json_to_xml(&body).map_err(|e| GatewayError::ResponseConversion {
-            target: "FHIR XML",
-            reason: e.to_string(),
-        })?;
+        let (xml, dropped) =
+            xml_bridge::json_to_xml_lenient(&body).map_err(|e| GatewayError::ResponseConversion {
+                target: "FHIR XML",
+                reason: e.to_string(),
+            })?;
+        if !dropped.is_empty() {
+            crate::fhir::xml_bridge::log_dropped_once(&dropped);
+        }
         self.metrics
             .xml_conversions
             .get_or_create(&KindLabels {
@@ -1407,6 +1566,9 @@ mod upstream_request_tests {
             verify: None,
             client_format_param: None,
             public_base: "http://gw/fhir".into(),
+            client_accept_encoding: http::HeaderMap::new(),
+            client_coding: None,
+            still_encoded: false,
         }
     }
 

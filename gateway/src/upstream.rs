@@ -35,6 +35,9 @@ pub fn configured_authorization(
         .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))
 }
 
+/// The most a compressed answer to the gateway's own reads may decode to.
+const INTERNAL_READ_LIMIT: u64 = 256 << 20;
+
 /// A client for one upstream.
 #[derive(Debug, Clone)]
 pub struct Upstream {
@@ -84,6 +87,7 @@ impl Upstream {
             .await
             .map_err(|e| format!("GET {url} failed: {e}"))?;
         let status = response.status();
+        let coding = crate::coding::body_coding(response.headers());
         let body = response
             .into_body()
             .collect()
@@ -93,7 +97,18 @@ impl Upstream {
         if !status.is_success() {
             return Err(format!("GET {url} answered {status}"));
         }
-        Ok(body)
+        // The gateway asks for identity; a server may compress anyway.
+        match coding {
+            crate::coding::BodyCoding::Identity => Ok(body),
+            crate::coding::BodyCoding::Known(coding) => {
+                crate::coding::decode(coding, &body, INTERNAL_READ_LIMIT)
+                    .map(Bytes::from)
+                    .map_err(|e| format!("GET {url}: cannot decode its {}: {e:?}", coding.token()))
+            }
+            crate::coding::BodyCoding::Unsupported(named) => {
+                Err(format!("GET {url}: answered in an unknown Content-Encoding {named:?}"))
+            }
+        }
     }
 
     /// Sends `request` and waits for the response head. The body is a

@@ -45,9 +45,137 @@ pub fn json_to_xml(json: &[u8]) -> Result<Vec<u8>, ConversionError> {
         .map_err(|e| ConversionError(format!("cannot write FHIR XML: {e}")))
 }
 
+/// FHIR JSON → FHIR XML for answers from the upstream, leniently: JSON
+/// that breaks FHIR's rules in ways that lose nothing (a `null` member, an
+/// empty array or object — HFS's CapabilityStatement has them) is repaired
+/// by dropping those members and converted. Returns the XML and the paths
+/// of what was dropped (names and indexes only, never values), so the
+/// caller can log them. Anything else is still an error.
+pub fn json_to_xml_lenient(json: &[u8]) -> Result<(Vec<u8>, Vec<String>), ConversionError> {
+    let strict_error = match json_to_xml(json) {
+        Ok(xml) => return Ok((xml, Vec::new())),
+        Err(error) => error,
+    };
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(json) else {
+        return Err(strict_error);
+    };
+    let mut dropped = Vec::new();
+    drop_empty_members(&mut value, &mut String::new(), &mut dropped);
+    if dropped.is_empty() {
+        return Err(strict_error);
+    }
+    let repaired = serde_json::to_vec(&value).map_err(|e| ConversionError(e.to_string()))?;
+    json_to_xml(&repaired).map(|xml| (xml, dropped))
+}
+
+/// Logs, once per process for each distinct set, the members a lenient
+/// conversion dropped: an upstream quirk to know about, not to repeat on
+/// every `metadata` read. Paths only; values never reach the log.
+pub fn log_dropped_once(dropped: &[String]) {
+    static SEEN: std::sync::Mutex<Vec<Vec<String>>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.iter().any(|s| s.as_slice() == dropped) || seen.len() > 64 {
+        return;
+    }
+    seen.push(dropped.to_vec());
+    tracing::warn!(
+        dropped = %dropped.join(", "),
+        "the upstream's JSON had null or empty members that FHIR does not allow; dropped them to write FHIR XML"
+    );
+}
+
+/// Removes `null` members, empty arrays, empty objects and arrays of only
+/// `null`s, innermost first, recording each removed member's path. A
+/// `null` *inside* an array with values stays: FHIR JSON uses it to pair a
+/// primitive array with its `_name` extension array.
+fn drop_empty_members(value: &mut serde_json::Value, path: &mut String, dropped: &mut Vec<String>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(members) => {
+            let names: Vec<String> = members.keys().cloned().collect();
+            for name in names {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&name);
+                if let Some(member) = members.get_mut(&name) {
+                    drop_empty_members(member, path, dropped);
+                    let empty = match member {
+                        Value::Null => true,
+                        Value::Array(items) => items.iter().all(Value::is_null),
+                        Value::Object(inner) => inner.is_empty(),
+                        _ => false,
+                    };
+                    if empty {
+                        members.shift_remove(&name);
+                        dropped.push(path.clone());
+                    }
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{index}]"));
+                drop_empty_members(item, path, dropped);
+                // An element emptied by the repair becomes a null placeholder
+                // (an empty object is not FHIR either).
+                if matches!(item, Value::Object(inner) if inner.is_empty()) {
+                    *item = Value::Null;
+                }
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn null_members_and_empty_arrays_from_the_upstream_are_dropped_not_fatal() {
+        // The shape of HFS 0.2.7's CapabilityStatement.
+        let json = br#"{"resourceType":"CapabilityStatement","status":"active","date":"2026-01-01",
+            "kind":"instance","fhirVersion":"4.0.1","format":["json"],"publisher":null,
+            "implementation":{"description":"HFS","url":"http://localhost:8080"},
+            "rest":[{"mode":"server","security":null,"resource":[{"type":"Patient",
+            "interaction":[{"code":"read"}],"searchParam":[]}]}]}"#;
+        assert!(json_to_xml(json).is_err(), "strict conversion refuses it");
+        let (xml, dropped) = json_to_xml_lenient(json).unwrap();
+        let xml = String::from_utf8(xml).unwrap();
+        assert!(xml.contains("<CapabilityStatement"), "{xml}");
+        assert!(xml.contains(r#"<url value="http://localhost:8080"/>"#), "{xml}");
+        assert_eq!(
+            dropped,
+            ["publisher", "rest[0].security", "rest[0].resource[0].searchParam"]
+        );
+    }
+
+    #[test]
+    fn lenient_conversion_still_refuses_what_is_not_fhir() {
+        for json in [&br#"{"active":true}"#[..], b"[1,2]", b"not json"] {
+            assert!(
+                json_to_xml_lenient(json).is_err(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_paired_with_an_extension_array_is_kept() {
+        let mut value: serde_json::Value =
+            serde_json::from_str(r#"{"given":["Taro",null],"_given":[null,{"id":"x"}],"a":null}"#)
+                .unwrap();
+        let mut dropped = Vec::new();
+        drop_empty_members(&mut value, &mut String::new(), &mut dropped);
+        assert_eq!(dropped, ["a"]);
+        assert_eq!(value["given"][1], serde_json::Value::Null);
+    }
 
     #[test]
     fn json_xml_json_round_trip_keeps_the_resource() {
