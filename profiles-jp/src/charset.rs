@@ -4,10 +4,16 @@
 //! Windows-31J (CP932, NEC and IBM extension rows included), its EUC-JP
 //! decodes JIS X 0212 (0x8F) and half-width kana (0x8E), and its
 //! ISO-2022-JP is the RFC 1468 form SS-MIX2 storage uses.
+//!
+//! Responses are encoded the other way by [`encode_escaped`], within the
+//! repertoire every common strict decoder agrees on, not by encoding_rs's
+//! encoders (which write what only WHATWG decoders read back).
+
+use std::sync::OnceLock;
 
 use encoding_rs::{DecoderResult, Encoding, EUC_JP, ISO_2022_JP, SHIFT_JIS, UTF_8};
 
-use crate::Error;
+use crate::{jisx0208, Error};
 
 /// A charset inkan accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,24 +163,60 @@ pub enum Escape {
 
 /// Encodes UTF-8 `text` in `charset`; every character the charset cannot
 /// represent *exactly* is written as an escape, so decoding and parsing
-/// gives back exactly the original text. "Exactly" matters: the WHATWG
-/// encoders map some characters to others (U+2212 to U+FF0D, half-width
-/// katakana to full-width in ISO-2022-JP, ¥ to the byte of `\` in
-/// Shift_JIS), so a character is encoded only when it decodes back to
-/// itself, and escaped otherwise.
+/// gives back exactly the original text with any strict decoder of the
+/// charset, not only ours.
+///
+/// The repertoire is the same in the three legacy charsets: ASCII and the
+/// JIS X 0208 characters on whose bytes every decoder agrees — Python's
+/// `shift_jis`, `cp932`, `euc_jp` and `iso2022_jp` codecs, iconv, nkf
+/// (the table `scripts/gen-jisx0208.py` generates into `src/jisx0208.rs`)
+/// and encoding_rs (the WHATWG decoders, checked when the table is first
+/// used). Everything else is escaped: JIS X 0212, the NEC and IBM extension
+/// rows, half-width kana (nkf widens them by default; ISO-2022-JP has
+/// none), ¥ and ‾ (JIS X 0201 Roman), and the nine cells the decoders read
+/// differently: 〜 ‖ − ¢ £ ¬ (cp932 and encoding_rs, whose WHATWG tables
+/// follow Microsoft's in all three charsets, read ～ ∥ － ￠ ￡ ￢) and ￣ ― ￥
+/// (nkf reads ‾ — ¥).
+///
+/// ASCII is written as is, with three exceptions: in ISO-2022-JP, ESC, SO
+/// and SI (they would switch sets); in Shift_JIS XML, `\` and `~` (iconv's
+/// SHIFT_JIS reads 0x5C and 0x7E as ¥ and ‾, JIS X 0201 Roman). JSON cannot
+/// avoid 0x5C — its escapes are written with it — so a Shift_JIS JSON body
+/// needs a decoder that reads 0x5C as `\`: every one here but `iconv -f
+/// SHIFT_JIS` (`iconv -f CP932` does).
 pub fn encode_escaped(text: &str, charset: JpCharset, escape: Escape) -> Vec<u8> {
     if charset == JpCharset::Utf8 {
         return text.as_bytes().to_vec();
     }
-    let mut encoder = charset.encoding().new_encoder();
-    let mut out = Vec::with_capacity(text.len() * 2 + 16);
-    let mut exact: std::collections::HashMap<char, bool> = std::collections::HashMap::new();
-    let mut segment_start = 0;
-    for (at, c) in text.char_indices() {
-        if c.is_ascii() || *exact.entry(c).or_insert_with(|| round_trips(c, charset)) {
+    let mut out = Vec::with_capacity(text.len() + 16);
+    // ISO-2022-JP: whether the JIS X 0208 set is switched in.
+    let mut in_jis = false;
+    fn ascii(out: &mut Vec<u8>, in_jis: &mut bool, bytes: &[u8]) {
+        if std::mem::take(in_jis) {
+            out.extend_from_slice(b"\x1b(B");
+        }
+        out.extend_from_slice(bytes);
+    }
+    for c in text.chars() {
+        if c.is_ascii() && !ascii_escaped(c, charset, escape) {
+            ascii(&mut out, &mut in_jis, &[c as u8]);
             continue;
         }
-        encode_all(&mut encoder, &text[segment_start..at], &mut out);
+        if let Some((row, cell)) = jis_x_0208_cell(c, charset) {
+            match charset {
+                JpCharset::ShiftJis => out.extend_from_slice(&shift_jis_bytes(row, cell)),
+                JpCharset::EucJp => out.extend_from_slice(&[0xA0 + row, 0xA0 + cell]),
+                JpCharset::Iso2022Jp => {
+                    if !std::mem::replace(&mut in_jis, true) {
+                        out.extend_from_slice(b"\x1b$B");
+                    }
+                    out.extend_from_slice(&[0x20 + row, 0x20 + cell]);
+                }
+                // Returned above.
+                JpCharset::Utf8 => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            }
+            continue;
+        }
         let escaped = match escape {
             Escape::Json => {
                 let mut units = [0u16; 2];
@@ -185,38 +227,90 @@ pub fn encode_escaped(text: &str, charset: JpCharset, escape: Escape) -> Vec<u8>
             }
             Escape::Xml => format!("&#x{:X};", c as u32),
         };
-        // ASCII, through the encoder: a stateful charset (ISO-2022-JP)
-        // switches back to ASCII first.
-        encode_all(&mut encoder, &escaped, &mut out);
-        segment_start = at + c.len_utf8();
+        ascii(&mut out, &mut in_jis, escaped.as_bytes());
     }
-    encode_all(&mut encoder, &text[segment_start..], &mut out);
-    // Flush: ISO-2022-JP ends in ASCII mode.
-    while let (encoding_rs::EncoderResult::OutputFull, _) =
-        encoder.encode_from_utf8_to_vec_without_replacement("", &mut out, true)
-    {
-        out.reserve(16);
-    }
+    // ISO-2022-JP ends in ASCII.
+    ascii(&mut out, &mut in_jis, b"");
     out
 }
 
-/// Encodes text made only of exactly representable characters.
-fn encode_all(encoder: &mut encoding_rs::Encoder, mut text: &str, out: &mut Vec<u8>) {
-    while !text.is_empty() {
-        let (_, read) = encoder.encode_from_utf8_to_vec_without_replacement(text, out, false);
-        text = &text[read..];
-        if !text.is_empty() {
-            out.reserve(text.len() * 2 + 16);
-        }
+/// The ASCII characters written as escapes (see [`encode_escaped`]).
+fn ascii_escaped(c: char, charset: JpCharset, escape: Escape) -> bool {
+    match (charset, escape) {
+        (JpCharset::Iso2022Jp, _) => matches!(c, '\x1b' | '\x0e' | '\x0f'),
+        (JpCharset::ShiftJis, Escape::Xml) => matches!(c, '\\' | '~'),
+        _ => false,
     }
 }
 
-/// Whether `c` encodes in `charset` and decodes back to itself.
-fn round_trips(c: char, charset: JpCharset) -> bool {
-    let mut buf = [0u8; 4];
-    let (bytes, _, unmappable) = charset.encoding().encode(c.encode_utf8(&mut buf));
-    !unmappable
-        && decode_strict(&bytes, charset).is_ok_and(|back| back.chars().eq(std::iter::once(c)))
+/// The JIS X 0208 row and cell `c` is written with in `charset`, when every
+/// decoder reads them back as `c`.
+fn jis_x_0208_cell(c: char, charset: JpCharset) -> Option<(u8, u8)> {
+    let code_point = u16::try_from(u32::from(c)).ok()?;
+    let at = jisx0208::JIS_X_0208
+        .binary_search_by_key(&code_point, |&(cp, ..)| cp)
+        .ok()?;
+    let (_, row, cell, _) = jisx0208::JIS_X_0208[at];
+    (repertoire()[at] & charset_bit(charset) != 0).then_some((row, cell))
+}
+
+fn charset_bit(charset: JpCharset) -> u8 {
+    match charset {
+        JpCharset::ShiftJis => jisx0208::SHIFT_JIS,
+        JpCharset::EucJp => jisx0208::EUC_JP,
+        JpCharset::Iso2022Jp => jisx0208::ISO_2022_JP,
+        JpCharset::Utf8 => 0,
+    }
+}
+
+/// Row and cell (1–94 each) in Shift_JIS.
+fn shift_jis_bytes(row: u8, cell: u8) -> [u8; 2] {
+    let lead = ((row - 1) >> 1) + if row <= 62 { 0x81 } else { 0xC1 };
+    let trail = match (row % 2, cell) {
+        (1, ..=63) => cell + 0x3F,
+        (1, _) => cell + 0x40,
+        _ => cell + 0x9E,
+    };
+    [lead, trail]
+}
+
+/// A JIS X 0208 cell as `charset` writes it alone (ISO-2022-JP: switched
+/// in and back out).
+fn cell_bytes(row: u8, cell: u8, charset: JpCharset) -> Vec<u8> {
+    match charset {
+        JpCharset::ShiftJis => shift_jis_bytes(row, cell).to_vec(),
+        JpCharset::EucJp => vec![0xA0 + row, 0xA0 + cell],
+        JpCharset::Iso2022Jp => {
+            let mut bytes = b"\x1b$B".to_vec();
+            bytes.extend_from_slice(&[0x20 + row, 0x20 + cell]);
+            bytes.extend_from_slice(b"\x1b(B");
+            bytes
+        }
+        JpCharset::Utf8 => Vec::new(),
+    }
+}
+
+/// The generated table's charset bits, each kept only where encoding_rs
+/// (the WHATWG decoders) also reads the cell as the table's code point.
+fn repertoire() -> &'static [u8] {
+    static BITS: OnceLock<Vec<u8>> = OnceLock::new();
+    BITS.get_or_init(|| {
+        jisx0208::JIS_X_0208
+            .iter()
+            .map(|&(code_point, row, cell, bits)| {
+                let expected = char::from_u32(code_point.into()).map(String::from);
+                [JpCharset::ShiftJis, JpCharset::EucJp, JpCharset::Iso2022Jp]
+                    .into_iter()
+                    .filter(|&charset| {
+                        bits & charset_bit(charset) != 0
+                            && decode_strict(&cell_bytes(row, cell, charset), charset).ok()
+                                == expected
+                    })
+                    .map(charset_bit)
+                    .fold(0, |a, b| a | b)
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -368,6 +462,53 @@ mod tests {
                 let bytes = encode_escaped(&xml, charset, Escape::Xml);
                 let decoded = decode(&bytes, charset).unwrap();
                 assert_eq!(unescape_xml(&decoded.text), xml, "case {case} {charset:?}");
+            }
+        }
+    }
+
+    /// The generated table is JIS X 0208 (6,879 characters), and each
+    /// charset writes all of it but the nine cells the decoders read
+    /// differently: 〜 ‖ − ¢ £ ¬, which cp932 and encoding_rs (WHATWG, in
+    /// all three charsets) read as ～ ∥ － ￠ ￡ ￢, and ￣ ― ￥, which nkf
+    /// reads as ‾ — ¥.
+    #[test]
+    fn repertoire_is_jis_x_0208_minus_the_disagreements() {
+        assert_eq!(jisx0208::JIS_X_0208.len(), 6879);
+        let written = |charset| {
+            ('\u{80}'..='\u{FFFF}')
+                .filter(|&c| jis_x_0208_cell(c, charset).is_some())
+                .collect::<String>()
+        };
+        let all: String = jisx0208::JIS_X_0208
+            .iter()
+            .filter_map(|&(cp, ..)| char::from_u32(cp.into()))
+            .collect();
+        let missing = |charset| -> String {
+            let written = written(charset);
+            all.chars().filter(|&c| !written.contains(c)).collect()
+        };
+        #[rustfmt::skip]
+        let cases = [
+            (JpCharset::ShiftJis,  "¢£¬―‖−〜￣￥"),
+            (JpCharset::EucJp,     "¢£¬―‖−〜￣￥"),
+            (JpCharset::Iso2022Jp, "¢£¬―‖−〜￣￥"),
+        ];
+        for (charset, want) in cases {
+            assert_eq!(missing(charset), want, "{charset:?}");
+        }
+        // Every written character is its cell's two bytes, and decodes back
+        // with our decoder.
+        for charset in [JpCharset::ShiftJis, JpCharset::EucJp, JpCharset::Iso2022Jp] {
+            for c in written(charset).chars() {
+                let bytes = encode_escaped(&c.to_string(), charset, Escape::Json);
+                assert_eq!(decode(&bytes, charset).unwrap().text, c.to_string());
+                // Two bytes (ISO-2022-JP: switched in and out), not an escape.
+                let len = if charset == JpCharset::Iso2022Jp {
+                    8
+                } else {
+                    2
+                };
+                assert_eq!(bytes.len(), len, "{c} in {charset:?}");
             }
         }
     }

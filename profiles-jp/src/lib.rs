@@ -3,7 +3,10 @@
 //!
 //! - [`charset`]: decode Shift_JIS/CP932, EUC-JP, ISO-2022-JP and UTF-8
 //!   bodies, with the byte offset of the first invalid sequence (mojibake is
-//!   never produced), and detection among them for undeclared bodies.
+//!   never produced), and detection among them for undeclared bodies;
+//!   encode responses in the legacy charsets with escapes for what a strict
+//!   decoder of the charset would not give back exactly (a table generated
+//!   by `scripts/gen-jisx0208.py`).
 //! - [`text`]: the string-level normalization rules (mapping-variant
 //!   folding, half-width kana widening with dakuten composition, HumanName
 //!   text spacing) and the checks (private-use 外字, control characters).
@@ -12,10 +15,10 @@
 //!   by each element's datatype (a table generated from the R4 definitions
 //!   by `scripts/gen-r4-types.py`).
 //!
-//! Not here yet: search-parameter normalization, response transcoding and
-//! the JP Core profile checks.
+//! - [`jpcore`]: the JP Core checks (a subset of the profiles' constraints).
 
 pub mod charset;
+mod jisx0208;
 pub mod jpcore;
 mod r4_types;
 pub mod resource;

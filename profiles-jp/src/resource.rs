@@ -5,10 +5,10 @@
 //! | datatype | rules |
 //! |---|---|
 //! | string, markdown, xhtml | 1 variant folding, 2 kana widening |
-//! | code, id, uri, url, canonical, oid, uuid, date, dateTime, instant, time | 3 full-width ASCII → ASCII |
-//! | `ContactPoint.value` of a phone or fax | 3 as a phone number (dashes between digits → `-`, trimmed) |
-//! | `Address.postalCode` | 3 as `NNN-NNNN` |
-//! | `Identifier.value` of a system configured as ASCII | 3 full-width ASCII → ASCII |
+//! | code, id, uri, url, canonical, oid, uuid, date, dateTime, instant, time | 3 full-width ASCII and U+3000 → ASCII, dashes between digits → `-`, trimmed ([`text::fold_fullwidth_ascii`]) |
+//! | `ContactPoint.value` of a phone or fax | 3 as above (before 1 and 2) |
+//! | `Address.postalCode` | 3 as above, then seven digits as `NNN-NNNN` |
+//! | `Identifier.value` of a system configured as ASCII | 3 as above (before 1 and 2) |
 //! | `HumanName.text` | 4 U+3000 between parts → one space (after 1 and 2) |
 //! | every string | 5 private-use code points (reject / allow / map), 6 C0 controls rejected |
 //!
@@ -288,6 +288,29 @@ impl Walker<'_> {
         let member = member.split('[').next().unwrap_or(member);
         match fhir_type {
             "string" | "markdown" | "xhtml" => {
+                let no_context = Context::default();
+                let context = parent.unwrap_or(&no_context);
+                // Rule 3 first in the strings that are ASCII by definition,
+                // so they fold exactly as a search value of theirs does
+                // (rule 1 would turn － into −, which is kept outside digits).
+                let ascii_rule: Option<StringRule> = if member == "value" && context.is_phone() {
+                    Some(text::phone_number)
+                } else if member == "postalCode" && context.typed == "Address" {
+                    Some(text::postal_code)
+                } else if member == "value"
+                    && context.typed == "Identifier"
+                    && context
+                        .system
+                        .as_deref()
+                        .is_some_and(|system| self.rules.is_ascii_system(system))
+                {
+                    Some(text::fold_fullwidth_ascii)
+                } else {
+                    None
+                };
+                if let Some(rule) = ascii_rule {
+                    self.changes.ascii_folded += apply(&mut current, &rule);
+                }
                 let variants = &self.rules.variants;
                 // The cheap checks spare an allocation for the (usual)
                 // strings no rule touches.
@@ -297,30 +320,13 @@ impl Walker<'_> {
                 if text::may_widen_kana(current.as_deref().unwrap_or(s)) {
                     self.changes.kana_widened += apply(&mut current, &text::widen_kana);
                 }
-                let no_context = Context::default();
-                let context = parent.unwrap_or(&no_context);
                 if member == "text" && context.typed == "HumanName" {
                     self.changes.name_spaces += apply(&mut current, &text::human_name_text);
-                }
-                if member == "value" && context.is_phone() {
-                    self.changes.ascii_folded += apply(&mut current, &text::phone_number);
-                }
-                if member == "postalCode" && context.typed == "Address" {
-                    self.changes.ascii_folded += apply(&mut current, &text::postal_code);
-                }
-                if member == "value"
-                    && context.typed == "Identifier"
-                    && context
-                        .system
-                        .as_deref()
-                        .is_some_and(|system| self.rules.is_ascii_system(system))
-                {
-                    self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
                 }
             }
             "code" | "id" | "uri" | "url" | "canonical" | "oid" | "uuid" | "date" | "dateTime"
             | "instant" | "time"
-                if text::has_fullwidth_ascii(s) =>
+                if text::may_fold_ascii(current.as_deref().unwrap_or(s)) =>
             {
                 self.changes.ascii_folded += apply(&mut current, &text::fold_fullwidth_ascii);
             }
@@ -329,6 +335,9 @@ impl Walker<'_> {
         Ok(current)
     }
 }
+
+/// A string rule of [`text`]: the new string and how many changes it made.
+type StringRule = fn(&str) -> (String, usize);
 
 fn private_use(s: &str, path: &str) -> Violation {
     let code_point = text::find_private_use(s).map_or('\u{E000}', |(_, c)| c);
@@ -404,6 +413,10 @@ mod tests {
              json!({"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11311234567","value":"00001"}]})),
             (json!({"resourceType":"Coverage","identifier":[{"system":"http://jpfhir.jp/fhir/core/IdSystem/insurance-member-id","value":"０００１２３４５:あいう:１８７:０５"}]}),
              json!({"resourceType":"Coverage","identifier":[{"system":"http://jpfhir.jp/fhir/core/IdSystem/insurance-member-id","value":"０００１２３４５:あいう:１８７:０５"}]})),
+            // rule 3 in dates, codes, phones and ASCII identifiers: ー and － between digits,
+            // U+3000 trimmed; rule 3 comes before rule 1 (－ would become −, kept outside digits)
+            (json!({"resourceType":"Patient","gender":"male\u{3000}","birthDate":"２０２４ー０１ー１５","telecom":[{"system":"phone","value":"\u{3000}０３\u{2212}１２３４－５６７８"}],"identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11311234567","value":"Ａ－１２３ー４"}],"name":[{"family":"サーバ－1"}]}),
+             json!({"resourceType":"Patient","gender":"male","birthDate":"2024-01-15","telecom":[{"system":"phone","value":"03-1234-5678"}],"identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11311234567","value":"A-123-4"}],"name":[{"family":"サーバ\u{2212}1"}]})),
             // compatibility ideographs and IVS stay as sent (no NFC/NFKC)
             (json!({"resourceType":"Patient","name":[{"family":"\u{FA46}\u{9AD9}\u{FA11}","given":["葛\u{E0100}"]}]}),
              json!({"resourceType":"Patient","name":[{"family":"\u{FA46}\u{9AD9}\u{FA11}","given":["葛\u{E0100}"]}]})),

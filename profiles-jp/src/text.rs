@@ -198,57 +198,70 @@ pub fn human_name_text(s: &str) -> (String, usize) {
     (out, count)
 }
 
-/// Rule 3 (primitive level): full-width ASCII (U+FF01–U+FF5E) → ASCII, for
-/// values that are ASCII by definition (code, id, uri, date, decimal, …).
+/// The dash variants rule 3 turns into `-` between two digits (people type
+/// ー and － in phone numbers and dates): minus sign, hyphen, non-breaking
+/// hyphen, en dash, em dash, horizontal bar, katakana prolonged sound mark
+/// (both widths) and full-width hyphen-minus. Other dashes (U+2012 figure
+/// dash, 〜, …) are kept.
+pub const DIGIT_DASHES: &[char] = &[
+    '\u{2212}', '\u{2010}', '\u{2011}', '\u{2013}', '\u{2014}', '\u{2015}', '\u{30FC}', '\u{FF70}',
+    '\u{FF0D}',
+];
+
+/// Whether [`fold_fullwidth_ascii`] would change `s` (cheap).
+pub fn may_fold_ascii(s: &str) -> bool {
+    s.starts_with(char::is_whitespace)
+        || s.ends_with(char::is_whitespace)
+        || (!s.is_ascii()
+            && s.chars().any(|c| {
+                matches!(c, '\u{FF01}'..='\u{FF5E}' | '\u{3000}') || DIGIT_DASHES.contains(&c)
+            }))
+}
+
+/// Rule 3: the folding of values that are ASCII by definition (code, id,
+/// uri, date, …; phone numbers, postal codes, identifiers of ASCII
+/// systems; search values of those types):
+///
+/// - white space (U+3000 included) trimmed at both ends;
+/// - full-width ASCII (U+FF01–U+FF5E) → ASCII, U+3000 → a space;
+/// - a [`DIGIT_DASHES`] character between two digits (after folding) → `-`.
+///
+/// The count is one per character changed, plus one when anything was
+/// trimmed. Idempotent.
 pub fn fold_fullwidth_ascii(s: &str) -> (String, usize) {
-    let mut count = 0;
-    let out = s
+    if !may_fold_ascii(s) {
+        return (s.to_owned(), 0);
+    }
+    let trimmed = s.trim();
+    let mut count = usize::from(trimmed.len() != s.len());
+    let folded: Vec<char> = trimmed
         .chars()
         .map(|c| match c {
-            '\u{FF01}'..='\u{FF5E}' => {
-                count += 1;
-                char::from_u32(c as u32 - 0xFEE0).unwrap_or(c)
-            }
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
             _ => c,
         })
         .collect();
-    (out, count)
-}
-
-/// Dash-like characters a phone number or postal code may carry.
-fn is_dash(c: char) -> bool {
-    matches!(
-        c,
-        '-' | '\u{2010}'
-            ..='\u{2015}'
-                | '\u{2212}'
-                | '\u{30FC}'
-                | '\u{FF0D}'
-                | '\u{FF70}'
-                | '\u{301C}'
-                | '\u{FF5E}'
-    )
-}
-
-/// Rule 3 for phone/fax numbers: full-width ASCII folded, dashes between
-/// digits → `-`, surrounding whitespace trimmed.
-pub fn phone_number(s: &str) -> (String, usize) {
-    let (folded, mut count) = fold_fullwidth_ascii(s.trim_matches(|c: char| c.is_whitespace()));
-    let chars: Vec<char> = folded.chars().collect();
-    let mut out = String::with_capacity(folded.len());
-    for (i, &c) in chars.iter().enumerate() {
+    let mut out = String::with_capacity(trimmed.len());
+    for (i, (&c, original)) in folded.iter().zip(trimmed.chars()).enumerate() {
         let between_digits = i > 0
-            && chars[i - 1].is_ascii_digit()
-            && chars.get(i + 1).is_some_and(char::is_ascii_digit);
-        if c != '-' && is_dash(c) && between_digits {
-            out.push('-');
-            count += 1;
+            && folded[i - 1].is_ascii_digit()
+            && folded.get(i + 1).is_some_and(char::is_ascii_digit);
+        let c = if between_digits && DIGIT_DASHES.contains(&original) {
+            '-'
         } else {
-            out.push(c);
-        }
+            c
+        };
+        count += usize::from(c != original);
+        out.push(c);
     }
-    count += usize::from(s.trim() != s);
     (out, count)
+}
+
+/// Rule 3 for phone/fax numbers: [`fold_fullwidth_ascii`] (full-width ASCII
+/// folded, dashes between digits → `-`, trimmed).
+pub fn phone_number(s: &str) -> (String, usize) {
+    fold_fullwidth_ascii(s)
 }
 
 /// Rule 3 for `Address.postalCode`: seven digits in any width and dash
@@ -328,16 +341,116 @@ mod tests {
         let cases = [
             (fold_fullwidth_ascii("１２３ＡＢＣ"),    ("123ABC", 6)),
             (fold_fullwidth_ascii("abc"),             ("abc", 0)),
+            (fold_fullwidth_ascii("２０２４ー０１ー１５"), ("2024-01-15", 10)),
             (phone_number("０３－１２３４－５６７８"), ("03-1234-5678", 6 + 4 + 2)),
             (phone_number(" 03ー1234ー5678 "),        ("03-1234-5678", 3)),
+            (phone_number("\u{3000}０３ー１２３４ー５６７８\u{3000}"), ("03-1234-5678", 1 + 10 + 2)),
             (postal_code("１６０００２３"),           ("160-0023", 8)),
             (postal_code("160－0023"),                ("160-0023", 1)),
+            (postal_code("160ー0023"),                ("160-0023", 1)),
             (postal_code("160-0023"),                 ("160-0023", 0)),
             (postal_code("SW1A 1AA"),                 ("SW1A 1AA", 0)),
         ];
         for ((got, got_n), (want, want_n)) in cases {
             assert_eq!((got.as_str(), got_n), (want, want_n));
         }
+    }
+
+    /// Rule 3, one line per character: U+3000, and each dash variant
+    /// between two digits and next to one digit only; then dashes that are
+    /// not variants. (input, expected).
+    #[test]
+    fn rule3_spaces_and_dashes() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            // U+3000 IDEOGRAPHIC SPACE: a space inside, trimmed at the ends
+            ("\u{3000}123\u{3000}",     "123"),
+            ("\u{3000}\u{3000}A B\u{3000}", "A B"),
+            ("A\u{3000}B",              "A B"),
+            ("1\u{3000}2",              "1 2"),
+            (" \u{3000}1 ",             "1"),
+            // U+2212 MINUS SIGN
+            ("1\u{2212}2",              "1-2"),
+            ("1\u{2212}A",              "1\u{2212}A"),
+            // U+2010 HYPHEN
+            ("1\u{2010}2",              "1-2"),
+            ("1\u{2010}A",              "1\u{2010}A"),
+            // U+2011 NON-BREAKING HYPHEN
+            ("1\u{2011}2",              "1-2"),
+            ("1\u{2011}A",              "1\u{2011}A"),
+            // U+2013 EN DASH
+            ("1\u{2013}2",              "1-2"),
+            ("1\u{2013}A",              "1\u{2013}A"),
+            // U+2014 EM DASH
+            ("1\u{2014}2",              "1-2"),
+            ("1\u{2014}A",              "1\u{2014}A"),
+            // U+2015 HORIZONTAL BAR
+            ("1\u{2015}2",              "1-2"),
+            ("1\u{2015}A",              "1\u{2015}A"),
+            // U+30FC KATAKANA-HIRAGANA PROLONGED SOUND MARK
+            ("1\u{30FC}2",              "1-2"),
+            ("1\u{30FC}A",              "1\u{30FC}A"),
+            // U+FF70 HALFWIDTH KATAKANA-HIRAGANA PROLONGED SOUND MARK
+            ("1\u{FF70}2",              "1-2"),
+            ("1\u{FF70}A",              "1\u{FF70}A"),
+            // U+FF0D FULLWIDTH HYPHEN-MINUS: full-width ASCII, so `-` anywhere
+            ("1\u{FF0D}2",              "1-2"),
+            ("1\u{FF0D}A",              "1-A"),
+            // digits of either width count; both neighbours must be digits
+            ("\u{FF11}\u{30FC}\u{FF12}", "1-2"),
+            ("A\u{30FC}1",              "A\u{30FC}1"),
+            ("\u{30FC}1",               "\u{30FC}1"),
+            ("1\u{30FC}",               "1\u{30FC}"),
+            ("1\u{30FC}\u{30FC}2",      "1\u{30FC}\u{30FC}2"),
+            ("1 \u{2212} 2",            "1 \u{2212} 2"),
+            ("\u{30B5}\u{30FC}\u{30D0}1", "\u{30B5}\u{30FC}\u{30D0}1"),
+            // kept: not in the list
+            ("1\u{2012}2",              "1\u{2012}2"),  // FIGURE DASH
+            ("1\u{301C}2",              "1\u{301C}2"),  // WAVE DASH
+            ("1\u{FF5E}2",              "1~2"),         // FULLWIDTH TILDE: full-width ASCII
+            ("1\u{2043}2",              "1\u{2043}2"),  // HYPHEN BULLET
+            ("1\u{FE63}2",              "1\u{FE63}2"),  // SMALL HYPHEN-MINUS
+            ("1\u{FE58}2",              "1\u{FE58}2"),  // SMALL EM DASH
+            ("1\u{2E3A}2",              "1\u{2E3A}2"),  // TWO-EM DASH
+            ("1\u{00AD}2",              "1\u{00AD}2"),  // SOFT HYPHEN
+            ("1\u{2500}2",              "1\u{2500}2"),  // BOX DRAWINGS LIGHT HORIZONTAL
+            ("1-2",                     "1-2"),
+        ];
+        for &(input, want) in cases {
+            let (got, n) = fold_fullwidth_ascii(input);
+            assert_eq!(got, want, "{input:?}");
+            assert_eq!(n > 0, input != want, "count for {input:?}");
+            // Idempotent, and the same for every rule-3 field.
+            assert_eq!(fold_fullwidth_ascii(&got), (got.clone(), 0), "{input:?}");
+            assert_eq!(phone_number(input), (got.clone(), n), "{input:?}");
+            // The cheap check never misses a change.
+            assert!(may_fold_ascii(input) || n == 0, "{input:?}");
+        }
+    }
+
+    /// Exactly the listed characters become `-` between two digits: every
+    /// other BMP character there folds as full-width ASCII or stays.
+    #[test]
+    fn rule3_dash_list_is_exact() {
+        let mut dashed = Vec::new();
+        for c in (0x80..=0xFFFF).filter_map(char::from_u32) {
+            let (got, _) = fold_fullwidth_ascii(&format!("1{c}2"));
+            if got == "1-2" {
+                dashed.push(c);
+            } else if matches!(c, '\u{FF01}'..='\u{FF5E}') {
+                assert_eq!(
+                    got,
+                    format!("1{}2", char::from_u32(c as u32 - 0xFEE0).unwrap())
+                );
+            } else if c == '\u{3000}' {
+                assert_eq!(got, "1 2");
+            } else {
+                assert_eq!(got, format!("1{c}2"), "U+{:04X}", c as u32);
+            }
+        }
+        let mut listed = DIGIT_DASHES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(dashed, listed);
     }
 
     #[test]
