@@ -248,6 +248,163 @@ impl Hfs {
     }
 }
 
+fn sekmet_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("INKAN_SEKMET_BIN") {
+        return bin.into();
+    }
+    let cache = std::env::var("INKAN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan"));
+    let bin = cache.join("sekmet-fhir-0.1.1/bin/sekmet");
+    assert!(
+        bin.exists(),
+        "sekmet-fhir not found at {}: run scripts/install-sekmet.sh (or scripts/test.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// sekmet-fhir 0.1.1 on a temporary SQLite database: the second upstream,
+/// which speaks FHIR XML natively and pages with `_count`/`_offset`
+/// (its quirks: [`Quirks`] and docs/upstreams.md).
+#[derive(Debug)]
+pub struct Sekmet {
+    pub process: Process,
+    pub port: u16,
+    /// Its FHIR base, where we connect: `http://127.0.0.1:<port>/fhir`.
+    pub url: String,
+    /// The base it writes into its links: `http://localhost:<port>/fhir`,
+    /// another name for `url` (as HFS's `http://localhost:8080` is), so URL
+    /// rewriting is exercised.
+    pub advertised: String,
+    /// Tables `resources` (current versions) and `versions` (all).
+    pub database: PathBuf,
+    /// Removed when the server is dropped.
+    _dir: tempfile::TempDir,
+}
+
+impl Sekmet {
+    pub fn start() -> Sekmet {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let data = dir.path().join("data");
+        let database = data.join("sekmet.db");
+        let advertised = format!("http://localhost:{port}/fhir");
+        let config = dir.path().join("settings.yaml");
+        // A JSON string is a YAML double-quoted scalar.
+        let quoted = |s: &str| serde_json::Value::from(s).to_string();
+        std::fs::write(
+            &config,
+            format!(
+                "base_url: {}\nhost: 127.0.0.1\nport: {port}\ndata_dir: {}\ndb_path: {}\n\
+                 simulator: {{enabled: false}}\nlog_inbound: false\n",
+                quoted(advertised.as_str()),
+                quoted(&data.display().to_string()),
+                quoted(&database.display().to_string()),
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(sekmet_binary());
+        command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            // Its settings come from the file alone.
+            .env_remove("SEKMET_CONFIG")
+            .env_remove("SEKMET_BASE_URL")
+            .env_remove("SEKMET_DB")
+            .env_remove("SEKMET_PORT")
+            .env_remove("SEKMET_PUBLIC_URL")
+            .env("PYTHONUNBUFFERED", "1")
+            .current_dir(dir.path());
+        let process = spawn_logged(command, &dir.path().join(format!("sekmet-{port}.log")));
+        let url = format!("http://127.0.0.1:{port}/fhir");
+        if !wait_until_ok(&format!("{url}/metadata"), Duration::from_secs(60)) {
+            panic!("sekmet-fhir did not come up on {url}:\n{}", process.log());
+        }
+        Sekmet {
+            process,
+            port,
+            url,
+            advertised,
+            database,
+            _dir: dir,
+        }
+    }
+}
+
+/// Which real FHIR server a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// Helios FHIR Server 0.2.7: JSON only, compresses, cursor paging.
+    Hfs,
+    /// sekmet-fhir 0.1.1: native XML, no compression, `_offset` paging.
+    Sekmet,
+}
+
+/// Each upstream's quirks that tests must know, in one place (the prose
+/// version is docs/upstreams.md).
+#[derive(Debug, Clone)]
+pub struct Quirks {
+    /// Compresses answers when the client accepts gzip.
+    pub compresses: bool,
+    /// Serves and accepts FHIR XML itself (otherwise the gateway bridges).
+    pub native_xml: bool,
+    /// The base it writes into its own links (what rewriting must remove).
+    pub advertised_base: String,
+}
+
+/// A running upstream of either kind.
+#[derive(Debug)]
+pub enum Upstream {
+    Hfs(Hfs),
+    Sekmet(Sekmet),
+}
+
+impl Upstream {
+    pub fn start(kind: UpstreamKind) -> Upstream {
+        match kind {
+            UpstreamKind::Hfs => Upstream::Hfs(Hfs::start()),
+            UpstreamKind::Sekmet => Upstream::Sekmet(Sekmet::start()),
+        }
+    }
+
+    /// Where the gateway connects.
+    pub fn url(&self) -> &str {
+        match self {
+            Upstream::Hfs(hfs) => &hfs.url,
+            Upstream::Sekmet(sekmet) => &sekmet.url,
+        }
+    }
+
+    pub fn kind(&self) -> UpstreamKind {
+        match self {
+            Upstream::Hfs(_) => UpstreamKind::Hfs,
+            Upstream::Sekmet(_) => UpstreamKind::Sekmet,
+        }
+    }
+
+    pub fn quirks(&self) -> Quirks {
+        match self {
+            Upstream::Hfs(_) => Quirks {
+                compresses: true,
+                native_xml: false,
+                advertised_base: "http://localhost:8080".into(),
+            },
+            Upstream::Sekmet(sekmet) => Quirks {
+                compresses: false,
+                native_xml: true,
+                advertised_base: sekmet.advertised.clone(),
+            },
+        }
+    }
+
+    /// Whether `text` holds a URL of this upstream (advertised or real).
+    pub fn leaks_into(&self, text: &str) -> bool {
+        text.contains(&self.quirks().advertised_base) || text.contains(self.url())
+    }
+}
+
 /// An `inkan serve` process in front of an upstream.
 #[derive(Debug)]
 pub struct Gateway {

@@ -241,6 +241,48 @@ impl Japanese {
         param_type: impl Fn(&str) -> Option<String>,
         report: &mut TextReport,
     ) -> Result<Option<String>, GatewayError> {
+        self.normalize_pairs(query, self.default_charset, param_type, report)
+    }
+
+    /// A `POST [base]/[type]/_search` form body
+    /// (`application/x-www-form-urlencoded`), normalized like a query
+    /// string. Values percent-encoded in a legacy charset are decoded with
+    /// the form's declared `charset` (else `default_charset`). Returns the
+    /// new body when anything changed.
+    pub fn normalize_form(
+        &self,
+        body: &[u8],
+        declared_charset: Option<&str>,
+        param_type: impl Fn(&str) -> Option<String>,
+        report: &mut TextReport,
+    ) -> Result<Option<String>, GatewayError> {
+        // A form body is ASCII (RFC 1866): anything else was not encoded.
+        let form = std::str::from_utf8(body)
+            .ok()
+            .filter(|text| text.is_ascii())
+            .ok_or_else(|| GatewayError::MalformedRequest {
+                detail: "an application/x-www-form-urlencoded body must be percent-encoded ASCII"
+                    .into(),
+            })?;
+        let charset = match declared_charset {
+            Some(label) if !label.eq_ignore_ascii_case("utf-8") => Some(
+                JpCharset::from_label(label).map_err(|e| GatewayError::UnsupportedMediaType {
+                    detail: format!("form charset: {e}"),
+                })?,
+            ),
+            Some(_) => None,
+            None => self.default_charset,
+        };
+        self.normalize_pairs(form.trim_end_matches(['\r', '\n']), charset, param_type, report)
+    }
+
+    fn normalize_pairs(
+        &self,
+        query: &str,
+        legacy_charset: Option<JpCharset>,
+        param_type: impl Fn(&str) -> Option<String>,
+        report: &mut TextReport,
+    ) -> Result<Option<String>, GatewayError> {
         if self.mode == JapaneseMode::Off {
             return Ok(None);
         }
@@ -259,7 +301,7 @@ impl Japanese {
                     // A few bytes of a search value cannot be detected
                     // reliably (ﾔﾏﾀﾞ in Shift_JIS is valid EUC-JP for
                     // other kanji): only a configured charset is used.
-                    let charset = self.default_charset.ok_or_else(|| GatewayError::InvalidText {
+                    let charset = legacy_charset.ok_or_else(|| GatewayError::InvalidText {
                         detail: format!(
                             "search parameter {name} is not UTF-8; send UTF-8, or configure japanese.default_charset for this client"
                         ),

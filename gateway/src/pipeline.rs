@@ -266,7 +266,14 @@ impl Gateway {
         let is_capabilities = exchange.interaction == Interaction::Capabilities;
         let upstream_bridged = (xml_involved || is_capabilities) && self.xml_bridged().await;
         let bridge = xml_involved && upstream_bridged;
-        exchange.bridge_response = bridge && exchange.wanted == Wanted::Xml;
+        // A read the gateway verifies is fetched as JSON and rendered as XML
+        // here even when the upstream speaks XML: the seal is of the stored
+        // JSON, and an upstream's own XML need not be the same data (one
+        // tested server rewrites instants and decimals in its XML), so the
+        // client gets exactly what was checked.
+        exchange.verify = self.verify_shape(exchange.interaction);
+        let verified_xml = exchange.verify.is_some() && exchange.wanted == Wanted::Xml;
+        exchange.bridge_response = (bridge || verified_xml) && exchange.wanted == Wanted::Xml;
         exchange.advertise_xml = is_capabilities && upstream_bridged;
         exchange.advertise_seal_ops = is_capabilities && self.sealer.is_some();
         // 6. Read the body: within the size and time limits (413, 408), in a
@@ -282,32 +289,18 @@ impl Gateway {
             self.prepare_request_body(body, request_type, bridge)?;
         // Search values: decoded from a legacy charset and normalized like
         // the stored values of their parameter's type (rule 7).
-        if matches!(
+        let searching = matches!(
             exchange.interaction,
             Interaction::SearchType | Interaction::SearchSystem
-        ) {
+        );
+        if searching {
             if let Some(query) = exchange.query.clone() {
-                let resource_type = exchange
-                    .fhir_path
-                    .split('/')
-                    .find(|s| !s.is_empty() && !s.starts_with('_'))
-                    .unwrap_or("*")
-                    .to_owned();
                 let mut query_report = crate::japanese::TextReport::default();
-                let normalized = {
-                    let types = self
-                        .search_param_types
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner());
-                    let lookup = |name: &str| {
-                        types
-                            .get(&format!("{resource_type}.{name}"))
-                            .or_else(|| types.get(&format!("*.{name}")))
-                            .cloned()
-                    };
-                    self.japanese
-                        .normalize_query(&query, lookup, &mut query_report)?
-                };
+                let normalized = self.japanese.normalize_query(
+                    &query,
+                    |name| self.search_param_type(&exchange.fhir_path, name),
+                    &mut query_report,
+                )?;
                 if let Some(normalized) = normalized {
                     exchange.query = Some(normalized);
                 }
@@ -315,7 +308,29 @@ impl Gateway {
                 text_report.merge(&query_report);
             }
         }
-        exchange.verify = self.verify_shape(exchange.interaction);
+        // The same for a `_search` form body: its pairs are search values.
+        let (body, request_type) = match request_type {
+            Some(mut ct) if searching && ct.is_form() && !body.is_empty() => {
+                let mut form_report = crate::japanese::TextReport::default();
+                let normalized = self.japanese.normalize_form(
+                    &body,
+                    ct.charset.as_deref(),
+                    |name| self.search_param_type(&exchange.fhir_path, name),
+                    &mut form_report,
+                )?;
+                self.count_text_changes(&form_report);
+                text_report.merge(&form_report);
+                match normalized {
+                    Some(form) => {
+                        // Re-encoded as UTF-8 percent-escapes.
+                        ct.charset = ct.charset.map(|_| "utf-8".into());
+                        (Bytes::from(form), Some(ct))
+                    }
+                    None => (body, Some(ct)),
+                }
+            }
+            other => (body, other),
+        };
         let authorization = self
             .upstream_authorization
             .as_ref()
@@ -831,6 +846,29 @@ impl Gateway {
         }
         self.learn_search_param_types(&capability);
         Ok(capability)
+    }
+
+    /// The type of search parameter `name` on the resource type `fhir_path`
+    /// names (`/Patient/_search` → `Patient`): as the upstream declares it,
+    /// else as the R4 specification defines it (an upstream that declares
+    /// no types still gets its standard parameters normalized).
+    fn search_param_type(&self, fhir_path: &str, name: &str) -> Option<String> {
+        let resource_type = fhir_path
+            .split('/')
+            .find(|s| !s.is_empty() && !s.starts_with('_'))
+            .unwrap_or("*");
+        let types = self
+            .search_param_types
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        types
+            .get(&format!("{resource_type}.{name}"))
+            .or_else(|| types.get(&format!("*.{name}")))
+            .cloned()
+            .or_else(|| {
+                profiles_jp::r4_search_params::r4_search_param_type(resource_type, name)
+                    .map(str::to_owned)
+            })
     }
 
     /// Records the search parameter types the upstream declares.

@@ -16,10 +16,16 @@
 //!   by `scripts/gen-r4-types.py`).
 //!
 //! - [`jpcore`]: the JP Core checks (a subset of the profiles' constraints).
+//!
+//! - [`r4_search_params`]: the type of every search parameter R4 defines
+//!   (a table generated from the specification's SearchParameter Bundle by
+//!   `scripts/gen-r4-search-params.py`), for upstreams that do not declare
+//!   a parameter's type.
 
 pub mod charset;
 mod jisx0208;
 pub mod jpcore;
+pub mod r4_search_params;
 mod r4_types;
 pub mod resource;
 pub mod text;

@@ -128,6 +128,37 @@ fn shift_jis_body_is_stored_as_normalized_utf8_and_found_by_a_halfwidth_search()
             assert!(header.unwrap().contains("kana-widened=3"), "{query}");
         }
     }
+    // The same values in a `_search` form body (what form-posting clients
+    // send), in UTF-8 and in Shift_JIS declared by the form's charset.
+    let utf8_form: String = "ﾔﾏﾀﾞ".bytes().map(|b| format!("%{b:02X}")).collect();
+    for (form, content_type) in [
+        (
+            format!("family={utf8_form}"),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            format!("family={sjis_query}"),
+            "application/x-www-form-urlencoded; charset=Shift_JIS",
+        ),
+    ] {
+        let response = client()
+            .post(stack.url("/Patient/_search"))
+            .header("Content-Type", content_type)
+            .body(form.clone())
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200, "{content_type}");
+        let header = response
+            .headers()
+            .get("inkan-text")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert!(
+            header.as_deref().unwrap_or("").contains("kana-widened=3"),
+            "{content_type}: {header:?}"
+        );
+        let found = json(response);
+        assert_eq!(found["entry"][0]["resource"]["id"], id, "{content_type}");
+    }
 }
 
 #[test]
