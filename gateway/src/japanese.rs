@@ -180,6 +180,12 @@ impl Japanese {
     /// a tree when a rule or check needs one, else only validated. It is
     /// re-serialized only when a rule changed something. Findings are
     /// returned for `warn`, and are a 422 for `strict`.
+    /// Whether request bodies are looked into at all (normalization in
+    /// `jp-default` mode, or JP Core checks).
+    pub fn inspects_bodies(&self) -> bool {
+        self.mode == JapaneseMode::JpDefault || self.jpcore != JpCoreMode::Off
+    }
+
     pub fn process_json(
         &self,
         body: Bytes,

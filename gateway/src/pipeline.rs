@@ -939,7 +939,28 @@ impl Gateway {
                 ct = ContentType::parse("application/fhir+json");
                 Bytes::from(json)
             }
-            // Native XML: decoded to UTF-8 only.
+            // Native XML: the text is checked and normalized in the JSON
+            // model. Nothing to change → the client's XML goes on as sent;
+            // otherwise the normalized resource goes as JSON (the upstream
+            // answers in the format the client's Accept asks for).
+            WireFormat::Xml if self.japanese.inspects_bodies() => {
+                let json =
+                    xml_bridge::xml_to_json(&body).map_err(|e| GatewayError::MalformedRequest {
+                        detail: e.to_string(),
+                    })?;
+                let (json, changes, findings) = self.japanese.process_json(Bytes::from(json))?;
+                for finding in &findings {
+                    tracing::warn!(path = %finding.path, "JP Core: {}", finding.message);
+                }
+                report.jpcore_findings = findings;
+                if changes.total() == 0 {
+                    self.count_text_changes(&report);
+                    return Ok((body, Some(ct), report));
+                }
+                report.changes = changes;
+                self.count_text_changes(&report);
+                return Ok((json, Some(ContentType::parse("application/fhir+json")), report));
+            }
             _ => return Ok((body, Some(ct), report)),
         };
         let (json, changes, findings) = self.japanese.process_json(json)?;
