@@ -581,6 +581,11 @@ impl Gateway {
                 return Ok(prepend(head, rest));
             }
         };
+        if encoded.is_empty() {
+            // 204, 304 and the like: nothing was encoded.
+            parts.headers.remove(CONTENT_ENCODING);
+            return Ok(body::full(encoded));
+        }
         match coding::decode(coding, &encoded, limit) {
             Ok(decoded) => {
                 parts.headers.remove(CONTENT_ENCODING);

@@ -8,6 +8,7 @@ mod admin;
 mod anchors;
 mod audit;
 mod chain;
+mod compression;
 mod errors;
 mod formats;
 mod japanese;
@@ -18,6 +19,7 @@ mod rewriting;
 mod seal_crash;
 mod sealing;
 mod transport;
+mod upstreams;
 
 use inkan_e2e::{Gateway, Hfs};
 use serde_json::Value;
