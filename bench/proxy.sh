@@ -21,15 +21,13 @@ threads=2
 command -v nginx >/dev/null && command -v wrk >/dev/null || {
   echo "needs nginx and wrk: apt-get install -y nginx-light wrk" >&2; exit 1; }
 
+# Every process started with start_bg is stopped on exit, failure and Ctrl-C.
+source scripts/lib/procs.sh
 cargo build --release --locked -p inkan >&2
 inkan="$(pwd)/target/release/inkan"
 work="$(mktemp -d)"
+at_exit 'rm -rf "$work"'
 chmod 755 "$work"  # nginx workers run as an unprivileged user
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "timeout: $1" >&2; exit 1; }
 
 up_port="$(free_port)"; proxy_port="$(free_port)"; inkan_port="$(free_port)"
 mkdir -p "$work/www/fhir/Patient" "$work/www/fhir/Binary" "$work/logs"
@@ -72,14 +70,15 @@ http {
   $3
 }
 NGINX
-  nginx -c "$work/$1/nginx.conf" -p "$work/$1" -g 'daemon off;' &
-  pids+=($!)
+  # In the foreground (daemon off): its master is the process start_bg
+  # records, and its workers are in its process group.
+  start_bg "$work/logs/$1-stderr.log" nginx -c "$work/$1/nginx.conf" -p "$work/$1" -g 'daemon off;'
 }
 nginx_conf upstream 1 "server { listen 127.0.0.1:$up_port; root $work/www; location /fhir/Binary/ { default_type application/octet-stream; } }"
+wait_http "http://127.0.0.1:$up_port/fhir/Patient/bench"
 nginx_conf proxy auto "upstream fhir { server 127.0.0.1:$up_port; keepalive 128; }
   server { listen 127.0.0.1:$proxy_port; location / { proxy_pass http://fhir; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
-wait_ok "http://127.0.0.1:$up_port/fhir/Patient/bench"
-wait_ok "http://127.0.0.1:$proxy_port/fhir/Patient/bench"
+wait_http "http://127.0.0.1:$proxy_port/fhir/Patient/bench"
 
 cat >"$work/inkan.toml" <<TOML
 listen = "127.0.0.1:$inkan_port"
@@ -92,10 +91,9 @@ xml = "bridge"
 [ledger]
 seal_writes = false   # the proxy's own cost: no ledger, no verify-on-read
 TOML
-"$inkan" serve --config "$work/inkan.toml" 2>"$work/logs/inkan.log" &
-inkan_pid=$!
-pids+=($inkan_pid)
-wait_ok "http://127.0.0.1:$inkan_port/-/livez"
+start_bg "$work/logs/inkan.log" "$inkan" serve --config "$work/inkan.toml"
+inkan_pid=$BG_PID
+wait_http "http://127.0.0.1:$inkan_port/-/livez"
 rss() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 idle_rss_kib="$(rss "$inkan_pid" VmRSS)"
 

@@ -18,8 +18,7 @@ start_inkan() { # verify_reads → sets gw_port; every gateway shares the one le
   gw_port=$(free_port)
   printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "http://127.0.0.1:%s"\n[ledger]\ndir = "%s/ledger"\nverify_reads = "%s"\n' \
     "$gw_port" "$hfs_port" "$work" "$1" >"$work/inkan-$1.toml"
-  "$inkan" serve --config "$work/inkan-$1.toml" 2>>"$work/inkan.log" &
-  pids+=($!); wait_ok "http://127.0.0.1:$gw_port/-/readyz"
+  start_inkan_gw "$work/inkan-$1.toml" "$work/inkan-$1.log" "$gw_port"
 }
 run() { # label connections url [lua]: one round, appended to $work/results
   local script=()

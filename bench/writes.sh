@@ -14,8 +14,7 @@ source bench/hfs_common.sh
 start_inkan() { # dir port upstream seal
   mkdir -p "$1"
   printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "%s"\n[ledger]\ndir = "%s/ledger"\nseal_writes = %s\n' "$2" "$3" "$1" "$4" >"$1/inkan.toml"
-  "$inkan" serve --config "$1/inkan.toml" 2>"$1/inkan.log" &
-  pids+=($!); wait_ok "http://127.0.0.1:$2/-/readyz"
+  start_inkan_gw "$1/inkan.toml" "$1/inkan.log" "$2"
 }
 run() { # label url: one round, appended to $work/results
   wrk -t2 -c"$connections" -d"${round}s" --latency -s "$work/post.lua" "$2" >"$work/wrk.txt" 2>&1

@@ -13,25 +13,51 @@
 #   5. a Shift_JIS body with half-width kana is decoded and normalized;
 #   6. the record is altered directly in the upstream's SQLite database:
 #      the next read through inkan flags it, and `inkan audit` finds it.
-# Everything binds to 127.0.0.1 and is stopped on exit.
+# Everything binds to 127.0.0.1. Every process the demo starts is stopped
+# when it ends — on success, on failure and on Ctrl-C (scripts/lib/procs.sh).
+#
+#   scripts/demo.sh [--keep]
+#     --keep  after the walkthrough, leave the stack up and print how to use
+#             it (base URL, the log's verifier key, curl and Python lines);
+#             Ctrl-C stops it all.
+#   INKAN_BIN=path              use this inkan binary (no release build)
+#   INKAN_HFS_BIN=path          use this Helios FHIR Server binary (no install)
+#   INKAN_DEMO_FAIL_AFTER=step  fail on purpose after a step (hfs, tsa, inkan,
+#                               audit): the clean-up test's failing run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
+keep=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep) keep=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option: $arg (try --help)" >&2; exit 2 ;;
+  esac
+done
+source scripts/lib/procs.sh
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ok() { for _ in $(seq 1 200); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.2; done; echo "timed out waiting for $1" >&2; return 1; }
+fail_point() { # step: INKAN_DEMO_FAIL_AFTER=step fails here, with the stack up
+  if [[ "${INKAN_DEMO_FAIL_AFTER:-}" == "$1" ]]; then
+    echo "INKAN_DEMO_FAIL_AFTER=$1: failing on purpose; running: ${PROCS_PIDS[*]}" >&2
+    exit 1
+  fi
+}
 
 say "Building inkan and installing the upstream FHIR server (cached after the first run)"
 hfs="$(scripts/install-hfs.sh)"
-cargo build --release --locked -p inkan 2>&1 | tail -n 1
-inkan="$root/target/release/inkan"
+if [[ -n "${INKAN_BIN:-}" ]]; then
+  inkan="$INKAN_BIN"
+  echo "using $inkan"
+else
+  cargo build --release --locked -p inkan 2>&1 | tail -n 1
+  inkan="$root/target/release/inkan"
+fi
 
 work="$(mktemp -d)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+at_exit 'rm -rf "$work"'
 
 hfs_port="$(free_port)"
 gw_port="$(free_port)"
@@ -39,16 +65,16 @@ tsa_port="$(free_port)"
 # HFS searches only by the SearchParameters in its data directory.
 python3 scripts/hfs-search-parameters.py "$work"
 say "Starting Helios FHIR Server on 127.0.0.1:$hfs_port (it advertises http://localhost:8080 as its base)"
-(cd "$work" && HFS_DATA_DIR="$work" HFS_LOG_LEVEL=warn "$hfs" --host 127.0.0.1 --port "$hfs_port" \
-  --database-url "$work/hfs.sqlite" >"$work/hfs.log" 2>&1) &
-pids+=($!)
-wait_ok "http://127.0.0.1:$hfs_port/metadata"
+start_bg -C "$work" "$work/hfs.log" env HFS_DATA_DIR="$work" HFS_LOG_LEVEL=warn \
+  "$hfs" --host 127.0.0.1 --port "$hfs_port" --database-url "$work/hfs.sqlite"
+wait_http "http://127.0.0.1:$hfs_port/metadata" 60
+fail_point hfs
 
 say "Starting a local RFC 3161 time-stamp authority (OpenSSL's TSA behind scripts/tsa-shim.py) on 127.0.0.1:$tsa_port"
 python3 scripts/tsa-shim.py init "$work/tsa"
-python3 scripts/tsa-shim.py serve "$work/tsa" "$tsa_port" >"$work/tsa.log" 2>&1 &
-pids+=($!)
-wait_ok "http://127.0.0.1:$tsa_port/-/mode"
+start_bg "$work/tsa.log" python3 scripts/tsa-shim.py serve "$work/tsa" "$tsa_port"
+wait_http "http://127.0.0.1:$tsa_port/-/mode"
+fail_point tsa
 
 cat >"$work/inkan.toml" <<TOML
 listen = "127.0.0.1:$gw_port"
@@ -69,10 +95,10 @@ ca_file = "$work/tsa/ca.pem"
 interval_ms = 1000
 TOML
 say "Starting inkan on 127.0.0.1:$gw_port, FHIR base http://127.0.0.1:$gw_port/fhir"
-"$inkan" serve --config "$work/inkan.toml" >"$work/inkan.log" 2>&1 &
-pids+=($!)
-wait_ok "http://127.0.0.1:$gw_port/-/readyz"
+start_bg "$work/inkan.log" "$inkan" serve --config "$work/inkan.toml"
+wait_http "http://127.0.0.1:$gw_port/-/readyz"
 base="http://127.0.0.1:$gw_port/fhir"
+fail_point inkan
 
 fixtures="$root/../shared/fixtures/jp-core/json"
 patient_file="$fixtures/Patient-jp-patient-example-1.json"
@@ -120,7 +146,9 @@ say "Searching through inkan: every link and fullUrl points at inkan"
 curl -sS "$base/Observation?subject=Patient/$id&_count=1" | json '"\n".join(["total entries on page: %d" % len(d.get("entry",[]))] + ["link %-5s %s" % (l["relation"], l["url"]) for l in d["link"]] + ["fullUrl     " + e["fullUrl"] for e in d.get("entry",[])])'
 
 say "Reading the Patient as FHIR XML (the upstream speaks only JSON; inkan bridges)"
-curl -sS "$base/Patient/$id" -H 'Accept: application/fhir+xml' | head -c 400; echo " …"
+# Read whole, then cut: `curl | head` fails under pipefail when head closes first.
+patient_xml="$(curl -sS "$base/Patient/$id" -H 'Accept: application/fhir+xml')"
+printf '%s' "${patient_xml:0:400}"; echo " …"
 
 say "An error from the gateway itself is a FHIR OperationOutcome (body over the limit → 413)"
 head -c 40000000 /dev/zero | tr '\0' ' ' >"$work/big.json"
@@ -194,8 +222,40 @@ echo "(exit code $audit_exit: 1 means something was tampered or is missing; the 
 echo " The unsealed versions are the SearchParameters HFS loaded at start, never written through inkan;"
 echo " 'inkan backfill' would seal them as first seen.)"
 [[ $audit_exit == 1 ]] || { echo "UNEXPECTED: the audit did not find the alteration" >&2; exit 1; }
+fail_point audit
 
 say "Ledger health"
 ledger fsck
 echo
 echo "Demo complete. Anchoring on an EVM chain (Besu, Ethereum) is configured the same way: docs/anchors.md."
+((keep)) || exit 0
+
+say "The stack stays up for your own client (Ctrl-C stops it all and removes $work)"
+cat <<TXT
+  FHIR base URL (inkan):  $base
+  the upstream directly:  http://127.0.0.1:$hfs_port  (HFS; writes made there are not sealed)
+  signed checkpoint:      http://127.0.0.1:$gw_port/-/log/checkpoint
+  log verifier key:       $(cat "$work/log.pub")
+  config, ledger, logs:   $work  (inkan.toml, ledger/, log.pub, *.log)
+
+  Patient/$id is the record altered behind inkan's back: reads flag it (Inkan-Verify).
+
+  curl -sS -i -w '\\n' -X POST '$base/Patient' -H 'Content-Type: application/fhir+json' \\
+    -d '{"resourceType":"Patient","name":[{"family":"佐藤","given":["花子"]}]}'
+  python3 -c "import json, urllib.request as u; b = json.load(u.urlopen('$base/Patient?_count=10')); print([e['resource']['id'] for e in b.get('entry', [])])"
+  python3 -c "from fhirclient import client; from fhirclient.models.patient import Patient; print(Patient.read('$sjis_id', client.FHIRClient(settings={'app_id': 'demo', 'api_base': '$base'}).server).as_json())"   # pip install fhirclient
+  $inkan ledger --config $work/inkan.toml proof --type Patient --id $sjis_id --version 1 >proof.json
+  $inkan verify --bundle proof.json --resource <(curl -sS '$base/Patient/$sjis_id') --log-key $work/log.pub --tsa-ca $work/tsa/ca.pem
+TXT
+echo
+echo "Stack up; press Ctrl-C to stop it."
+# Until Ctrl-C (the traps stop everything) or until a server dies.
+while sleep 1; do
+  for pid in "${PROCS_PIDS[@]}"; do
+    if ! procs_alive "$pid"; then
+      echo "$(basename "${PROCS_LOG[$pid]}" .log) (pid $pid) exited unexpectedly; the end of its log:" >&2
+      tail -n 20 "${PROCS_LOG[$pid]}" >&2
+      exit 1
+    fi
+  done
+done
