@@ -7,9 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Whatever a test starts carries this marker; anything still carrying it
+# when the run ends (a test binary killed mid-run orphans its servers) is
+# stopped with the same TERM-then-KILL as every other script.
+source scripts/lib/procs.sh
+export INKAN_TEST_RUN="test-$$-$RANDOM"
+at_exit 'stop_marked INKAN_TEST_RUN "$INKAN_TEST_RUN"'
+
+# The real peers, each installed once into the cache: two upstream FHIR
+# servers (HFS, JSON only; sekmet-fhir, native XML), ganache, and the
+# client libraries the e2e tests drive the gateway with.
 INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
+INKAN_SEKMET_BIN="$(scripts/install-sekmet.sh)"
 INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
-export INKAN_HFS_BIN INKAN_GANACHE_BIN
+export INKAN_HFS_BIN INKAN_SEKMET_BIN INKAN_GANACHE_BIN
+while IFS= read -r line; do export "${line?}"; done < <(scripts/install-clients.sh)
 # Independent oracles for the Japanese decoding tests: nkf (Debian) and
 # jaconv 0.5.0 (PyPI, into the cache).
 if ! command -v nkf >/dev/null; then
@@ -32,7 +44,7 @@ PY
 # The end-to-end tests drive the real binary.
 cargo build --locked -p inkan
 log="$(mktemp)"
-trap 'rm -f "$log"' EXIT
+at_exit 'rm -f "$log"'
 status=0
 cargo test --locked --workspace 2>&1 | tee "$log" || status=$?
 # One closing line for all test binaries together.
