@@ -61,7 +61,8 @@ pub fn json_to_xml_lenient(json: &[u8]) -> Result<(Vec<u8>, Vec<String>), Conver
     };
     let mut dropped = Vec::new();
     drop_empty_members(&mut value, &mut String::new(), &mut dropped);
-    if dropped.is_empty() {
+    let reordered = resource_type_first(&mut value);
+    if dropped.is_empty() && !reordered {
         return Err(strict_error);
     }
     let repaired = serde_json::to_vec(&value).map_err(|e| ConversionError(e.to_string()))?;
@@ -82,6 +83,39 @@ pub fn log_dropped_once(dropped: &[String]) {
         dropped = %dropped.join(", "),
         "the upstream's JSON had null or empty members that FHIR does not allow; dropped them to write FHIR XML"
     );
+}
+
+/// Moves `resourceType` to the front of every resource object (contained
+/// and Bundle entry resources too). JSON member order carries no meaning,
+/// but fhirbolt's reader needs `resourceType` first, and some clients send
+/// members sorted alphabetically (Python's fhirclient does; HFS stores and
+/// returns them so). Returns whether anything moved.
+fn resource_type_first(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut moved = false;
+    match value {
+        Value::Object(members) => {
+            for member in members.values_mut() {
+                moved |= resource_type_first(member);
+            }
+            let first_is_type = members.keys().next().is_some_and(|k| k == "resourceType");
+            if !first_is_type {
+                if let Some(resource_type) = members.shift_remove("resourceType") {
+                    let rest = std::mem::take(members);
+                    members.insert("resourceType".into(), resource_type);
+                    members.extend(rest);
+                    moved = true;
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                moved |= resource_type_first(item);
+            }
+        }
+        _ => {}
+    }
+    moved
 }
 
 /// Removes `null` members, empty arrays, empty objects and arrays of only
@@ -153,6 +187,20 @@ mod tests {
             dropped,
             ["publisher", "rest[0].security", "rest[0].resource[0].searchParam"]
         );
+    }
+
+    #[test]
+    fn resource_type_need_not_come_first() {
+        // As Python's fhirclient sends it (keys sorted), with a contained
+        // resource sorted the same way.
+        let json = br#"{"birthDate":"1970-01-01","contained":[{"id":"o","name":"Org","resourceType":"Organization"}],
+            "gender":"female","id":"p1","resourceType":"Patient"}"#;
+        let (xml, dropped) = json_to_xml_lenient(json).unwrap();
+        let xml = String::from_utf8(xml).unwrap();
+        assert!(dropped.is_empty());
+        assert!(xml.contains("<Patient xmlns=\"http://hl7.org/fhir\">"), "{xml}");
+        assert!(xml.contains("<Organization>"), "{xml}");
+        assert!(xml.contains("<birthDate value=\"1970-01-01\"/>"), "{xml}");
     }
 
     #[test]
