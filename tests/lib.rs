@@ -399,6 +399,48 @@ impl Upstream {
         }
     }
 
+    /// Replaces `from` by `to` in one stored version, directly in the
+    /// server's database, behind every API: the insider the seal is for.
+    /// Panics when `from` is not in that version.
+    pub fn alter_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: &str,
+        from: &str,
+        to: &str,
+    ) {
+        match self {
+            Upstream::Hfs(hfs) => {
+                hfs_db::alter_version(&hfs.database, resource_type, id, version, from, to)
+            }
+            Upstream::Sekmet(sekmet) => {
+                // `versions` holds every version, `resources` the current one;
+                // both keep the resource JSON (with `meta`) as TEXT.
+                let conn = rusqlite::Connection::open(&sekmet.database).unwrap();
+                let version: i64 = version.parse().unwrap();
+                let json: String = conn
+                    .query_row(
+                        "SELECT json FROM versions WHERE type = ?1 AND id = ?2 AND version = ?3",
+                        rusqlite::params![resource_type, id, version],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                assert!(json.contains(from), "{from:?} not in {json}");
+                let altered = json.replace(from, to);
+                for table in ["versions", "resources"] {
+                    conn.execute(
+                        &format!(
+                            "UPDATE {table} SET json = ?4 WHERE type = ?1 AND id = ?2 AND version = ?3"
+                        ),
+                        rusqlite::params![resource_type, id, version, altered],
+                    )
+                    .unwrap();
+                }
+            }
+        }
+    }
+
     /// Whether `text` holds a URL of this upstream (advertised or real).
     pub fn leaks_into(&self, text: &str) -> bool {
         text.contains(&self.quirks().advertised_base) || text.contains(self.url())

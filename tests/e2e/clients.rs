@@ -51,12 +51,14 @@ fn run(library: Library, base: &str) -> Value {
     let mut command = match library {
         Library::Fhirpy | Library::Fhirclient => {
             let mut command = Command::new(client_env("INKAN_CLIENT_PYTHON"));
-            command.arg(scripts.join("python_client.py")).arg(base).arg("--lib").arg(
-                match library {
+            command
+                .arg(scripts.join("python_client.py"))
+                .arg(base)
+                .arg("--lib")
+                .arg(match library {
                     Library::Fhirpy => "fhirpy",
                     _ => "fhirclient",
-                },
-            );
+                });
             command
         }
         Library::FhirKitClient => {
@@ -100,7 +102,10 @@ fn drives_the_gateway(library: Library, kind: UpstreamKind) {
 
     // The library's defaults, as it sent them.
     let accept_encoding = report["request_accept_encoding"].as_str().unwrap_or("");
-    assert!(accept_encoding.contains("gzip"), "{context}: {accept_encoding}");
+    assert!(
+        accept_encoding.contains("gzip"),
+        "{context}: {accept_encoding}"
+    );
     if upstream.quirks().compresses {
         assert_eq!(
             report["read_headers"]["content-encoding"], "gzip",
@@ -123,8 +128,7 @@ fn drives_the_gateway(library: Library, kind: UpstreamKind) {
     );
     assert_eq!(report["read_status"], 200, "{context}");
     assert_eq!(
-        report["read_headers"]["inkan-verify"],
-        "verified=1, tampered=0, unsealed=0, unchecked=0",
+        report["read_headers"]["inkan-verify"], "verified=1, tampered=0, unsealed=0, unchecked=0",
         "{context}"
     );
     assert_eq!(report["read_family"], "山田", "{context}");
@@ -136,7 +140,9 @@ fn drives_the_gateway(library: Library, kind: UpstreamKind) {
     let next_links = report["next_links"].as_array().unwrap();
     assert!(!next_links.is_empty(), "{context}: no paging happened");
     assert!(
-        next_links.iter().all(|l| l.as_str().unwrap().starts_with(base)),
+        next_links
+            .iter()
+            .all(|l| l.as_str().unwrap().starts_with(base)),
         "{context}: {next_links:?}"
     );
     assert_eq!(report["total_seen"], report["search_created"], "{context}");
@@ -150,7 +156,10 @@ fn drives_the_gateway(library: Library, kind: UpstreamKind) {
 
     // A transaction to `[base]/`, references resolved, both entries sealed.
     assert!(
-        report["transaction_url"].as_str().unwrap().ends_with("/fhir/"),
+        report["transaction_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/fhir/"),
         "{context}: {}",
         report["transaction_url"]
     );

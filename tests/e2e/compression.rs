@@ -102,7 +102,10 @@ fn a_gzip_client_pages_through_links_that_point_at_the_gateway() {
             .unwrap();
         assert_eq!(response.status(), 200);
         let verify = header(&response, "inkan-verify").unwrap();
-        assert!(verify.contains("tampered=0") && verify.contains("unchecked=0"), "{verify}");
+        assert!(
+            verify.contains("tampered=0") && verify.contains("unchecked=0"),
+            "{verify}"
+        );
         let (coding, body) = decoded_body(response);
         compressed_pages += usize::from(coding.is_some());
         let text = String::from_utf8(body).unwrap();
@@ -166,7 +169,11 @@ fn xml_reads_work_compressed_and_uncompressed_and_metadata_converts() {
             request = request.header("Accept-Encoding", value);
         }
         let response = request.send().unwrap();
-        assert_eq!(response.status(), 200, "metadata as XML, {accept_encoding:?}");
+        assert_eq!(
+            response.status(),
+            200,
+            "metadata as XML, {accept_encoding:?}"
+        );
         let (_, body) = decoded_body(response);
         let text = String::from_utf8(body).unwrap();
         assert!(text.contains("<CapabilityStatement"), "{text}");
@@ -197,11 +204,14 @@ fn compressed_request_bodies_are_decoded_normalized_and_sealed() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert!(header(&response, "inkan-seal").unwrap().starts_with("sealed"));
+    assert!(header(&response, "inkan-seal")
+        .unwrap()
+        .starts_with("sealed"));
     let stored: serde_json::Value = serde_json::from_slice(&decoded_body(response).1).unwrap();
     assert_eq!(stored["name"][0]["family"], "ヤマダ");
     // An XML body, compressed, through the XML bridge.
-    let xml = r#"<Patient xmlns="http://hl7.org/fhir"><name><family value="Brotli"/></name></Patient>"#;
+    let xml =
+        r#"<Patient xmlns="http://hl7.org/fhir"><name><family value="Brotli"/></name></Patient>"#;
     let mut compressed = Vec::new();
     brotli::CompressorWriter::new(&mut compressed, 4096, 5, 20)
         .write_all(xml.as_bytes())
@@ -214,7 +224,9 @@ fn compressed_request_bodies_are_decoded_normalized_and_sealed() {
         .send()
         .unwrap();
     assert_eq!(response.status(), 201);
-    assert!(header(&response, "inkan-seal").unwrap().starts_with("sealed"));
+    assert!(header(&response, "inkan-seal")
+        .unwrap()
+        .starts_with("sealed"));
 }
 
 #[test]

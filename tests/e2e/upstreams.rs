@@ -91,7 +91,10 @@ fn crud_is_sealed_and_verified(kind: UpstreamKind) {
     let id = created["id"].as_str().unwrap();
     let v1 = created["meta"]["versionId"].as_str().unwrap().to_owned();
 
-    let read = http.get(field.url(&format!("/Patient/{id}"))).send().unwrap();
+    let read = http
+        .get(field.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
     assert_eq!(read.status(), 200);
     assert_eq!(header(&read, "inkan-verify"), VERIFIED_ONE);
     let etag = header(&read, "etag");
@@ -133,10 +136,16 @@ fn crud_is_sealed_and_verified(kind: UpstreamKind) {
     let text = body_text(history);
     field.assert_no_leak(&text);
 
-    let deleted = http.delete(field.url(&format!("/Patient/{id}"))).send().unwrap();
+    let deleted = http
+        .delete(field.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
     assert!(deleted.status().is_success(), "{}", deleted.status());
     assert!(header(&deleted, "inkan-seal").starts_with("sealed"));
-    let gone = http.get(field.url(&format!("/Patient/{id}"))).send().unwrap();
+    let gone = http
+        .get(field.url(&format!("/Patient/{id}")))
+        .send()
+        .unwrap();
     assert_eq!(gone.status(), 410, "{kind:?}: read after delete");
 }
 
@@ -192,7 +201,10 @@ fn xml_in_and_out_is_sealed_and_verified(kind: UpstreamKind) {
         .send()
         .unwrap();
     assert_eq!(created.status(), 201, "{kind:?}");
-    assert!(header(&created, "inkan-seal").starts_with("sealed"), "{kind:?}");
+    assert!(
+        header(&created, "inkan-seal").starts_with("sealed"),
+        "{kind:?}"
+    );
     let location = header(&created, "location");
     assert!(location.starts_with(&field.gateway.base), "{location}");
     let id = location
@@ -242,7 +254,10 @@ fn xml_in_and_out_is_sealed_and_verified(kind: UpstreamKind) {
     assert_eq!(search.status(), 200);
     assert_eq!(header(&search, "inkan-verify"), VERIFIED_ONE, "{kind:?}");
     let text = body_text(search);
-    assert!(text.starts_with("<?xml") || text.starts_with("<Bundle"), "{text}");
+    assert!(
+        text.starts_with("<?xml") || text.starts_with("<Bundle"),
+        "{text}"
+    );
     field.assert_no_leak(&text);
 }
 
@@ -282,7 +297,11 @@ fn a_transaction_posted_to_the_base_with_a_slash_is_sealed(kind: UpstreamKind) {
         .map(|e| e["response"]["location"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(locations.len(), 2);
-    let patient_id = locations[0].split('/').nth(1).unwrap_or_default().to_owned();
+    let patient_id = locations[0]
+        .split('/')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     let observation_path = locations[1].split("/_history").next().unwrap().to_owned();
     let observation_path = observation_path
         .trim_start_matches(&field.gateway.base)
@@ -317,11 +336,105 @@ fn xml_bodies_are_normalized_field_by_field(kind: UpstreamKind) {
         .unwrap();
     assert_eq!(created.status(), 201, "{kind:?}");
     let text_header = header(&created, "inkan-text");
-    assert!(text_header.contains("kana-widened=3"), "{kind:?}: {text_header}");
+    assert!(
+        text_header.contains("kana-widened=3"),
+        "{kind:?}: {text_header}"
+    );
     assert!(header(&created, "inkan-seal").starts_with("sealed"));
     let stored = json_of(created);
     assert_eq!(stored["name"][0]["family"], "ヤマダ", "{kind:?}");
     assert_eq!(stored["address"][0]["postalCode"], "100-0001", "{kind:?}");
+}
+
+fn tampering_in_the_database_is_caught_on_read_and_by_the_audit(kind: UpstreamKind) {
+    let field = Field::start(kind);
+    let http = client();
+    let created = create_patient(&field, "改竄", "検知");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let v1 = created["meta"]["versionId"].as_str().unwrap().to_owned();
+    let mut second = created.clone();
+    second["gender"] = json!("female");
+    let updated = http
+        .put(field.url(&format!("/Patient/{id}")))
+        .header("Content-Type", "application/fhir+json")
+        .body(second.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let untouched = create_patient(&field, "無事", "確認");
+
+    // An insider edits version 1's birth date in the server's database.
+    field
+        .upstream
+        .alter_version("Patient", &id, &v1, "1980-02-03", "1980-02-04");
+
+    let vread = |accept: &str| {
+        http.get(field.url(&format!("/Patient/{id}/_history/{v1}")))
+            .header("Accept", accept)
+            .send()
+            .unwrap()
+    };
+    for accept in ["application/fhir+json", "application/fhir+xml"] {
+        let response = vread(accept);
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            header(&response, "inkan-verify"),
+            "verified=0, tampered=1, unsealed=0, unchecked=0",
+            "{kind:?}, {accept}"
+        );
+    }
+    let history = http
+        .get(field.url(&format!("/Patient/{id}/_history")))
+        .send()
+        .unwrap();
+    assert!(
+        header(&history, "inkan-verify").contains("tampered=1"),
+        "{kind:?}: {}",
+        header(&history, "inkan-verify")
+    );
+
+    // The operator's sweep over the server's history finds exactly it.
+    let report = field.gateway.dir.path().join("audit.json");
+    let output = std::process::Command::new(inkan_e2e::inkan_binary())
+        .arg("audit")
+        .arg("--config")
+        .arg(field.gateway.dir.path().join("inkan.toml"))
+        .args([
+            "--type",
+            "Patient",
+            "--page-size",
+            "2",
+            "--no-progress",
+            "--report",
+        ])
+        .arg(&report)
+        // The gateway's ledger directory is relative to where it runs.
+        .current_dir(field.gateway.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{kind:?}: {stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let tampered: Vec<&str> = report["tampered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tampered,
+        [format!("Patient/{id}/_history/{v1}")],
+        "{kind:?}: {stdout}"
+    );
+    assert_eq!(
+        report["counts"]["verified"], 2,
+        "{kind:?}: v2 and {}",
+        untouched["id"]
+    );
+    assert!(
+        report["missing"].as_array().unwrap().is_empty(),
+        "{kind:?}: {stdout}"
+    );
 }
 
 /// One `#[test]` per scenario and upstream.
@@ -342,4 +455,5 @@ on_every_upstream!(
     xml_in_and_out_is_sealed_and_verified,
     a_transaction_posted_to_the_base_with_a_slash_is_sealed,
     xml_bodies_are_normalized_field_by_field,
+    tampering_in_the_database_is_caught_on_read_and_by_the_audit,
 );
