@@ -148,8 +148,7 @@ pub fn encode(coding: Coding, plain: &[u8]) -> Vec<u8> {
     // Writing into a Vec cannot fail.
     match coding {
         Coding::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(5));
+            let mut encoder = flate2::write::GzEncoder::new(&mut out, flate2::Compression::new(5));
             let _ = encoder.write_all(plain);
             let _ = encoder.finish();
         }
@@ -297,7 +296,11 @@ mod tests {
         // (Accept-Encoding, what the upstream used, what the client gets)
         let cases: &[(&str, Option<Coding>, Option<Coding>)] = &[
             ("gzip, deflate", Some(Coding::Gzip), Some(Coding::Gzip)),
-            ("gzip, deflate, br", Some(Coding::Brotli), Some(Coding::Brotli)),
+            (
+                "gzip, deflate, br",
+                Some(Coding::Brotli),
+                Some(Coding::Brotli),
+            ),
             ("gzip, deflate, br", None, Some(Coding::Gzip)),
             ("br;q=1.0, gzip;q=0.8", None, Some(Coding::Brotli)),
             ("gzip;q=0", Some(Coding::Gzip), None),
@@ -313,7 +316,10 @@ mod tests {
                 "{accept} / {upstream:?}"
             );
         }
-        assert_eq!(choose_for_client(&HeaderMap::new(), Some(Coding::Gzip)), None);
+        assert_eq!(
+            choose_for_client(&HeaderMap::new(), Some(Coding::Gzip)),
+            None
+        );
     }
 
     #[test]

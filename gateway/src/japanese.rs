@@ -271,15 +271,22 @@ impl Japanese {
                     .into(),
             })?;
         let charset = match declared_charset {
-            Some(label) if !label.eq_ignore_ascii_case("utf-8") => Some(
-                JpCharset::from_label(label).map_err(|e| GatewayError::UnsupportedMediaType {
-                    detail: format!("form charset: {e}"),
-                })?,
-            ),
+            Some(label) if !label.eq_ignore_ascii_case("utf-8") => {
+                Some(JpCharset::from_label(label).map_err(|e| {
+                    GatewayError::UnsupportedMediaType {
+                        detail: format!("form charset: {e}"),
+                    }
+                })?)
+            }
             Some(_) => None,
             None => self.default_charset,
         };
-        self.normalize_pairs(form.trim_end_matches(['\r', '\n']), charset, param_type, report)
+        self.normalize_pairs(
+            form.trim_end_matches(['\r', '\n']),
+            charset,
+            param_type,
+            report,
+        )
     }
 
     fn normalize_pairs(

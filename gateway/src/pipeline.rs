@@ -422,13 +422,14 @@ impl Gateway {
         let (upstream_body, seal) = match &self.sealer {
             Some(sealer) if sealing && committed => {
                 let limit = self.config.limits.max_inspected_response_bytes;
-                let (stored, upstream_body) =
-                    match body::buffer_upstream(upstream_body, limit).await? {
-                        // Still compressed (step 7a): not the stored bytes; the seal reads them back.
-                        Buffered::Whole(bytes) if exchange.still_encoded => (None, body::full(bytes)),
-                        Buffered::Whole(bytes) => (Some(bytes.clone()), body::full(bytes)),
-                        Buffered::TooLarge { head, rest } => (None, prepend(head, rest)),
-                    };
+                let (stored, upstream_body) = match body::buffer_upstream(upstream_body, limit)
+                    .await?
+                {
+                    // Still compressed (step 7a): not the stored bytes; the seal reads them back.
+                    Buffered::Whole(bytes) if exchange.still_encoded => (None, body::full(bytes)),
+                    Buffered::Whole(bytes) => (Some(bytes.clone()), body::full(bytes)),
+                    Buffered::TooLarge { head, rest } => (None, prepend(head, rest)),
+                };
                 let written = crate::seal::WrittenRequest {
                     interaction: exchange.interaction,
                     fhir_path: &exchange.fhir_path,
@@ -964,7 +965,11 @@ impl Gateway {
                 }
                 report.changes = changes;
                 self.count_text_changes(&report);
-                return Ok((json, Some(ContentType::parse("application/fhir+json")), report));
+                return Ok((
+                    json,
+                    Some(ContentType::parse("application/fhir+json")),
+                    report,
+                ));
             }
             _ => return Ok((body, Some(ct), report)),
         };
@@ -1297,11 +1302,12 @@ impl Gateway {
         if !convert_to_xml || body.is_empty() {
             return Ok(body);
         }
-        let (xml, dropped) =
-            xml_bridge::json_to_xml_lenient(&body).map_err(|e| GatewayError::ResponseConversion {
+        let (xml, dropped) = xml_bridge::json_to_xml_lenient(&body).map_err(|e| {
+            GatewayError::ResponseConversion {
                 target: "FHIR XML",
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         if !dropped.is_empty() {
             crate::fhir::xml_bridge::log_dropped_once(&dropped);
         }

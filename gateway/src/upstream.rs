@@ -105,9 +105,9 @@ impl Upstream {
                     .map(Bytes::from)
                     .map_err(|e| format!("GET {url}: cannot decode its {}: {e:?}", coding.token()))
             }
-            crate::coding::BodyCoding::Unsupported(named) => {
-                Err(format!("GET {url}: answered in an unknown Content-Encoding {named:?}"))
-            }
+            crate::coding::BodyCoding::Unsupported(named) => Err(format!(
+                "GET {url}: answered in an unknown Content-Encoding {named:?}"
+            )),
         }
     }
 

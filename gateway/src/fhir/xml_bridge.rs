@@ -182,10 +182,17 @@ mod tests {
         let (xml, dropped) = json_to_xml_lenient(json).unwrap();
         let xml = String::from_utf8(xml).unwrap();
         assert!(xml.contains("<CapabilityStatement"), "{xml}");
-        assert!(xml.contains(r#"<url value="http://localhost:8080"/>"#), "{xml}");
+        assert!(
+            xml.contains(r#"<url value="http://localhost:8080"/>"#),
+            "{xml}"
+        );
         assert_eq!(
             dropped,
-            ["publisher", "rest[0].security", "rest[0].resource[0].searchParam"]
+            [
+                "publisher",
+                "rest[0].security",
+                "rest[0].resource[0].searchParam"
+            ]
         );
     }
 
@@ -198,7 +205,10 @@ mod tests {
         let (xml, dropped) = json_to_xml_lenient(json).unwrap();
         let xml = String::from_utf8(xml).unwrap();
         assert!(dropped.is_empty());
-        assert!(xml.contains("<Patient xmlns=\"http://hl7.org/fhir\">"), "{xml}");
+        assert!(
+            xml.contains("<Patient xmlns=\"http://hl7.org/fhir\">"),
+            "{xml}"
+        );
         assert!(xml.contains("<Organization>"), "{xml}");
         assert!(xml.contains("<birthDate value=\"1970-01-01\"/>"), "{xml}");
     }
