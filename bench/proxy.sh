@@ -74,7 +74,9 @@ NGINX
   # records, and its workers are in its process group.
   start_bg "$work/logs/$1-stderr.log" nginx -c "$work/$1/nginx.conf" -p "$work/$1" -g 'daemon off;'
 }
-nginx_conf upstream 1 "server { listen 127.0.0.1:$up_port; root $work/www; location /fhir/Binary/ { default_type application/octet-stream; } }"
+# The upstream compresses FHIR JSON for clients that ask (as HFS does).
+nginx_conf upstream 1 "gzip on; gzip_types application/fhir+json; gzip_min_length 256; gzip_comp_level 5; gzip_proxied any;
+  server { listen 127.0.0.1:$up_port; root $work/www; location /fhir/Binary/ { default_type application/octet-stream; } }"
 wait_http "http://127.0.0.1:$up_port/fhir/Patient/bench"
 nginx_conf proxy auto "upstream fhir { server 127.0.0.1:$up_port; keepalive 128; }
   server { listen 127.0.0.1:$proxy_port; location / { proxy_pass http://fhir; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
@@ -97,19 +99,27 @@ wait_http "http://127.0.0.1:$inkan_port/-/livez"
 rss() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 idle_rss_kib="$(rss "$inkan_pid" VmRSS)"
 
-# wrk summary → "req/s p50_ms p99_ms"
+# wrk summary → "req/s p50_ms p99_ms"; $2: the Accept-Encoding to send
 run_wrk() {
-  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "$1" >"$work/wrk.txt" 2>&1
+  local header=()
+  [[ "${2:-identity}" == identity ]] || header=(-H "Accept-Encoding: $2")
+  wrk -t"$threads" -c"$connections" -d"${duration}s" --latency "${header[@]}" "$1" >"$work/wrk.txt" 2>&1
   read -r rps p50 p99 non2xx <<<"$(python3 bench/wrk_summary.py "$work/wrk.txt")"
   [[ "$non2xx" == 0 ]] || { echo "non-2xx responses: $non2xx" >&2; exit 1; }
   echo "$rps $p50 $p99"
 }
 
+# Uncompressed, then as the common client libraries ask (gzip): nginx
+# relays the upstream's compressed bytes; inkan decodes, rewrites and
+# compresses again.
 declare -A result
-for path in Patient/bench Patient/search; do
-  result[up,$path]="$(run_wrk "http://127.0.0.1:$up_port/fhir/$path")"
-  result[nginx,$path]="$(run_wrk "http://127.0.0.1:$proxy_port/fhir/$path")"
-  result[inkan,$path]="$(run_wrk "http://127.0.0.1:$inkan_port/fhir/$path")"
+codings=(identity gzip)
+for coding in "${codings[@]}"; do
+  for path in Patient/bench Patient/search; do
+    result[up,$path,$coding]="$(run_wrk "http://127.0.0.1:$up_port/fhir/$path" "$coding")"
+    result[nginx,$path,$coding]="$(run_wrk "http://127.0.0.1:$proxy_port/fhir/$path" "$coding")"
+    result[inkan,$path,$coding]="$(run_wrk "http://127.0.0.1:$inkan_port/fhir/$path" "$coding")"
+  done
 done
 
 # 200 MB Binary streamed through inkan; VmHWM is the peak RSS since start.
@@ -119,20 +129,24 @@ stream_hwm_kib="$(rss "$inkan_pid" VmHWM)"
 
 echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, nginx $(nginx -v 2>&1 | cut -d/ -f2) (upstream: 1 worker; proxy: worker_processes auto), inkan release build"
 echo
-echo "| response | target | req/s | p50 ms | p99 ms |"
-echo "|---|---|---:|---:|---:|"
-for path in Patient/bench Patient/search; do
-  for target in up nginx inkan; do
-    read -r rps p50 p99 <<<"${result[$target,$path]}"
-    name=$([[ $target == up ]] && echo "upstream direct" || ([[ $target == nginx ]] && echo "nginx proxy_pass" || echo "inkan"))
-    echo "| $path | $name | $rps | $p50 | $p99 |"
+echo "| response | Accept-Encoding | target | req/s | p50 ms | p99 ms |"
+echo "|---|---|---|---:|---:|---:|"
+for coding in "${codings[@]}"; do
+  for path in Patient/bench Patient/search; do
+    for target in up nginx inkan; do
+      read -r rps p50 p99 <<<"${result[$target,$path,$coding]}"
+      name=$([[ $target == up ]] && echo "upstream direct" || ([[ $target == nginx ]] && echo "nginx proxy_pass" || echo "inkan"))
+      echo "| $path | $coding | $name | $rps | $p50 | $p99 |"
+    done
   done
 done
 echo
-for path in Patient/bench Patient/search; do
-  read -r n_rps _ n_p99 <<<"${result[nginx,$path]}"
-  read -r i_rps _ i_p99 <<<"${result[inkan,$path]}"
-  python3 -c "import sys; n,i,np,ip=map(float,sys.argv[1:]); print('%s: inkan/nginx req/s = %.2f×, p99 inkan − nginx = %+.3f ms' % ('$path', i/n, ip-np))" "$n_rps" "$i_rps" "$n_p99" "$i_p99"
+for coding in "${codings[@]}"; do
+  for path in Patient/bench Patient/search; do
+    read -r n_rps _ n_p99 <<<"${result[nginx,$path,$coding]}"
+    read -r i_rps _ i_p99 <<<"${result[inkan,$path,$coding]}"
+    python3 -c "import sys; n,i,np,ip=map(float,sys.argv[1:]); print('%s (%s): inkan/nginx req/s = %.2f×, p99 inkan − nginx = %+.3f ms' % ('$path', '$coding', i/n, ip-np))" "$n_rps" "$i_rps" "$n_p99" "$i_p99"
+  done
 done
 echo
 echo "inkan idle RSS: $((idle_rss_kib / 1024)) MiB; peak RSS after load: $((before_hwm / 1024)) MiB;" \

@@ -20,10 +20,11 @@ start_inkan() { # verify_reads → sets gw_port; every gateway shares the one le
     "$gw_port" "$hfs_port" "$work" "$1" >"$work/inkan-$1.toml"
   start_inkan_gw "$work/inkan-$1.toml" "$work/inkan-$1.log" "$gw_port"
 }
-run() { # label connections url [lua]: one round, appended to $work/results
-  local script=()
+run() { # label connections url [lua] [header]: one round, appended to $work/results
+  local script=() header=()
   [ -n "${4:-}" ] && script=(-s "$4")
-  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${round}s" --latency "${script[@]}" "$3" >"$work/wrk.txt" 2>&1
+  [ -n "${5:-}" ] && header=(-H "$5")
+  wrk -t"$(( $2 < 2 ? 1 : 2 ))" -c"$2" -d"${round}s" --latency "${script[@]}" "${header[@]}" "$3" >"$work/wrk.txt" 2>&1
   echo "$1|$(python3 bench/wrk_summary.py "$work/wrk.txt")" >>"$work/results"
 }
 
@@ -52,6 +53,10 @@ for _ in $(seq 1 "$rounds"); do
       run "read one Patient | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient/$id"
       run "read a random Patient | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient/$id" "$work/random.lua"
       run "search, 20 per page | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient?_count=20"
+      # As client libraries ask by default: HFS compresses, inkan decodes,
+      # verifies and compresses again.
+      run "read one Patient, gzip | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient/$id" "" "Accept-Encoding: gzip, deflate"
+      run "search, 20 per page, gzip | $c | $mode" "$c" "http://127.0.0.1:$port/fhir/Patient?_count=20" "" "Accept-Encoding: gzip, deflate"
     done
   done
 done
