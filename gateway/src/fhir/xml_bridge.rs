@@ -30,7 +30,8 @@ fn strict() -> Option<DeserializationConfig> {
 
 /// FHIR XML → FHIR JSON.
 pub fn xml_to_json(xml: &[u8]) -> Result<Vec<u8>, ConversionError> {
-    let element: R4Element = fhirbolt::serde::xml::from_slice(xml, strict())
+    let xml = anchor::resource::utf8_declaration_spelled_out(xml);
+    let element: R4Element = fhirbolt::serde::xml::from_slice(&xml, strict())
         .map_err(|e| ConversionError(format!("invalid FHIR XML: {e}")))?;
     fhirbolt::serde::json::to_vec(&element, None)
         .map_err(|e| ConversionError(format!("cannot write FHIR JSON: {e}")))
