@@ -2,7 +2,12 @@
 # Pass-through cost of inkan, measured against nginx as a reverse proxy in
 # the same run on the same machine.
 #
-#   bench/proxy.sh [seconds per run, default 20] [connections, default 64]
+#   bench/proxy.sh [seconds per run, default 20] [connections, default 64] [rounds, default 1]
+#
+# With more than one round, the targets take turns round by round and the
+# table shows medians (this machine's speed drifts within minutes).
+# INKAN_BASELINE_BIN=/path/to/an/older/inkan adds it as a fourth target, to
+# tell a regression from drift: same run, same upstream, interleaved.
 #
 # Upstream: nginx serving a 4 KB FHIR Patient (application/fhir+json) and a
 # 4 KB searchset Bundle whose links point at the upstream base (so inkan must
@@ -16,6 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-20}"
 connections="${2:-64}"
+rounds="${3:-1}"
+baseline="${INKAN_BASELINE_BIN:-}"
 threads=2
 
 command -v nginx >/dev/null && command -v wrk >/dev/null || {
@@ -96,6 +103,17 @@ TOML
 start_bg "$work/logs/inkan.log" "$inkan" serve --config "$work/inkan.toml"
 inkan_pid=$BG_PID
 wait_http "http://127.0.0.1:$inkan_port/-/livez"
+targets=(up nginx inkan)
+declare -A port_of=([up]=$up_port [nginx]=$proxy_port [inkan]=$inkan_port)
+declare -A name_of=([up]="upstream direct" [nginx]="nginx proxy_pass" [inkan]="inkan" [base]="inkan (baseline)")
+if [[ -n "$baseline" ]]; then
+  base_port="$(free_port)"
+  sed "s/127.0.0.1:$inkan_port/127.0.0.1:$base_port/" "$work/inkan.toml" >"$work/inkan-base.toml"
+  start_bg "$work/logs/inkan-base.log" "$baseline" serve --config "$work/inkan-base.toml"
+  wait_http "http://127.0.0.1:$base_port/-/livez"
+  targets+=(base)
+  port_of[base]=$base_port
+fi
 rss() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 idle_rss_kib="$(rss "$inkan_pid" VmRSS)"
 
@@ -112,14 +130,22 @@ run_wrk() {
 # Uncompressed, then as the common client libraries ask (gzip): nginx
 # relays the upstream's compressed bytes; inkan decodes, rewrites and
 # compresses again.
-declare -A result
+declare -A runs result
 codings=(identity gzip)
-for coding in "${codings[@]}"; do
-  for path in Patient/bench Patient/search; do
-    result[up,$path,$coding]="$(run_wrk "http://127.0.0.1:$up_port/fhir/$path" "$coding")"
-    result[nginx,$path,$coding]="$(run_wrk "http://127.0.0.1:$proxy_port/fhir/$path" "$coding")"
-    result[inkan,$path,$coding]="$(run_wrk "http://127.0.0.1:$inkan_port/fhir/$path" "$coding")"
+for _ in $(seq 1 "$rounds"); do
+  for coding in "${codings[@]}"; do
+    for path in Patient/bench Patient/search; do
+      for target in "${targets[@]}"; do
+        runs[$target,$path,$coding]+="$(run_wrk "http://127.0.0.1:${port_of[$target]}/fhir/$path" "$coding");"
+      done
+    done
   done
+done
+# The median of each figure over the rounds.
+for key in "${!runs[@]}"; do
+  result[$key]="$(python3 -c 'import statistics, sys
+rows = [r.split() for r in sys.argv[1].split(";") if r]
+print(" ".join("%g" % statistics.median(float(r[i]) for r in rows) for i in range(3)))' "${runs[$key]}")"
 done
 
 # 200 MB Binary streamed through inkan; VmHWM is the peak RSS since start.
@@ -127,16 +153,15 @@ before_hwm="$(rss "$inkan_pid" VmHWM)"
 curl -sS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$inkan_port/fhir/Binary/big" >"$work/size"
 stream_hwm_kib="$(rss "$inkan_pid" VmHWM)"
 
-echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, nginx $(nginx -v 2>&1 | cut -d/ -f2) (upstream: 1 worker; proxy: worker_processes auto), inkan release build"
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$threads -c$connections -d${duration}s, $rounds interleaved round(s) (medians), nginx $(nginx -v 2>&1 | cut -d/ -f2) (upstream: 1 worker; proxy: worker_processes auto), inkan release build${baseline:+, baseline $baseline}"
 echo
 echo "| response | Accept-Encoding | target | req/s | p50 ms | p99 ms |"
 echo "|---|---|---|---:|---:|---:|"
 for coding in "${codings[@]}"; do
   for path in Patient/bench Patient/search; do
-    for target in up nginx inkan; do
+    for target in "${targets[@]}"; do
       read -r rps p50 p99 <<<"${result[$target,$path,$coding]}"
-      name=$([[ $target == up ]] && echo "upstream direct" || ([[ $target == nginx ]] && echo "nginx proxy_pass" || echo "inkan"))
-      echo "| $path | $coding | $name | $rps | $p50 | $p99 |"
+      echo "| $path | $coding | ${name_of[$target]} | $rps | $p50 | $p99 |"
     done
   done
 done
@@ -146,6 +171,10 @@ for coding in "${codings[@]}"; do
     read -r n_rps _ n_p99 <<<"${result[nginx,$path,$coding]}"
     read -r i_rps _ i_p99 <<<"${result[inkan,$path,$coding]}"
     python3 -c "import sys; n,i,np,ip=map(float,sys.argv[1:]); print('%s (%s): inkan/nginx req/s = %.2f×, p99 inkan − nginx = %+.3f ms' % ('$path', '$coding', i/n, ip-np))" "$n_rps" "$i_rps" "$n_p99" "$i_p99"
+    if [[ -n "$baseline" ]]; then
+      read -r b_rps _ b_p99 <<<"${result[base,$path,$coding]}"
+      python3 -c "import sys; b,i=map(float,sys.argv[1:]); print('    inkan/baseline req/s = %.2f×' % (i/b))" "$b_rps" "$i_rps"
+    fi
   done
 done
 echo

@@ -38,20 +38,33 @@ pub fn fixture(rel: &str) -> PathBuf {
     workspace_root().join("../shared/fixtures").join(rel)
 }
 
-fn hfs_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("INKAN_HFS_BIN") {
+/// A peer installed by one of the project's scripts: `env_var` when set,
+/// else `relative` under the cache (`INKAN_CACHE`, default
+/// `~/.cache/inkan`). Missing is a loud failure naming the script.
+fn cached_binary(env_var: &str, relative: &str, what: &str, script: &str) -> PathBuf {
+    if let Ok(bin) = std::env::var(env_var) {
         return bin.into();
     }
     let cache = std::env::var("INKAN_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan"));
-    let bin = cache.join("hfs-0.2.7-r4-sqlite/bin/hfs");
+    let bin = cache.join(relative);
     assert!(
         bin.exists(),
-        "Helios FHIR Server not found at {}: run scripts/install-hfs.sh (or scripts/test.sh)",
+        "{what} not found at {}: run {script} (or scripts/test.sh)",
         bin.display()
     );
     bin
+}
+
+/// Helios FHIR Server: `INKAN_HFS_BIN` or scripts/install-hfs.sh's cache.
+pub fn hfs_binary() -> PathBuf {
+    cached_binary(
+        "INKAN_HFS_BIN",
+        "hfs-0.2.7-r4-sqlite/bin/hfs",
+        "Helios FHIR Server",
+        "scripts/install-hfs.sh",
+    )
 }
 
 /// The `inkan` binary next to this test executable (target/<profile>/inkan).
@@ -249,19 +262,12 @@ impl Hfs {
 }
 
 fn sekmet_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("INKAN_SEKMET_BIN") {
-        return bin.into();
-    }
-    let cache = std::env::var("INKAN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan"));
-    let bin = cache.join("sekmet-fhir-0.1.1/bin/sekmet");
-    assert!(
-        bin.exists(),
-        "sekmet-fhir not found at {}: run scripts/install-sekmet.sh (or scripts/test.sh)",
-        bin.display()
-    );
-    bin
+    cached_binary(
+        "INKAN_SEKMET_BIN",
+        "sekmet-fhir-0.1.1/bin/sekmet",
+        "sekmet-fhir",
+        "scripts/install-sekmet.sh",
+    )
 }
 
 /// sekmet-fhir 0.1.1 on a temporary SQLite database: the second upstream,

@@ -115,10 +115,22 @@ struct Exchange {
     /// Set by step 7a when it decoded the upstream's answer: the coding the
     /// client gets it in again (step 8), if any.
     client_coding: Option<crate::coding::Coding>,
+    /// Set by step 7a with what it decoded: step 8 sends the upstream's own
+    /// compressed bytes when no step changed the body, instead of
+    /// compressing it again.
+    upstream_coded: Option<UpstreamCoded>,
     /// Set by step 7a when the upstream's answer is still in a content
     /// coding (too large to decode, or a coding the gateway does not know):
     /// step 8 streams it untouched.
     still_encoded: bool,
+}
+
+/// An upstream answer as it came (compressed) and as step 7a decoded it.
+#[derive(Debug)]
+struct UpstreamCoded {
+    coding: crate::coding::Coding,
+    encoded: Bytes,
+    decoded: Bytes,
 }
 
 impl Gateway {
@@ -589,12 +601,18 @@ impl Gateway {
         }
         match coding::decode(coding, &encoded, limit) {
             Ok(decoded) => {
+                let decoded = Bytes::from(decoded);
                 parts.headers.remove(CONTENT_ENCODING);
                 parts
                     .headers
                     .insert(CONTENT_LENGTH, HeaderValue::from(decoded.len()));
                 exchange.client_coding =
                     coding::choose_for_client(&exchange.client_accept_encoding, Some(coding));
+                exchange.upstream_coded = Some(UpstreamCoded {
+                    coding,
+                    encoded,
+                    decoded: decoded.clone(),
+                });
                 Ok(body::full(decoded))
             }
             Err(DecodeError::TooLarge { .. }) => {
@@ -723,6 +741,7 @@ impl Gateway {
                 .map(|v| (ACCEPT_ENCODING, v.clone()))
                 .collect(),
             client_coding: None,
+            upstream_coded: None,
             still_encoded: false,
         })
     }
@@ -1184,7 +1203,14 @@ impl Gateway {
         }
         // The client gets the coding it asked for again (step 7a decoded it).
         if let Some(coding) = exchange.client_coding.filter(|_| !body.is_empty()) {
-            body = Bytes::from(crate::coding::encode(coding, &body));
+            body = match &exchange.upstream_coded {
+                // No step changed it: the upstream's own bytes, not
+                // compressed a second time.
+                Some(original) if original.coding == coding && original.decoded == body => {
+                    original.encoded.clone()
+                }
+                _ => Bytes::from(crate::coding::encode(coding, &body)),
+            };
             parts
                 .headers
                 .insert(CONTENT_ENCODING, HeaderValue::from_static(coding.token()));
@@ -1613,6 +1639,35 @@ mod upstream_request_tests {
     use super::*;
     use crate::config::Config;
 
+    #[test]
+    fn search_parameter_types_come_from_the_upstream_else_from_r4() {
+        let gateway = gateway(|_| {});
+        // The upstream declared nothing: the R4 definitions answer.
+        let cases: &[(&str, &str, Option<&str>)] = &[
+            ("/Patient", "family", Some("string")),
+            ("/Patient/_search", "birthdate", Some("date")),
+            ("/Observation", "code", Some("token")),
+            ("/Observation", "subject", Some("reference")),
+            ("/Patient", "_lastUpdated", Some("date")),
+            ("/Patient", "no-such-parameter", None),
+        ];
+        for (path, name, expected) in cases {
+            assert_eq!(
+                gateway.search_param_type(path, name).as_deref(),
+                *expected,
+                "{path} {name}"
+            );
+        }
+        // What the upstream declares wins.
+        gateway.learn_search_param_types(&serde_json::json!({"rest": [{"resource": [
+            {"type": "Patient", "searchParam": [{"name": "family", "type": "token"}]}
+        ]}]}));
+        assert_eq!(
+            gateway.search_param_type("/Patient", "family").as_deref(),
+            Some("token")
+        );
+    }
+
     fn gateway(extra: impl FnOnce(&mut Config)) -> Gateway {
         let mut config = Config::default();
         config.upstream.url = "http://127.0.0.1:9/fhir".into();
@@ -1638,6 +1693,7 @@ mod upstream_request_tests {
             public_base: "http://gw/fhir".into(),
             client_accept_encoding: http::HeaderMap::new(),
             client_coding: None,
+            upstream_coded: None,
             still_encoded: false,
         }
     }

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use inkan_e2e::inkan_binary;
+use inkan_e2e::{hfs_binary, inkan_binary};
 
 const MARKER: &str = "INKAN_SCRIPTS_TEST_MARKER";
 
@@ -19,24 +19,6 @@ fn workspace_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_owned()
-}
-
-/// As the harness finds it: `INKAN_HFS_BIN` or the install script's cache.
-/// Set explicitly for the demo, whose install script would otherwise build it.
-fn hfs_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("INKAN_HFS_BIN") {
-        return bin.into();
-    }
-    let cache = std::env::var("INKAN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan"));
-    let bin = cache.join("hfs-0.2.7-r4-sqlite/bin/hfs");
-    assert!(
-        bin.exists(),
-        "Helios FHIR Server not found at {}: run scripts/install-hfs.sh (or scripts/test.sh)",
-        bin.display()
-    );
-    bin
 }
 
 /// Live processes whose environment holds `entry` (`KEY=value`), as
