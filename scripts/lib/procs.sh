@@ -100,7 +100,8 @@ stop_marked() { # NAME VALUE
   for f in /proc/[0-9]*/environ; do
     pid="${f#/proc/}"; pid="${pid%/environ}"
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] && continue
-    tr '\0' '\n' <"$f" 2>/dev/null | grep -qxF "$1=$2" && marked+=("$pid")
+    # A process may end between the listing and the read: say nothing.
+    { tr '\0' '\n' <"$f"; } 2>/dev/null | grep -qxF "$1=$2" && marked+=("$pid")
   done
   ((${#marked[@]} == 0)) || stop_procs "${marked[@]}"
 }
