@@ -534,7 +534,9 @@ impl Gateway {
         };
         let body =
             body::read_request_body(body, limit, self.config.limits.client_body_timeout()).await?;
-        let Some(coding) = coding else {
+        let Some(coding) = coding.filter(|_| !body.is_empty()) else {
+            // No coding, or nothing coded (a GET that names one anyway).
+            headers.remove(CONTENT_ENCODING);
             return Ok(body);
         };
         let decoded = coding::decode(coding, &body, limit).map_err(|error| match error {
