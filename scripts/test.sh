@@ -21,7 +21,9 @@ INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
 INKAN_SEKMET_BIN="$(scripts/install-sekmet.sh)"
 INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
 export INKAN_HFS_BIN INKAN_SEKMET_BIN INKAN_GANACHE_BIN
-while IFS= read -r line; do export "${line?}"; done < <(scripts/install-clients.sh)
+# A failure here stops the run (a process substitution would hide it).
+clients_env="$(scripts/install-clients.sh)"
+while IFS= read -r line; do export "${line?}"; done <<<"$clients_env"
 # Independent oracles for the Japanese decoding tests: nkf (Debian) and
 # jaconv 0.5.0 (PyPI, into the cache).
 if ! command -v nkf >/dev/null; then

@@ -137,6 +137,9 @@ fn read_bounded(reader: impl Read, limit: u64) -> Result<Vec<u8>, DecodeError> {
     if decoded.len() as u64 > limit {
         return Err(DecodeError::TooLarge { limit });
     }
+    // `read_to_end` doubles its buffer: do not hold up to twice the body
+    // while the request waits on the upstream.
+    decoded.shrink_to_fit();
     Ok(decoded)
 }
 

@@ -174,18 +174,18 @@ impl Japanese {
         Ok((Bytes::from(fix_xml_declaration(decoded.text)), note))
     }
 
-    /// Checks that the body is JSON (400 otherwise), normalizes a FHIR
-    /// JSON resource (in `jp-default` mode) and runs the JP Core checks on
-    /// the result (unless `jpcore = "off"`). The body is parsed once: into
-    /// a tree when a rule or check needs one, else only validated. It is
-    /// re-serialized only when a rule changed something. Findings are
-    /// returned for `warn`, and are a 422 for `strict`.
     /// Whether request bodies are looked into at all (normalization in
     /// `jp-default` mode, or JP Core checks).
     pub fn inspects_bodies(&self) -> bool {
         self.mode == JapaneseMode::JpDefault || self.jpcore != JpCoreMode::Off
     }
 
+    /// Checks that the body is JSON (400 otherwise), normalizes a FHIR
+    /// JSON resource (in `jp-default` mode) and runs the JP Core checks on
+    /// the result (unless `jpcore = "off"`). The body is parsed once: into
+    /// a tree when a rule or check needs one, else only validated. It is
+    /// re-serialized only when a rule changed something. Findings are
+    /// returned for `warn`, and are a 422 for `strict`.
     pub fn process_json(
         &self,
         body: Bytes,
@@ -262,14 +262,15 @@ impl Japanese {
         param_type: impl Fn(&str) -> Option<String>,
         report: &mut TextReport,
     ) -> Result<Option<String>, GatewayError> {
-        // A form body is ASCII (RFC 1866): anything else was not encoded.
-        let form = std::str::from_utf8(body)
-            .ok()
-            .filter(|text| text.is_ascii())
-            .ok_or_else(|| GatewayError::MalformedRequest {
-                detail: "an application/x-www-form-urlencoded body must be percent-encoded ASCII"
-                    .into(),
-            })?;
+        if self.mode == JapaneseMode::Off {
+            return Ok(None);
+        }
+        // Percent-encoded ASCII (RFC 1866), or, from lax clients, raw
+        // UTF-8, which decodes the same way.
+        let form = std::str::from_utf8(body).map_err(|_| GatewayError::InvalidText {
+            detail: "an application/x-www-form-urlencoded body must be percent-encoded (or UTF-8)"
+                .into(),
+        })?;
         let charset = match declared_charset {
             Some(label) if !label.eq_ignore_ascii_case("utf-8") => {
                 Some(JpCharset::from_label(label).map_err(|e| {
@@ -441,11 +442,14 @@ impl Japanese {
     pub fn encode_response(body: &[u8], xml: bool, charset: JpCharset) -> Option<Vec<u8>> {
         let text = std::str::from_utf8(body).ok()?;
         if xml {
-            let text = text.replacen(
-                "encoding=\"UTF-8\"",
-                &format!("encoding=\"{}\"", charset_label(charset)),
-                1,
-            );
+            // The declaration in any spelling (`encoding='utf-8'` from
+            // some upstreams) must name the charset the bytes are now in.
+            let spelled = anchor::resource::utf8_declaration_spelled_out(text.as_bytes());
+            let text = std::str::from_utf8(&spelled).ok()?;
+            let label = charset_label(charset);
+            let text = text
+                .replacen("encoding=\"UTF-8\"", &format!("encoding=\"{label}\""), 1)
+                .replacen("encoding='UTF-8'", &format!("encoding='{label}'"), 1);
             Some(charset::encode_escaped(
                 &text,
                 charset,

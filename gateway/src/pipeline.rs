@@ -121,9 +121,14 @@ struct Exchange {
     upstream_coded: Option<UpstreamCoded>,
     /// Set by step 7a when the upstream's answer is still in a content
     /// coding (too large to decode, or a coding the gateway does not know):
-    /// step 8 streams it untouched.
+    /// step 8 streams it untouched. The coding's name when it is unknown.
     still_encoded: bool,
+    unknown_coding: Option<String>,
 }
+
+/// Below this size an answer goes out plain even to a client that accepts
+/// compression: the saving is smaller than a TCP segment.
+const COMPRESS_FROM_BYTES: usize = 1024;
 
 /// An upstream answer as it came (compressed) and as step 7a decoded it.
 #[derive(Debug)]
@@ -299,6 +304,17 @@ impl Gateway {
         let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
         let (body, request_type, mut text_report) =
             self.prepare_request_body(body, request_type, bridge)?;
+        // Native XML that step 6 normalized goes upstream as JSON; a client
+        // that named no format still expects its answer in XML, as the
+        // server would have sent it for an XML body.
+        let now_json = request_type
+            .as_ref()
+            .is_some_and(|ct| ct.format == WireFormat::Json);
+        if sends_xml && now_json && !bridge && exchange.wanted == Wanted::Unspecified {
+            parts
+                .headers
+                .insert(ACCEPT, HeaderValue::from_static("application/fhir+xml"));
+        }
         // Search values: decoded from a legacy charset and normalized like
         // the stored values of their parameter's type (rule 7).
         let searching = matches!(
@@ -579,6 +595,7 @@ impl Gateway {
             BodyCoding::Unsupported(named) => {
                 tracing::warn!(request_id = %exchange.request_id, coding = %named, "the upstream answered in a content coding the gateway cannot decode");
                 exchange.still_encoded = true;
+                exchange.unknown_coding = Some(named);
                 return Ok(upstream_body);
             }
         };
@@ -745,6 +762,7 @@ impl Gateway {
             client_coding: None,
             upstream_coded: None,
             still_encoded: false,
+            unknown_coding: None,
         })
     }
 
@@ -1130,8 +1148,14 @@ impl Gateway {
         if exchange.still_encoded {
             // Step 7a could not decode it: relay it as the upstream sent it.
             if convert_to_xml {
-                return Err(GatewayError::ResponseTooLarge {
-                    limit: self.config.limits.max_inspected_response_bytes,
+                return Err(match &exchange.unknown_coding {
+                    Some(named) => GatewayError::ResponseConversion {
+                        target: "FHIR XML",
+                        reason: format!("the upstream compressed it with {named:?}, which the gateway cannot decode"),
+                    },
+                    None => GatewayError::ResponseTooLarge {
+                        limit: self.config.limits.max_inspected_response_bytes,
+                    },
                 });
             }
             self.metrics.uninspected_responses.inc();
@@ -1203,8 +1227,20 @@ impl Gateway {
                 }
             }
         }
-        // The client gets the coding it asked for again (step 7a decoded it).
-        if let Some(coding) = exchange.client_coding.filter(|_| !body.is_empty()) {
+        // The client gets the coding it asked for: the upstream's again
+        // (step 7a decoded it), or, for an answer the upstream sent plain,
+        // the client's preferred one once the body is worth compressing.
+        let coding = match exchange.upstream_coded {
+            Some(_) => exchange.client_coding,
+            None if body.len() >= COMPRESS_FROM_BYTES => {
+                crate::coding::choose_for_client(&exchange.client_accept_encoding, None)
+            }
+            None => None,
+        };
+        if !exchange.client_accept_encoding.is_empty() {
+            headers::add_vary(&mut parts.headers, "accept-encoding");
+        }
+        if let Some(coding) = coding.filter(|_| !body.is_empty()) {
             body = match &exchange.upstream_coded {
                 // No step changed it: the upstream's own bytes, not
                 // compressed a second time.
@@ -1697,6 +1733,7 @@ mod upstream_request_tests {
             client_coding: None,
             upstream_coded: None,
             still_encoded: false,
+            unknown_coding: None,
         }
     }
 

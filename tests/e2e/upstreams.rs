@@ -156,6 +156,7 @@ fn paging_follows_rewritten_links_to_the_end(kind: UpstreamKind) {
     }
     let mut url = field.url("/Patient?family=Pagingu&_count=2");
     let mut seen = std::collections::BTreeSet::new();
+    let mut compressed_pages = 0;
     for _ in 0..10 {
         let response = client()
             .get(&url)
@@ -168,6 +169,7 @@ fn paging_follows_rewritten_links_to_the_end(kind: UpstreamKind) {
             verify.contains("tampered=0") && verify.contains("unchecked=0"),
             "{verify}"
         );
+        compressed_pages += usize::from(header(&response, "content-encoding") == "gzip");
         let text = body_text(response);
         field.assert_no_leak(&text);
         let page: Value = serde_json::from_str(&text).unwrap();
@@ -187,6 +189,8 @@ fn paging_follows_rewritten_links_to_the_end(kind: UpstreamKind) {
         }
     }
     assert_eq!(seen.len(), 5, "{kind:?}: every match once: {seen:?}");
+    // Whether or not the upstream compresses, a client that asks gets gzip.
+    assert!(compressed_pages > 0, "{kind:?}: no page came compressed");
 }
 
 fn xml_in_and_out_is_sealed_and_verified(kind: UpstreamKind) {
@@ -278,6 +282,21 @@ fn xml_in_and_out_is_sealed_and_verified(kind: UpstreamKind) {
             .find(|p| p["name"] == "result")
             .unwrap()["valueCode"];
         assert_eq!(result, "tampered", "{kind:?}: {parameters}");
+
+        // The upstream's own XML in a legacy charset: its declaration
+        // (`encoding='utf-8'`) must name the charset the bytes are in.
+        let capabilities = http
+            .get(field.url("/metadata?_format=xml"))
+            .header("Accept-Charset", "Shift_JIS")
+            .send()
+            .unwrap();
+        assert_eq!(capabilities.status(), 200);
+        let bytes = capabilities.bytes().unwrap();
+        assert!(
+            bytes.starts_with(b"<?xml version='1.0' encoding='Shift_JIS'?>"),
+            "{}",
+            String::from_utf8_lossy(&bytes[..80.min(bytes.len())])
+        );
     }
 
     let search = http

@@ -75,13 +75,13 @@ impl ContentType {
             .map(ContentType::parse)
     }
 
-    /// True when the declared charset (if any) is UTF-8: the only charset the
-    /// pass-through accepts for FHIR bodies.
     /// `application/x-www-form-urlencoded`: a `_search` form body.
     pub fn is_form(&self) -> bool {
         self.essence == "application/x-www-form-urlencoded"
     }
 
+    /// True when the declared charset (if any) is UTF-8: the only charset the
+    /// pass-through accepts for FHIR bodies.
     pub fn charset_is_utf8(&self) -> bool {
         matches!(self.charset.as_deref(), None | Some("utf-8") | Some("utf8"))
     }

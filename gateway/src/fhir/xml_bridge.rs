@@ -151,17 +151,21 @@ fn drop_empty_members(value: &mut serde_json::Value, path: &mut String, dropped:
             }
         }
         Value::Array(items) => {
-            for (index, item) in items.iter_mut().enumerate() {
+            let mut index = 0;
+            items.retain_mut(|item| {
                 let len = path.len();
                 path.push_str(&format!("[{index}]"));
+                index += 1;
                 drop_empty_members(item, path, dropped);
-                // An element emptied by the repair becomes a null placeholder
-                // (an empty object is not FHIR either).
-                if matches!(item, Value::Object(inner) if inner.is_empty()) {
-                    *item = Value::Null;
+                // An element the repair emptied goes (an empty object is not
+                // FHIR, and only primitive arrays may hold null).
+                let emptied = matches!(item, Value::Object(inner) if inner.is_empty());
+                if emptied {
+                    dropped.push(path.clone());
                 }
                 path.truncate(len);
-            }
+                !emptied
+            });
         }
         _ => {}
     }
@@ -223,6 +227,24 @@ mod tests {
                 String::from_utf8_lossy(json)
             );
         }
+    }
+
+    #[test]
+    fn an_array_element_emptied_by_the_repair_is_dropped_too() {
+        let json = br#"{"resourceType":"CapabilityStatement","status":"active","date":"2026-01-01",
+            "kind":"instance","fhirVersion":"4.0.1","format":["json"],
+            "rest":[{"mode":"server","resource":[{"type":"Patient",
+            "interaction":[{"code":null},{"code":"read"}]}]}]}"#;
+        let (xml, dropped) = json_to_xml_lenient(json).unwrap();
+        let xml = String::from_utf8(xml).unwrap();
+        assert!(xml.contains("<code value=\"read\"/>"), "{xml}");
+        assert_eq!(
+            dropped,
+            [
+                "rest[0].resource[0].interaction[0].code",
+                "rest[0].resource[0].interaction[0]"
+            ]
+        );
     }
 
     #[test]
