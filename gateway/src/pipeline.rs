@@ -1709,6 +1709,9 @@ mod upstream_request_tests {
     fn gateway(extra: impl FnOnce(&mut Config)) -> Gateway {
         let mut config = Config::default();
         config.upstream.url = "http://127.0.0.1:9/fhir".into();
+        // No ledger: these tests need none, and the default directory is
+        // relative (tests running at once would share it in the source tree).
+        config.ledger.seal_writes = false;
         extra(&mut config);
         Gateway::new(config).unwrap()
     }
