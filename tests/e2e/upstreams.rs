@@ -489,6 +489,47 @@ fn tampering_in_the_database_is_caught_on_read_and_by_the_audit(kind: UpstreamKi
     );
 }
 
+fn compressed_request_bodies_are_decoded_before_forwarding(kind: UpstreamKind) {
+    // sekmet answers a gzip body with a 500 and HFS cannot read one either:
+    // the gateway decodes (and normalizes) before it forwards.
+    let field = Field::start(kind);
+    let json_body = json!({"resourceType": "Patient", "name": [{"family": "ﾔﾏﾀﾞ"}]}).to_string();
+    let mut gzipped = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gzipped, json_body.as_bytes()).unwrap();
+    let xml_body =
+        r#"<Patient xmlns="http://hl7.org/fhir"><name><family value="ﾀﾅｶ"/></name></Patient>"#;
+    let mut deflated = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut deflated, xml_body.as_bytes()).unwrap();
+    for (content_type, coding, body, family) in [
+        (
+            "application/fhir+json",
+            "gzip",
+            gzipped.finish().unwrap(),
+            "ヤマダ",
+        ),
+        (
+            "application/fhir+xml",
+            "deflate",
+            deflated.finish().unwrap(),
+            "タナカ",
+        ),
+    ] {
+        let created = client()
+            .post(field.url("/Patient"))
+            .header("Content-Type", content_type)
+            .header("Content-Encoding", coding)
+            .header("Accept", "application/fhir+json")
+            .header("Prefer", "return=representation")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(created.status(), 201, "{kind:?}, {coding}");
+        assert!(header(&created, "inkan-seal").starts_with("sealed"));
+        let stored = json_of(created);
+        assert_eq!(stored["name"][0]["family"], family, "{kind:?}, {coding}");
+    }
+}
+
 /// One `#[test]` per scenario and upstream.
 macro_rules! on_every_upstream {
     ($($scenario:ident),* $(,)?) => {
@@ -508,4 +549,5 @@ on_every_upstream!(
     a_transaction_posted_to_the_base_with_a_slash_is_sealed,
     xml_bodies_are_normalized_field_by_field,
     tampering_in_the_database_is_caught_on_read_and_by_the_audit,
+    compressed_request_bodies_are_decoded_before_forwarding,
 );
