@@ -100,7 +100,7 @@ wait_http "http://127.0.0.1:$gw_port/-/readyz"
 base="http://127.0.0.1:$gw_port/fhir"
 fail_point inkan
 
-fixtures="$root/../shared/fixtures/jp-core/json"
+fixtures="$root/fixtures/jp-core/json"
 patient_file="$fixtures/Patient-jp-patient-example-1.json"
 if [[ ! -f "$patient_file" ]]; then
   patient_file="$work/patient.json"

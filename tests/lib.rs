@@ -33,9 +33,9 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// `../shared/fixtures/<rel>` beside the repository.
+/// `fixtures/<rel>` in the repository (each folder's README gives source and license).
 pub fn fixture(rel: &str) -> PathBuf {
-    workspace_root().join("../shared/fixtures").join(rel)
+    workspace_root().join("fixtures").join(rel)
 }
 
 /// A peer installed by one of the project's scripts: `env_var` when set,

@@ -1,4 +1,4 @@
-//! Known-answer vectors from transparency-dev/merkle (../shared/fixtures/
+//! Known-answer vectors from transparency-dev/merkle (fixtures/
 //! merkle-testdata): every case must verify or be rejected exactly as the
 //! vector says.
 
@@ -9,10 +9,7 @@ use anchor::merkle::{verify_consistency, verify_inclusion, Hash};
 use base64::Engine;
 
 fn fixtures(kind: &str) -> Vec<(String, serde_json::Value)> {
-    let root = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/merkle-testdata/"
-    );
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/merkle-testdata/");
     let mut cases = Vec::new();
     let mut pending = vec![std::path::PathBuf::from(format!("{root}{kind}"))];
     while let Some(dir) = pending.pop() {

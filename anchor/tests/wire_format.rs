@@ -16,10 +16,7 @@ fn to_xml(json: &[u8]) -> Vec<u8> {
 
 #[test]
 fn json_and_xml_forms_of_every_r4_example_have_one_canonical_form() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/r4-examples"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/r4-examples");
     let mut checked = 0;
     let mut differing = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

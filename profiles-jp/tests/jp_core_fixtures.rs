@@ -9,8 +9,7 @@ use profiles_jp::resource::{normalize, Rules};
 
 #[test]
 fn jp_core_examples_normalize_cleanly_and_idempotently() {
-    let dir =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/jp-core/json");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/jp-core/json");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

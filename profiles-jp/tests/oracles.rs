@@ -16,10 +16,7 @@ use profiles_jp::text::VariantTable;
 /// Every string value in the JP Core example resources, plus characters
 /// from the NEC and IBM extension rows.
 fn corpus() -> String {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/jp-core/json"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/jp-core/json");
     let mut text = String::from("①②⑳Ⅰ㈱㍉髙﨑德ﾔﾏﾀﾞﾀﾛｳ～∥－￠￡￢");
     fn walk(v: &serde_json::Value, out: &mut String) {
         match v {

@@ -285,10 +285,7 @@ mod tests {
 
     #[test]
     fn every_r4_example_survives_json_to_xml_and_back() {
-        let dir = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/r4-examples"
-        );
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/r4-examples");
         let Ok(entries) = std::fs::read_dir(dir) else {
             panic!("fixtures missing at {dir}");
         };
