@@ -36,13 +36,11 @@ if ! command -v nkf >/dev/null; then
 fi
 pylib="${INKAN_CACHE:-$HOME/.cache/inkan}/pylib"
 export PYTHONPATH="$pylib${PYTHONPATH:+:$PYTHONPATH}"
-# The pinned wheel straight from PyPI: no pip needed (a fresh Debian has none).
-python3 -c 'import jaconv' 2>/dev/null || python3 - "$pylib" <<'PY'
-import io, json, sys, urllib.request, zipfile
-project = json.load(urllib.request.urlopen("https://pypi.org/pypi/jaconv/json"))
-wheel = next(u["url"] for u in project["releases"]["0.5.0"] if u["filename"].endswith("-py3-none-any.whl"))
-zipfile.ZipFile(io.BytesIO(urllib.request.urlopen(wheel).read())).extractall(sys.argv[1])
-PY
+# Pinned, by package name, with the pip of the client libraries' venv (a
+# fresh Debian's python3 has none).
+python3 -c 'import jaconv' 2>/dev/null ||
+  "$INKAN_CLIENT_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --target "$pylib" jaconv==0.5.0 >&2
 # The end-to-end tests drive the real binary.
 cargo build --locked -p inkan
 log="$(mktemp)"
