@@ -184,7 +184,10 @@ fn paging_follows_rewritten_links_to_the_end(kind: UpstreamKind) {
             .iter()
             .find(|l| l["relation"] == "next")
         {
-            Some(next) => url = next["url"].as_str().unwrap().to_owned(),
+            Some(next) => {
+                url = next["url"].as_str().unwrap().to_owned();
+                assert!(url.starts_with(&field.gateway.base), "{kind:?}: {url}");
+            }
             None => break,
         }
     }
