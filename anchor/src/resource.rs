@@ -74,11 +74,58 @@ pub fn utf8_declaration_spelled_out(xml: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     Cow::Owned(fixed)
 }
 
+/// The deepest element nesting a FHIR XML document may have before any
+/// recursive parser sees it. fhirbolt's XML reader recurses once per element
+/// with no bound of its own, so ~60,000 nested elements overflow a thread's
+/// stack and abort the process. Half the JSON bound
+/// ([`canonical::DEFAULT_MAX_DEPTH`]) because a repeated XML element becomes
+/// two JSON levels (an array and an object), so every XML document within
+/// this bound is within the JSON one after conversion. Real resources stay
+/// far below it.
+pub const MAX_XML_DEPTH: usize = canonical::DEFAULT_MAX_DEPTH / 2;
+
+/// Checks, with a flat (non-recursive) scan, that an XML document nests no
+/// deeper than `max_depth` elements. Called before every recursive XML
+/// parser; malformed XML is left for the real parser to report, except
+/// where the scan itself cannot go on.
+pub fn check_xml_depth(xml: &[u8], max_depth: usize) -> Result<(), Error> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    // The scan only counts; the parser that follows checks names and text.
+    reader.config_mut().check_end_names = false;
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(_)) => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(Error::Canonical {
+                        offset: reader.buffer_position() as usize,
+                        reason: format!("XML nests deeper than {max_depth} elements"),
+                    });
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::Canonical {
+                    offset: reader.buffer_position() as usize,
+                    reason: format!("invalid XML: {e}"),
+                })
+            }
+        }
+        buf.clear();
+    }
+}
+
 /// Canonical bytes of a FHIR resource given as JSON or XML.
 pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error> {
     match format {
         Format::Json => canonical::canonicalize(bytes),
         Format::Xml => {
+            check_xml_depth(bytes, MAX_XML_DEPTH)?;
             let element: Element<{ FhirReleases::R4 }> = fhirbolt::serde::xml::from_slice(
                 &utf8_declaration_spelled_out(bytes),
                 Some(DeserializationConfig {
@@ -96,6 +143,61 @@ pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error
                 })?;
             canonical::canonicalize(&json)
         }
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut xml = String::from(r#"<Patient xmlns="http://hl7.org/fhir">"#);
+        for _ in 1..depth {
+            xml.push_str(r#"<extension url="x">"#);
+        }
+        for _ in 1..depth {
+            xml.push_str("</extension>");
+        }
+        xml.push_str("</Patient>");
+        xml.into_bytes()
+    }
+
+    #[test]
+    fn the_bound_counts_open_elements() {
+        assert!(check_xml_depth(&nested(10), 10).is_ok());
+        assert!(check_xml_depth(&nested(11), 10).is_err());
+        // Empty elements and siblings do not add depth.
+        let flat = "<a><b/><b/><c></c><c></c></a>";
+        assert!(check_xml_depth(flat.as_bytes(), 2).is_ok());
+    }
+
+    // Regression: 60,000 nested elements overflowed a worker thread's stack
+    // in fhirbolt's recursive reader and aborted the whole gateway. Run on
+    // a thread with a tokio worker's default stack (2 MiB).
+    #[test]
+    fn sixty_thousand_nested_elements_are_refused_not_a_stack_overflow() {
+        let deep = nested(60_000);
+        let answer = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || canonical_resource(&deep, Format::Xml).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("the parser thread must not crash");
+        let err = answer.unwrap_err().to_string();
+        assert!(err.contains("deeper than 64"), "{err}");
+    }
+
+    // Nesting right at the bound still parses on a worker-sized stack.
+    #[test]
+    fn nesting_at_the_bound_parses_on_a_worker_stack() {
+        let at_bound = nested(MAX_XML_DEPTH);
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || canonical_resource(&at_bound, Format::Xml).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("the parser thread must not crash")
+            .unwrap();
     }
 }
 

@@ -30,6 +30,9 @@ fn strict() -> Option<DeserializationConfig> {
 
 /// FHIR XML → FHIR JSON.
 pub fn xml_to_json(xml: &[u8]) -> Result<Vec<u8>, ConversionError> {
+    // fhirbolt's reader recurses per element without a bound: check first.
+    anchor::resource::check_xml_depth(xml, anchor::resource::MAX_XML_DEPTH)
+        .map_err(|e| ConversionError(format!("invalid FHIR XML: {e}")))?;
     let xml = anchor::resource::utf8_declaration_spelled_out(xml);
     let element: R4Element = fhirbolt::serde::xml::from_slice(&xml, strict())
         .map_err(|e| ConversionError(format!("invalid FHIR XML: {e}")))?;
@@ -174,6 +177,68 @@ fn drop_empty_members(value: &mut serde_json::Value, path: &mut String, dropped:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `work` on a thread with a tokio worker's default stack (2 MiB),
+    /// where the gateway runs these conversions.
+    fn on_a_worker_stack<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(work)
+            .unwrap()
+            .join()
+            .expect("the conversion must not crash its thread")
+    }
+
+    fn nested_extensions(depth: usize, xml: bool) -> Vec<u8> {
+        let (open, close, start, end) = if xml {
+            (
+                r#"<extension url="x">"#,
+                "</extension>",
+                r#"<Patient xmlns="http://hl7.org/fhir">"#,
+                "</Patient>",
+            )
+        } else {
+            (
+                r#"{"url":"x","extension":["#,
+                "]}",
+                r#"{"resourceType":"Patient","extension":["#,
+                "]}",
+            )
+        };
+        let mut doc = String::from(start);
+        for _ in 0..depth {
+            doc.push_str(open);
+        }
+        if !xml {
+            doc.push_str(r#"{"url":"x","valueString":"a"}"#);
+        }
+        for _ in 0..depth {
+            doc.push_str(close);
+        }
+        doc.push_str(end);
+        doc.into_bytes()
+    }
+
+    // Regression: a bridged XML create with ~60,000 nested elements
+    // overflowed the worker's stack and aborted the gateway.
+    #[test]
+    fn deeply_nested_xml_is_refused_before_fhirbolt_sees_it() {
+        let error =
+            on_a_worker_stack(|| xml_to_json(&nested_extensions(60_000, true))).unwrap_err();
+        assert!(error.0.contains("deeper than"), "{error}");
+        let within = on_a_worker_stack(|| xml_to_json(&nested_extensions(30, true)));
+        assert!(within.is_ok(), "{within:?}");
+    }
+
+    // JSON from the upstream is bounded by serde_json's 128 levels; the
+    // deepest JSON it admits must still convert (or fail) without a crash.
+    #[test]
+    fn json_at_serde_jsons_bound_converts_on_a_worker_stack() {
+        let deepest = nested_extensions(62, false);
+        assert!(on_a_worker_stack(move || json_to_xml(&deepest)).is_ok());
+        let too_deep = nested_extensions(70_000, false);
+        assert!(on_a_worker_stack(move || json_to_xml_lenient(&too_deep)).is_err());
+    }
 
     #[test]
     fn null_members_and_empty_arrays_from_the_upstream_are_dropped_not_fatal() {
