@@ -2,7 +2,7 @@
 # Multi-stage build of the inkan binary; the runtime image runs as a
 # non-root user with the configuration mounted from outside.
 
-FROM rust:1.85-bookworm AS build
+FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p inkan \

@@ -551,6 +551,14 @@ impl Gateway {
     }
 }
 
+/// Writes a secret file readable by its owner only, as the gateway
+/// requires of keys and tokens.
+pub fn write_private(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 /// A blocking HTTP client with a sane timeout and no automatic redirects
 /// (a proxy test must see `Location` as sent).
 pub fn client() -> reqwest::blocking::Client {
@@ -771,7 +779,7 @@ impl Ganache {
     /// Writes the test key to a file for `anchors.evm.key_file`.
     pub fn key_file(&self) -> PathBuf {
         let path = self.dir.path().join("evm.key");
-        std::fs::write(&path, GANACHE_KEY).unwrap();
+        write_private(&path, GANACHE_KEY.as_bytes());
         path
     }
 

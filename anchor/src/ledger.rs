@@ -42,6 +42,9 @@ pub struct SealReceipt {
     pub commitment: Hash,
     /// False when the version was already sealed (idempotent re-seal).
     pub newly_sealed: bool,
+    /// The key was already sealed with different content: the first seal
+    /// stands and this one is refused (see [`crate::store::Appended`]).
+    pub conflict: bool,
 }
 
 /// One version to seal.
@@ -57,6 +60,15 @@ pub enum SealRequest {
     },
     /// A deletion.
     Tombstone { key: VersionKey, backfilled: bool },
+}
+
+impl SealRequest {
+    /// The version this request seals.
+    pub fn key(&self) -> &VersionKey {
+        match self {
+            SealRequest::Version { key, .. } | SealRequest::Tombstone { key, .. } => key,
+        }
+    }
 }
 
 /// How a version the upstream returned compares with the ledger.
@@ -135,6 +147,69 @@ pub struct Ledger {
     /// just written (read-after-write) or read again skips SQLite. Only
     /// sealed versions are cached: "not sealed" can change.
     record_cache: Mutex<std::collections::HashMap<VersionKey, CachedRecord>>,
+    /// Held for the ledger's lifetime when it was opened to write.
+    writer_lock: Option<WriterLock>,
+}
+
+/// The one-writer-per-directory rule: an exclusive OS lock on
+/// `<dir>/writer.lock`, held as long as this value lives and released by
+/// the kernel if the process dies. Two `inkan serve` on one directory would
+/// race for checkpoints, EVM nonces and intents; the second one stops at
+/// start instead.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
+}
+
+impl WriterLock {
+    pub fn take(dir: &Path) -> Result<WriterLock, Error> {
+        let path = dir.join("writer.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(WriterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Store(format!(
+                "another process is writing the ledger in {} (it holds {}); \
+                 one writer per ledger directory — stop it, or share a ledger with [ledger] store = \"postgres\"",
+                dir.display(),
+                path.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error(&path, e)),
+        }
+    }
+}
+
+/// Creates `dir` (and parents) and leaves it owner-only (0700).
+fn make_private_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir)
+            .map_err(|e| io_error(dir, e))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_error(dir, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Leaves an existing file owner-only (0600).
+fn make_private_file(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_error(path, e))?;
+    }
+    Ok(())
 }
 
 /// A cached index record and, once a copy of the version verified, the
@@ -153,9 +228,31 @@ const RECORD_CACHE_CAPACITY: usize = 65_536;
 impl Ledger {
     /// Opens the ledger in `dir`, creating it (and its key) if needed, and
     /// rebuilds the in-memory tree from the stored leaves.
+    ///
+    /// Takes the directory's writer lock first (see [`WriterLock`]): a
+    /// second writer on one directory fails here with a clear message.
+    /// Read-only tools use [`Ledger::open_reader`].
     pub fn open(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
-        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
-        let store = SqliteStore::open(&dir.join("ledger.sqlite"))?;
+        make_private_dir(dir)?;
+        let lock = WriterLock::take(dir)?;
+        let mut ledger = Ledger::open_unlocked(dir, options)?;
+        ledger.writer_lock = Some(lock);
+        Ok(ledger)
+    }
+
+    /// Opens the ledger to read (proofs, status, checks) while a gateway
+    /// may be writing it. Seals and checkpoints are refused.
+    pub fn open_reader(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
+        Ledger::open_unlocked(dir, options)
+    }
+
+    fn open_unlocked(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
+        make_private_dir(dir)?;
+        let database = dir.join("ledger.sqlite");
+        let store = SqliteStore::open(&database)?;
+        // Every salt and every unsalted content digest is in here: owner
+        // only (SQLite gives its -wal and -shm files the same mode).
+        make_private_file(&database)?;
         let key_file = options
             .key_file
             .clone()
@@ -181,9 +278,19 @@ impl Ledger {
             signer,
             checkpointing: Mutex::new(()),
             record_cache: Mutex::new(std::collections::HashMap::new()),
+            writer_lock: None,
         };
         ledger.sync_tree()?;
         Ok(ledger)
+    }
+
+    fn require_writer(&self) -> Result<(), Error> {
+        match self.writer_lock {
+            Some(_) => Ok(()),
+            None => Err(Error::Store(
+                "the ledger was opened read-only; only the writer seals and signs".into(),
+            )),
+        }
     }
 
     /// Adds an anchor backend (the `local` one is always present).
@@ -254,6 +361,7 @@ impl Ledger {
 
     /// Seals versions durably, in order. Returns once every leaf is on disk.
     pub fn seal(&self, requests: Vec<SealRequest>) -> Result<Vec<SealReceipt>, Error> {
+        self.require_writer()?;
         let (entries, cacheable) = Self::prepare(requests)?;
         let appended = self.store.append(entries)?;
         self.finish_seal(&appended, cacheable)
@@ -268,6 +376,9 @@ impl Ledger {
         requests: Vec<SealRequest>,
         done: impl FnOnce(Result<Vec<SealReceipt>, Error>) + Send + 'static,
     ) {
+        if let Err(error) = self.require_writer() {
+            return done(Err(error));
+        }
         let (entries, cacheable) = match Self::prepare(requests) {
             Ok(prepared) => prepared,
             Err(error) => return done(Err(error)),
@@ -372,6 +483,7 @@ impl Ledger {
                     leaf_index: a.leaf_index,
                     commitment: Leaf::decode(&a.data)?.commitment,
                     newly_sealed: a.newly_sealed,
+                    conflict: a.conflict,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -389,6 +501,7 @@ impl Ledger {
 
     /// Signs and publishes a checkpoint when the tree grew; no anchoring.
     fn checkpoint_only(&self) -> Result<Option<StoredCheckpoint>, Error> {
+        self.require_writer()?;
         let _guard = self
             .checkpointing
             .lock()
@@ -434,8 +547,11 @@ impl Ledger {
             size,
             note: self.signer.sign(&checkpoint.body())?,
         };
-        self.store.store_checkpoint(&stored)?;
+        // Tiles first, durably: once the checkpoint row exists, the next
+        // round starts after it and never rewrites these tiles. A crash
+        // before the row leaves tiles that the next round writes again.
         tiles::write_tile_files(&self.tiles_dir(), changed_tiles)?;
+        self.store.store_checkpoint(&stored)?;
         write_atomically(&self.tiles_dir().join("checkpoint"), stored.note.as_bytes())?;
         Ok(Some(stored))
     }
@@ -812,7 +928,14 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| io_error(&tmp, e))?;
+    let file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    {
+        use std::io::Write;
+        let mut file = &file;
+        file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+    }
+    // Durable before the checkpoint that covers it is stored.
+    file.sync_all().map_err(|e| io_error(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
 }
 
@@ -831,7 +954,10 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, Error> {
     match std::fs::read_to_string(path) {
-        Ok(text) => NoteSigner::from_private_key_string(&text),
+        Ok(text) => {
+            refuse_shared_key(path)?;
+            NoteSigner::from_private_key_string(&text)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let signer = NoteSigner::generate(origin)?;
             let text = format!("{}\n", signer.to_private_key_string());
@@ -840,6 +966,27 @@ fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, Error> {
         }
         Err(e) => Err(io_error(path, e)),
     }
+}
+
+/// A signing key that group or others can read has leaked already: refuse.
+fn refuse_shared_key(path: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| io_error(path, e))?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(Error::Store(format!(
+                "the log's signing key {} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Creates a file readable by its owner only (0600), failing if it exists.

@@ -72,6 +72,10 @@ pub struct Appended {
     pub data: [u8; LEAF_LEN],
     /// False when the version was already sealed (idempotent re-append).
     pub newly_sealed: bool,
+    /// True when the key was already sealed with *different* content (or
+    /// as the other kind: version vs deletion). The existing leaf stands;
+    /// the caller reports a conflict.
+    pub conflict: bool,
 }
 
 /// A stored signed checkpoint.
@@ -407,7 +411,7 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
     let mut results = Vec::with_capacity(group.len());
     {
         let mut existing = tx.prepare_cached(
-            "SELECT v.leaf_index, l.data FROM versions v JOIN leaves l ON l.leaf_index = v.leaf_index
+            "SELECT v.leaf_index, l.data, v.content_digest FROM versions v JOIN leaves l ON l.leaf_index = v.leaf_index
              WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3",
         )?;
         let mut insert_leaf =
@@ -448,16 +452,25 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
             let mut indexes = Vec::with_capacity(entries.len());
             for entry in entries {
                 let key = &entry.key;
-                let found: Option<(u64, Vec<u8>)> = existing
+                type Found = (u64, Vec<u8>, Option<Vec<u8>>);
+                let found: Option<Found> = existing
                     .query_row(params![key.resource_type, key.id, key.version_id], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })
                     .optional()?;
-                if let Some((leaf_index, data)) = found {
+                if let Some((leaf_index, data, content_digest)) = found {
+                    let data = blob_leaf(data)?;
+                    // Same key, same content: an idempotent re-seal. Same
+                    // key, other content or kind: somebody rewrote a
+                    // version in place; the first seal stands.
+                    let same_kind = Leaf::decode(&data).is_ok_and(|l| l.kind == entry.leaf.kind);
+                    let same_content = content_digest.as_deref()
+                        == entry.content_digest.as_ref().map(|d| d.as_slice());
                     indexes.push(Appended {
                         leaf_index,
-                        data: blob_leaf(data)?,
+                        data,
                         newly_sealed: false,
+                        conflict: !(same_kind && same_content),
                     });
                     continue;
                 }
@@ -477,6 +490,7 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
                     leaf_index: next,
                     data,
                     newly_sealed: true,
+                    conflict: false,
                 });
                 next += 1;
             }

@@ -101,7 +101,11 @@ pub fn write_tile_files(dir: &Path, tiles: Vec<(PathBuf, Vec<u8>)>) -> Result<()
     for (path, data) in tiles {
         let path = dir.join(path);
         // Full tiles never change; skip them when present.
-        if path.exists() && !path.to_string_lossy().contains(".p/") {
+        // A full tile never changes, so one already on disk with the right
+        // bytes is kept; a torn or altered one is written again.
+        if !path.to_string_lossy().contains(".p/")
+            && std::fs::read(&path).is_ok_and(|existing| existing == data)
+        {
             continue;
         }
         // Not fsync'd: tiles are a projection of the database, rewritten at

@@ -419,3 +419,101 @@ fn intents_survive_reopening_until_closed() {
         Some("read-back answered 500")
     );
 }
+
+// Two `inkan serve` on one directory raced for checkpoints, EVM nonces and
+// intents. Now the second writer stops at open; readers still open.
+#[test]
+fn a_second_writer_on_one_directory_is_refused_and_readers_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Ledger::open(dir.path(), &options()).unwrap();
+    let second = Ledger::open(dir.path(), &options())
+        .unwrap_err()
+        .to_string();
+    assert!(second.contains("another process is writing"), "{second}");
+    let reader = Ledger::open_reader(dir.path(), &options()).unwrap();
+    seal(&writer, "a", "1", patient("a", "1", "Yamada"));
+    assert!(reader
+        .seal(vec![SealRequest::Tombstone {
+            key: key("a", "2"),
+            backfilled: false
+        }])
+        .is_err());
+    assert!(reader.checkpoint().is_err());
+    drop(writer);
+    assert!(Ledger::open(dir.path(), &options()).is_ok());
+}
+
+// Re-sealing a version key with different content reported `sealed`.
+#[test]
+fn resealing_a_key_with_other_content_is_a_conflict_and_the_first_seal_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    let first = seal(&ledger, "a", "1", patient("a", "1", "Yamada"));
+    let request = |family: &str| SealRequest::Version {
+        key: key("a", "1"),
+        bytes: patient("a", "1", family),
+        format: Format::Json,
+        original_digest: None,
+        backfilled: false,
+    };
+    let same = &ledger.seal(vec![request("Yamada")]).unwrap()[0];
+    assert!(!same.newly_sealed && !same.conflict && same.leaf_index == first);
+    let other = &ledger.seal(vec![request("Tanaka")]).unwrap()[0];
+    assert!(!other.newly_sealed && other.conflict && other.leaf_index == first);
+    let deletion = &ledger
+        .seal(vec![SealRequest::Tombstone {
+            key: key("a", "1"),
+            backfilled: false,
+        }])
+        .unwrap()[0];
+    assert!(deletion.conflict, "a deletion of a sealed version's key");
+    assert!(ledger
+        .check_version(&key("a", "1"), &patient("a", "1", "Yamada"), Format::Json)
+        .is_ok_and(|c| c.as_str() == "verified"));
+}
+
+// The ledger database holds every salt: owner only, and so is its folder.
+#[cfg(unix)]
+#[test]
+fn the_ledger_database_and_folder_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("ledger");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ledger = Ledger::open(&dir, &options()).unwrap();
+    seal(&ledger, "a", "1", patient("a", "1", "Yamada"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("ledger.sqlite")), 0o600);
+    assert_eq!(mode(&dir.join("log.key")), 0o600);
+    drop(ledger);
+    // A signing key others can read is refused at open.
+    std::fs::set_permissions(dir.join("log.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = Ledger::open(&dir, &options()).unwrap_err().to_string();
+    assert!(error.contains("chmod 600"), "{error}");
+}
+
+// Tiles were written after the checkpoint row that covers them, and a full
+// tile already on disk was never rewritten: a crash in between left torn
+// tiles served `immutable` for a year. A torn full tile in the range a
+// checkpoint publishes is now written again.
+#[test]
+fn a_torn_tile_left_by_a_crash_before_the_checkpoint_is_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    for i in 0..300 {
+        let id = format!("p{i}");
+        seal(&ledger, &id, "1", patient(&id, "1", "Yamada"));
+    }
+    // The crash: the first full tiles half written, no checkpoint row.
+    let tiles = ledger.tiles_dir();
+    for torn in ["tile/0/000", "tile/entries/000"] {
+        let path = tiles.join(torn);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, [0u8; 100]).unwrap();
+    }
+    ledger.checkpoint().unwrap().unwrap();
+    let defects = ledger.fsck().unwrap();
+    assert!(defects.is_empty(), "{defects:?}");
+}

@@ -68,10 +68,7 @@ impl Rfc3161Anchor {
             (Some(user), Some(file)) => {
                 use base64::Engine;
                 let password =
-                    std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-                        path: file.clone(),
-                        source,
-                    })?;
+                    crate::secret_file::read_text(file, "anchors.rfc3161.password_file")?;
                 let pair = format!("{user}:{}", password.trim_end_matches(['\r', '\n']));
                 Some(format!(
                     "Basic {}",
@@ -222,11 +219,7 @@ impl EvmAnchor {
         config: &EvmConfig,
         state_dir: &std::path::Path,
     ) -> Result<EvmAnchor, ConfigError> {
-        let text =
-            std::fs::read_to_string(&config.key_file).map_err(|source| ConfigError::Read {
-                path: config.key_file.clone(),
-                source,
-            })?;
+        let text = crate::secret_file::read_text(&config.key_file, "anchors.evm.key_file")?;
         let bytes = hex::decode(text.trim().trim_start_matches("0x"))
             .map_err(|_| ConfigError::Invalid("anchors.evm.key_file: not a hex key".into()))?;
         let key = k256::ecdsa::SigningKey::from_slice(&bytes).map_err(|_| {

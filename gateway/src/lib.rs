@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod recovery;
 pub mod seal;
 pub mod seal_ops;
+pub mod secret_file;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -1787,8 +1787,13 @@ mod upstream_request_tests {
 
     #[test]
     fn gateway_token_replaces_the_client_authorization() {
-        let dir = std::env::temp_dir().join(format!("inkan-token-{}", std::process::id()));
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("token");
         std::fs::write(&dir, "gateway-secret\n").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let gw = gateway(|c| c.upstream.bearer_token_file = Some(dir.clone()));
         let request = gw
             .upstream_request(

@@ -46,6 +46,10 @@ pub const INKAN_SEAL: &str = "inkan-seal";
 pub const INKAN_LEAF_INDEX: &str = "inkan-leaf-index";
 pub const INKAN_COMMITMENT: &str = "inkan-commitment";
 
+/// The `Inkan-Seal` failure reason when a version key is already sealed
+/// with different content.
+pub const SEAL_CONFLICT: &str = "conflict";
+
 /// The open ledger and its checkpointer.
 #[derive(Debug)]
 pub struct Sealer {
@@ -77,6 +81,15 @@ impl SealOutcome {
     /// (comma-separated in entry order for a batch or transaction).
     pub fn write_headers(&self, headers: &mut HeaderMap) {
         let seal = match (self.failures.first(), self.sealed.is_empty()) {
+            // A one-word reason is a token (`reason=conflict`); text is quoted.
+            (Some(reason), _)
+                if !reason.is_empty()
+                    && reason
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+            {
+                format!("failed; reason={reason}")
+            }
             (Some(reason), _) => format!("failed; reason=\"{}\"", reason.replace(['"', '\\'], "'")),
             (None, true) => "none".to_owned(),
             (None, false) => "sealed".to_owned(),
@@ -216,20 +229,40 @@ impl Sealer {
                 failures,
             };
         }
+        let keys: Vec<VersionKey> = requests.iter().map(|r| r.key().clone()).collect();
         // No blocking thread: the appender answers through a oneshot.
         let (answer, sealed) = tokio::sync::oneshot::channel();
         self.ledger.seal_then(requests, move |result| {
             let _ = answer.send(result);
         });
         match sealed.await {
-            Ok(Ok(receipts)) => SealOutcome {
-                sealed: receipts
-                    .iter()
-                    .map(|r| (r.leaf_index, r.commitment))
-                    .collect(),
-                failures,
-            },
-            Ok(Err(error)) => SealOutcome::failed(error.to_string()),
+            Ok(Ok(receipts)) => {
+                let mut failures = failures;
+                for (receipt, key) in receipts.iter().zip(&keys).filter(|(r, _)| r.conflict) {
+                    // The upstream answered a version key that is already
+                    // sealed with other content: a version rewritten in
+                    // place. The first seal stands; `inkan audit` finds it.
+                    tracing::error!(
+                        resource_type = %key.resource_type, id = %key.id, version = %key.version_id,
+                        leaf_index = receipt.leaf_index,
+                        "seal conflict: this version key is already sealed with different content"
+                    );
+                    failures.insert(0, SEAL_CONFLICT.to_owned());
+                }
+                SealOutcome {
+                    sealed: receipts
+                        .iter()
+                        .filter(|r| !r.conflict)
+                        .map(|r| (r.leaf_index, r.commitment))
+                        .collect(),
+                    failures,
+                }
+            }
+            Ok(Err(error)) => {
+                // Ledger internals (SQLite text, paths) go to the log only.
+                tracing::error!(%error, "sealing failed");
+                SealOutcome::failed("the ledger could not store the seal".into())
+            }
             Err(_) => SealOutcome::failed("the ledger's appender stopped".into()),
         }
     }

@@ -32,6 +32,7 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    crate::secret_file::check_private(path, "the TLS private key")?;
     let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,

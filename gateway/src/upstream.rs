@@ -26,10 +26,7 @@ pub fn configured_authorization(
     let Some(path) = &config.bearer_token_file else {
         return Ok(None);
     };
-    let token = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
+    let token = crate::secret_file::read_text(path, "upstream.bearer_token_file")?;
     HeaderValue::from_str(&format!("Bearer {}", token.trim()))
         .map(Some)
         .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))

@@ -43,7 +43,7 @@ pub fn run(args: AnchorsArgs) -> ExitCode {
 fn status(args: &AnchorsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let AnchorsCommand::Status { json } = args.command;
     let config = Config::load(args.config.as_deref(), |v| std::env::var(v).ok())?;
-    let mut ledger = Ledger::open(&config.ledger.dir, &config.ledger.options())?;
+    let mut ledger = Ledger::open_reader(&config.ledger.dir, &config.ledger.options())?;
     // Configured backends are listed even before their first attempt.
     for backend in crate::anchors::backends(&config.anchors, &config.ledger.dir)? {
         ledger.add_backend(backend);

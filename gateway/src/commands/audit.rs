@@ -246,7 +246,13 @@ fn sweep(
     if config.upstream.url.is_empty() {
         return Err("no upstream: give --upstream or a config file with [upstream] url".into());
     }
-    let ledger = Ledger::open(&config.ledger.dir, &config.ledger.options())?;
+    // An audit only reads the ledger (beside a running gateway); a backfill
+    // appends, so it takes the writer lock.
+    let ledger = if mode == Mode::Audit {
+        Ledger::open_reader(&config.ledger.dir, &config.ledger.options())?
+    } else {
+        Ledger::open(&config.ledger.dir, &config.ledger.options())?
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -104,7 +104,18 @@ pub fn run(args: LedgerArgs) -> ExitCode {
     if let Some(origin) = args.origin {
         config.ledger.origin = origin;
     }
-    let ledger = match Ledger::open(&config.ledger.dir, &config.ledger.options()) {
+    // Commands that append or sign take the directory's writer lock; the
+    // others read beside a running gateway.
+    let writes = matches!(
+        args.command,
+        LedgerCommand::Seal { .. } | LedgerCommand::Checkpoint | LedgerCommand::Stress { .. }
+    );
+    let opened = if writes {
+        Ledger::open(&config.ledger.dir, &config.ledger.options())
+    } else {
+        Ledger::open_reader(&config.ledger.dir, &config.ledger.options())
+    };
+    let ledger = match opened {
         Ok(ledger) => ledger,
         Err(error) => return fail(&error),
     };
