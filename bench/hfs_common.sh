@@ -18,7 +18,7 @@ start_hfs() { # dir port
 }
 start_inkan_gw() { # config log port: inkan serve, ready when the upstream answers
   start_bg "$2" "$inkan" serve --config "$1"
-  wait_http "http://127.0.0.1:$3/-/readyz"
+  wait_http "http://127.0.0.1:$3/fhir/metadata"
 }
 # wrk's POST body: a small JP Patient.
 cat >"$work/post.lua" <<'LUA'

@@ -96,7 +96,9 @@ interval_ms = 1000
 TOML
 say "Starting inkan on 127.0.0.1:$gw_port, FHIR base http://127.0.0.1:$gw_port/fhir"
 start_bg "$work/inkan.log" "$inkan" serve --config "$work/inkan.toml"
-wait_http "http://127.0.0.1:$gw_port/-/readyz"
+# Ready when the upstream answers through the gateway (/-/readyz needs
+# the admin token).
+wait_http "http://127.0.0.1:$gw_port/fhir/metadata"
 base="http://127.0.0.1:$gw_port/fhir"
 fail_point inkan
 

@@ -503,10 +503,13 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("inkan.toml");
+        let admin_token_file = dir.path().join("admin.token");
+        write_private(&admin_token_file, ADMIN_TOKEN.as_bytes());
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nbase_path = \"/fhir\"\n{extra_toml}\n[upstream]\nurl = \"{upstream_url}\"\n{upstream_keys}"
+                "listen = \"127.0.0.1:{port}\"\nbase_path = \"/fhir\"\n{extra_toml}\n[upstream]\nurl = \"{upstream_url}\"\n{upstream_keys}\n[admin]\ntoken_file = \"{}\"\n",
+                admin_token_file.display()
             ),
         )
         .unwrap();
@@ -539,11 +542,24 @@ impl Gateway {
     }
 }
 
+/// The admin bearer token every test gateway is configured with.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
 impl Gateway {
+    /// GET an admin path (`/-/readyz`) with the admin token.
+    pub fn admin_get(&self, path: &str) -> reqwest::blocking::Response {
+        client()
+            .get(format!("{}{path}", self.origin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .unwrap()
+    }
+
     /// The gateway's `/-/metrics` text.
     pub fn metrics(&self) -> String {
         client()
             .get(format!("{}/-/metrics", self.origin))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .unwrap()
             .text()

@@ -6,6 +6,10 @@
 //! | `/-/readyz`   | 200 when the upstream answers its CapabilityStatement, else 503 |
 //! | `/-/metrics`  | Prometheus text exposition                                    |
 //! | `/-/log/checkpoint`, `/-/log/tile/…` | the seal's log in the C2SP tlog-tiles layout (when sealing is on) |
+//!
+//! `/-/livez` and the log are open to anyone (they reveal no health data);
+//! every other path needs `Authorization: Bearer <admin token>` from
+//! `[admin] token_file` — 401 without it, 403 while none is configured.
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
@@ -15,7 +19,45 @@ use crate::error::GatewayError;
 use crate::fhir::format::WireFormat;
 use crate::pipeline::{error_response, Gateway};
 
-pub async fn handle(gateway: &Gateway, method: &Method, path: &str) -> Response<ResponseBody> {
+/// SHA-256 of an admin token, the form the gateway keeps and compares.
+pub fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
+/// True for the admin paths that need the admin token. `/-/livez` and the
+/// log are public; unknown paths get the same 404 with or without a token.
+fn is_protected(path: &str) -> bool {
+    matches!(path, "/-/readyz" | "/-/metrics")
+}
+
+/// Checks the admin bearer token. Digests are compared, not the tokens:
+/// the comparison's timing tells nothing about the token.
+fn authorize(gateway: &Gateway, headers: &http::HeaderMap) -> Result<(), GatewayError> {
+    let Some(expected) = &gateway.admin_token_digest else {
+        return Err(GatewayError::AdminClosed);
+    };
+    let presented = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    match presented {
+        Some(token) if token_digest(token) == *expected => Ok(()),
+        _ => Err(GatewayError::AdminUnauthorized),
+    }
+}
+
+pub async fn handle<B>(gateway: &Gateway, request: &http::Request<B>) -> Response<ResponseBody> {
+    let method = request.method();
+    let path = request.uri().path();
+    if is_protected(path) {
+        if let Err(error) = authorize(gateway, request.headers()) {
+            return error_response(&error, WireFormat::Json);
+        }
+    }
     if method != Method::GET && method != Method::HEAD {
         let mut response = error_response(
             &GatewayError::MethodNotAllowed {
@@ -139,5 +181,57 @@ fn refresh_anchor_gauges(gateway: &Gateway, ledger: &anchor::ledger::Ledger) {
             .anchor_failures
             .get_or_create(&labels)
             .set(i64::try_from(lag.health.failures).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(token: Option<&str>) -> Gateway {
+        let mut config = crate::config::Config::default();
+        config.upstream.url = "http://127.0.0.1:9/fhir".into();
+        config.ledger.seal_writes = false;
+        let mut gateway = Gateway::new(config).unwrap();
+        gateway.admin_token_digest = token.map(token_digest);
+        gateway
+    }
+
+    fn headers(authorization: Option<&str>) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn protected_admin_paths_need_the_configured_token() {
+        let token = "0123456789abcdef-admin";
+        let configured = gateway(Some(token));
+        let closed = gateway(None);
+        let cases: &[(&Gateway, Option<&str>, Option<u16>)] = &[
+            (&configured, Some("Bearer 0123456789abcdef-admin"), None),
+            (&configured, Some("bearer 0123456789abcdef-admin"), None),
+            (
+                &configured,
+                Some("Bearer 0123456789abcdef-admiN"),
+                Some(401),
+            ),
+            (&configured, Some("Basic 0123456789abcdef-admin"), Some(401)),
+            (&configured, None, Some(401)),
+            (&closed, Some("Bearer 0123456789abcdef-admin"), Some(403)),
+            (&closed, None, Some(403)),
+        ];
+        for (gateway, authorization, refused) in cases {
+            let answer = authorize(gateway, &headers(*authorization));
+            assert_eq!(
+                answer.err().map(|e| e.status().as_u16()),
+                *refused,
+                "{authorization:?}"
+            );
+        }
+        assert!(is_protected("/-/metrics") && is_protected("/-/readyz"));
+        assert!(!is_protected("/-/livez") && !is_protected("/-/log/checkpoint"));
     }
 }

@@ -43,6 +43,7 @@ pub struct Config {
     pub ledger: LedgerConfig,
     pub japanese: JapaneseConfig,
     pub anchors: AnchorsConfig,
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -59,8 +60,23 @@ impl Default for Config {
             ledger: LedgerConfig::default(),
             japanese: JapaneseConfig::default(),
             anchors: AnchorsConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
+}
+
+/// Who may use the admin endpoints under `/-/` (docs/security.md).
+/// `/-/livez` and the published log (`/-/log/checkpoint`, `/-/log/tile/…`)
+/// are open to all: a liveness probe tells nothing, and tiles and
+/// checkpoints reveal no health data. Everything else (`/-/readyz`,
+/// `/-/metrics`) needs the admin bearer token.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// File holding the admin bearer token (owner-only: mode 0600). Send it
+    /// as `Authorization: Bearer <token>`. Unset: the protected admin
+    /// endpoints answer 403.
+    pub token_file: Option<PathBuf>,
 }
 
 /// Where checkpoints are anchored besides the local anchor file

@@ -81,9 +81,25 @@ pub enum GatewayError {
     /// `$proof` for a version the ledger has no seal for (yet).
     #[error("no proof: {detail}")]
     NoProof { detail: String },
-    /// The ledger could not be read or written.
-    #[error("the seal ledger failed: {detail}")]
+    /// The ledger could not be read or written. `detail` (SQLite text,
+    /// paths) goes to the log only; the client gets the fixed text and the
+    /// request id.
+    #[error("the seal ledger failed; the gateway's log has the detail under this request's X-Request-Id")]
     Ledger { detail: String },
+    /// An admin endpoint without the admin bearer token, or a wrong one.
+    #[error("this admin endpoint needs the admin bearer token")]
+    AdminUnauthorized,
+    /// An admin endpoint while no admin credential is configured.
+    #[error("admin endpoints are closed: configure [admin] token_file to open them")]
+    AdminClosed,
+    /// `$proof` or `$verify` for a version the upstream, asked with the
+    /// caller's own credentials, did not let the caller read (its status
+    /// is relayed: 401, 403 or 404).
+    #[error("the upstream did not let this caller read this version (HTTP {status})")]
+    CallerMayNotRead { status: u16 },
+    /// Too many `$verify` requests from one caller.
+    #[error("too many $verify requests from this caller; retry later")]
+    RateLimited,
     /// `limits.max_concurrent_requests` requests are already being served.
     #[error("the gateway is at its concurrency limit; retry shortly")]
     Overloaded,
@@ -136,6 +152,14 @@ impl GatewayError {
             | GatewayError::ResponseTooLarge { .. }
             | GatewayError::TamperedVersion { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NoProof { .. } => StatusCode::NOT_FOUND,
+            GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::AdminClosed => StatusCode::FORBIDDEN,
+            GatewayError::CallerMayNotRead { status } => match status {
+                401 => StatusCode::UNAUTHORIZED,
+                403 => StatusCode::FORBIDDEN,
+                _ => StatusCode::NOT_FOUND,
+            },
+            GatewayError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Ledger { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -185,6 +209,19 @@ impl GatewayError {
             GatewayError::JpCoreViolations { .. } => IssueType::Invariant,
             GatewayError::NoProof { .. } => IssueType::NotFound,
             GatewayError::Ledger { .. } => IssueType::Exception,
+            GatewayError::AdminUnauthorized
+            | GatewayError::AdminClosed
+            | GatewayError::CallerMayNotRead { .. } => IssueType::Security,
+            GatewayError::RateLimited => IssueType::Throttled,
+        }
+    }
+
+    /// What the log gets beside the client-visible text: internal detail
+    /// that must not reach clients.
+    pub fn internal_detail(&self) -> Option<&str> {
+        match self {
+            GatewayError::Ledger { detail } => Some(detail),
+            _ => None,
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct Gateway {
     /// Search parameter types the upstream declares (`Patient.family` →
     /// `string`; `*.name` for system-wide ones), for rule 7.
     search_param_types: std::sync::RwLock<std::collections::HashMap<String, String>>,
+    /// SHA-256 of the admin bearer token (`[admin] token_file`), compared
+    /// digest to digest so the comparison's timing says nothing about it.
+    pub(crate) admin_token_digest: Option<[u8; 32]>,
     /// Fault injection for the crash tests (`INKAN_FAULT_SEAL_DELAY_MS`):
     /// a pause between the upstream's commit and the seal.
     fault_seal_delay: Option<std::time::Duration>,
@@ -167,7 +170,20 @@ impl Gateway {
             tracing::warn!("INKAN_FAULT_SEAL_DELAY_MS is set: seals are delayed (testing only)");
         }
         let japanese = crate::japanese::Japanese::from_config(&config.japanese)?;
+        let admin_token_digest = match &config.admin.token_file {
+            Some(path) => {
+                let token = crate::secret_file::read_text(path, "admin.token_file")?;
+                if token.len() < 16 {
+                    return Err(ConfigError::Invalid(
+                        "admin.token_file: the token must be at least 16 characters".into(),
+                    ));
+                }
+                Some(crate::admin::token_digest(&token))
+            }
+            None => None,
+        };
         Ok(Gateway {
+            admin_token_digest,
             japanese,
             search_param_types: std::sync::RwLock::new(std::collections::HashMap::new()),
             sealer,
@@ -218,8 +234,7 @@ impl Gateway {
         // 2. Admin: paths under /-/ (health, metrics) are answered here and
         //    never forwarded.
         if request.uri().path().starts_with(ADMIN_PREFIX) {
-            let response =
-                crate::admin::handle(&self, request.method(), request.uri().path()).await;
+            let response = crate::admin::handle(&self, &request).await;
             return with_request_id(response, &request_id);
         }
         // 3. Route: the path must be under the FHIR base (404 otherwise);
@@ -1462,7 +1477,14 @@ impl Gateway {
             .gateway_errors
             .get_or_create(&KindLabels { kind })
             .inc();
-        tracing::warn!(request_id, status = status.as_u16(), kind, "{error}");
+        let detail = error.internal_detail().unwrap_or_default();
+        tracing::warn!(
+            request_id,
+            status = status.as_u16(),
+            kind,
+            detail,
+            "{error}"
+        );
         let response = error_response(&error, wanted.outcome_format());
         self.observe(interaction, status, started);
         with_request_id(response, request_id)
@@ -1505,7 +1527,16 @@ pub fn error_response(error: &GatewayError, format: WireFormat) -> Response<Resp
         CONTENT_TYPE,
         HeaderValue::from_static(format.fhir_media_type()),
     );
-    if matches!(error, GatewayError::Overloaded | GatewayError::ShuttingDown) {
+    if matches!(error, GatewayError::AdminUnauthorized) {
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"inkan-admin\""),
+        );
+    }
+    if matches!(
+        error,
+        GatewayError::Overloaded | GatewayError::ShuttingDown | GatewayError::RateLimited
+    ) {
         response
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -1545,6 +1576,10 @@ fn error_kind(error: &GatewayError) -> &'static str {
         GatewayError::TamperedVersion { .. } => "tampered_version",
         GatewayError::NoProof { .. } => "no_proof",
         GatewayError::Ledger { .. } => "ledger",
+        GatewayError::AdminUnauthorized => "admin_unauthorized",
+        GatewayError::AdminClosed => "admin_closed",
+        GatewayError::CallerMayNotRead { .. } => "caller_may_not_read",
+        GatewayError::RateLimited => "rate_limited",
         GatewayError::Overloaded => "overloaded",
         GatewayError::ShuttingDown => "shutting_down",
     }
