@@ -816,3 +816,88 @@ impl Ganache {
         Ganache::launch(dir, port, extra)
     }
 }
+
+/// nginx in front of an upstream, admitting bearer tokens per path: an
+/// upstream that really enforces authorization, as a hospital's does (the
+/// caller-bound `$proof` and `$verify` tests). Anonymous requests get 401,
+/// tokens without a matching rule 403; `/metadata` is open.
+#[derive(Debug)]
+pub struct AuthzNginx {
+    pub process: Process,
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`, the gateway's upstream.
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl AuthzNginx {
+    /// `rules`: (token, regex over the request path) pairs; a token may
+    /// have several. The token `writer` may do anything.
+    pub fn start(upstream_url: &str, rules: &[(&str, &str)]) -> AuthzNginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let mut who = String::from("    \"Bearer writer\" writer;\n");
+        let mut allowed = String::from("    \"~^writer \" 1;\n");
+        let mut tokens: Vec<&str> = rules.iter().map(|(token, _)| *token).collect();
+        tokens.dedup();
+        for token in tokens {
+            who.push_str(&format!("    \"Bearer {token}\" {token};\n"));
+        }
+        for (token, path) in rules {
+            allowed.push_str(&format!("    \"~^{token} {path}\" 1;\n"));
+        }
+        let config = format!(
+            r#"master_process off;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  map $http_authorization $who {{
+    default unknown;
+    "" anonymous;
+{who}  }}
+  map "$who $uri" $allowed {{
+    default 0;
+{allowed}  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location = /metadata {{ proxy_pass {upstream_url}; }}
+    location / {{
+      if ($who = anonymous) {{ return 401; }}
+      if ($allowed = 0) {{ return 403; }}
+      proxy_pass {upstream_url};
+    }}
+  }}
+}}
+"#
+        );
+        let config_path = dir.path().join("nginx.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let mut command = Command::new("nginx");
+        command
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-p")
+            .arg(dir.path());
+        let process = spawn_logged(command, &dir.path().join("stderr.log"));
+        let url = format!("http://127.0.0.1:{port}");
+        if !wait_until_ok(&format!("{url}/metadata"), Duration::from_secs(20)) {
+            panic!(
+                "nginx did not come up on {url}:\n{}\n{}",
+                process.log(),
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+        }
+        AuthzNginx {
+            process,
+            port,
+            url,
+            dir,
+        }
+    }
+}

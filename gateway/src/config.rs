@@ -407,6 +407,9 @@ pub struct Limits {
     pub max_inspected_response_bytes: u64,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     /// Default 30.
+    /// `$verify` requests one caller (one `Authorization` value, else one
+    /// client address) may make per minute; more get 429. Default 120.
+    pub verify_requests_per_minute: u32,
     pub shutdown_grace_seconds: u64,
 }
 
@@ -419,6 +422,7 @@ impl Default for Limits {
             client_body_timeout_ms: 60_000,
             max_concurrent_requests: 1024,
             max_inspected_response_bytes: 64 * 1024 * 1024,
+            verify_requests_per_minute: 120,
             shutdown_grace_seconds: 30,
         }
     }

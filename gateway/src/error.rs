@@ -209,6 +209,7 @@ impl GatewayError {
             GatewayError::JpCoreViolations { .. } => IssueType::Invariant,
             GatewayError::NoProof { .. } => IssueType::NotFound,
             GatewayError::Ledger { .. } => IssueType::Exception,
+            GatewayError::CallerMayNotRead { status: 404 } => IssueType::NotFound,
             GatewayError::AdminUnauthorized
             | GatewayError::AdminClosed
             | GatewayError::CallerMayNotRead { .. } => IssueType::Security,

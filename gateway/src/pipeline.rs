@@ -74,6 +74,8 @@ pub struct Gateway {
     /// SHA-256 of the admin bearer token (`[admin] token_file`), compared
     /// digest to digest so the comparison's timing says nothing about it.
     pub(crate) admin_token_digest: Option<[u8; 32]>,
+    /// `$verify` requests per caller and minute.
+    verify_limiter: crate::seal_ops::RateLimiter,
     /// Fault injection for the crash tests (`INKAN_FAULT_SEAL_DELAY_MS`):
     /// a pause between the upstream's commit and the seal.
     fault_seal_delay: Option<std::time::Duration>,
@@ -90,6 +92,8 @@ pub struct Connection {
 #[derive(Debug)]
 struct Exchange {
     request_id: String,
+    /// The client's address (the TCP peer), for per-caller limits.
+    peer: std::net::IpAddr,
     method: Method,
     /// Path after the FHIR base, e.g. `/Patient/1`.
     fhir_path: String,
@@ -184,6 +188,9 @@ impl Gateway {
         };
         Ok(Gateway {
             admin_token_digest,
+            verify_limiter: crate::seal_ops::RateLimiter::per_minute(
+                config.limits.verify_requests_per_minute,
+            ),
             japanese,
             search_param_types: std::sync::RwLock::new(std::collections::HashMap::new()),
             sealer,
@@ -679,23 +686,35 @@ impl Gateway {
         };
         let ledger = &sealer.ledger;
         let (parts, body) = request.into_parts();
+        // The caller's own credentials, never the gateway's upstream
+        // token: the upstream decides whether *this caller* may read the
+        // version before anything about its seal (the salt above all) is
+        // released.
+        let caller = parts.headers.get(AUTHORIZATION).cloned();
         match operation {
             SealOperation::ProofOfVersion(key) => {
-                seal_ops::proof_response(ledger, &key, &parts.headers)
+                let url = format!(
+                    "{}/{}/{}/_history/{}",
+                    self.upstream_base, key.resource_type, key.id, key.version_id
+                );
+                let check = self
+                    .caller_check(ledger, &key, &url, caller.as_ref())
+                    .await?;
+                let mut response = seal_ops::proof_response(ledger, &key, &parts.headers)?;
+                seal_ops::mark_check(&mut response, &check);
+                Ok(response)
             }
             SealOperation::ProofOfCurrent { resource_type, id } => {
-                let authorization = self
-                    .upstream_authorization
-                    .as_ref()
-                    .or(parts.headers.get(AUTHORIZATION));
                 let url = format!("{}/{resource_type}/{id}", self.upstream_base);
-                let current = self
+                let answer = self
                     .upstream
-                    .get_fhir_json(&url, authorization)
+                    .get_fhir_json_answer(&url, caller.as_ref())
                     .await
-                    .map_err(|detail| GatewayError::NoProof {
-                        detail: format!("cannot read the current version: {detail}"),
+                    .map_err(|reason| {
+                        tracing::warn!(request_id = %exchange.request_id, %reason, "$proof: the caller's read failed");
+                        GatewayError::UpstreamProtocol
                     })?;
+                let current = seal_ops::caller_may_read(&answer)?;
                 let crate::verify_read::EntryVersion::Stored(key) =
                     crate::verify_read::resource_version(&current)
                 else {
@@ -703,28 +722,78 @@ impl Gateway {
                         detail: "the upstream's copy has no meta.versionId".into(),
                     });
                 };
-                let check = ledger
-                    .check_version(&key, &current, anchor::resource::Format::Json)
-                    .map_err(|e| GatewayError::Ledger {
-                        detail: e.to_string(),
-                    })?;
-                let mut response = seal_ops::proof_response(ledger, &key, &parts.headers)?;
-                if let Ok(v) = HeaderValue::from_str(check.as_str()) {
-                    response
-                        .headers_mut()
-                        .insert(crate::verify_read::INKAN_VERIFY, v);
+                if key.resource_type != resource_type || key.id != id {
+                    return Err(GatewayError::NoProof {
+                        detail: "the upstream answered with another resource".into(),
+                    });
                 }
+                let check = seal_ops::require_verified(
+                    &key,
+                    ledger.check_version(&key, &current, anchor::resource::Format::Json),
+                )?;
+                let mut response = seal_ops::proof_response(ledger, &key, &parts.headers)?;
+                seal_ops::mark_check(&mut response, &check);
                 Ok(response)
             }
             SealOperation::Verify => {
+                let caller_key = seal_ops::caller_key(caller.as_ref(), exchange.peer);
+                if !self.verify_limiter.admit(caller_key) {
+                    return Err(GatewayError::RateLimited);
+                }
                 let mut headers = parts.headers;
                 let body = self.read_client_body(&mut headers, body).await?;
+                let key = seal_ops::posted_version(&body)?;
+                // Only about versions the caller may read: the same check as
+                // `$proof`, without which `$verify` is an oracle for guesses.
+                let url = format!(
+                    "{}/{}/{}/_history/{}",
+                    self.upstream_base, key.resource_type, key.id, key.version_id
+                );
+                let answer = self
+                    .upstream
+                    .get_fhir_json_answer(&url, caller.as_ref())
+                    .await
+                    .map_err(|reason| {
+                        tracing::warn!(request_id = %exchange.request_id, %reason, "$verify: the caller's read failed");
+                        GatewayError::UpstreamProtocol
+                    })?;
+                if answer.0 != StatusCode::GONE {
+                    seal_ops::caller_may_read(&answer)?;
+                }
                 seal_ops::verify_response(ledger, &body, exchange.wanted)
             }
             SealOperation::Definition(definition) => {
                 seal_ops::definition_response(definition, exchange.wanted)
             }
         }
+    }
+
+    /// Step 4a helper: asks the upstream, as the caller, for the version
+    /// at `url` and checks that what it returns is what was sealed. A
+    /// sealed deletion counts when the upstream answers 410 Gone.
+    async fn caller_check(
+        &self,
+        ledger: &anchor::ledger::Ledger,
+        key: &anchor::store::VersionKey,
+        url: &str,
+        caller: Option<&HeaderValue>,
+    ) -> Result<anchor::ledger::VersionCheck, GatewayError> {
+        let answer = self
+            .upstream
+            .get_fhir_json_answer(url, caller)
+            .await
+            .map_err(|reason| {
+                tracing::warn!(%reason, "$proof: the caller's read failed");
+                GatewayError::UpstreamProtocol
+            })?;
+        if answer.0 == StatusCode::GONE {
+            return crate::seal_ops::require_verified(key, ledger.check_deletion(key));
+        }
+        let bytes = crate::seal_ops::caller_may_read(&answer)?;
+        crate::seal_ops::require_verified(
+            key,
+            ledger.check_version(key, &bytes, anchor::resource::Format::Json),
+        )
     }
 
     /// Step 3. Resolves the FHIR path and the public base. Errors: 404 for
@@ -754,6 +823,7 @@ impl Gateway {
             Err(error) => return Err((error, request_id)),
         };
         Ok(Exchange {
+            peer: conn.peer.ip(),
             interaction: Interaction::classify(request.method(), &fhir_path),
             method: request.method().clone(),
             fhir_path,
@@ -1754,6 +1824,7 @@ mod upstream_request_tests {
     fn exchange(bridge: bool, query: Option<&str>) -> Exchange {
         Exchange {
             request_id: "rid-1".into(),
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
             method: Method::GET,
             fhir_path: "/Patient".into(),
             query: query.map(str::to_owned),

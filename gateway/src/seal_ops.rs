@@ -13,9 +13,20 @@
 //!   (JSON or XML, with `meta.versionId`) in the body: a `Parameters`
 //!   answer saying whether that exact version is sealed and unaltered
 //!   (`result` = `verified`, `tampered` or `unsealed`). 200 whatever the
-//!   result; 400 when the body is not a versioned resource.
+//!   result once the caller may read the version; 400 when the body is
+//!   not a versioned resource.
 //! - `GET [base]/OperationDefinition/inkan-proof` and `…/inkan-verify`:
 //!   the definitions themselves.
+//!
+//! Bound to the caller: `$proof` releases a bundle (salt included, as
+//! sensitive as the record) only after the upstream, asked with the
+//! caller's own `Authorization` — never the gateway's upstream token —
+//! answered a read of exactly that version with 2xx, and those bytes match
+//! the seal. Otherwise the upstream's 401/403 (404 for any other refusal)
+//! as an OperationOutcome; an altered copy is withheld (502). `$verify`
+//! makes the same read first (so it is no oracle for guesses about
+//! records the caller may not see) and is limited per caller
+//! (`limits.verify_requests_per_minute`, then 429).
 //!
 //! Only when the ledger is open (`ledger.seal_writes`); otherwise these
 //! paths are forwarded like any other.
@@ -115,6 +126,131 @@ pub fn proof_response(
         (json, "application/json")
     };
     Ok(plain_response(StatusCode::OK, content_type, body))
+}
+
+/// What the upstream answered the caller's own read: the body when it
+/// let the caller read it (2xx); its 401, 403 or 404 otherwise (any other
+/// refusal counts as 404: the caller learns nothing more than "not for
+/// you"); a 5xx is the upstream failing, not a refusal.
+pub fn caller_may_read(answer: &(StatusCode, HeaderMap, Bytes)) -> Result<Bytes, GatewayError> {
+    let (status, _, body) = answer;
+    if status.is_success() {
+        return Ok(body.clone());
+    }
+    if status.is_server_error() {
+        return Err(GatewayError::UpstreamProtocol);
+    }
+    Err(GatewayError::CallerMayNotRead {
+        status: match status.as_u16() {
+            401 => 401,
+            403 => 403,
+            _ => 404,
+        },
+    })
+}
+
+/// A seal is released only for a copy that matches it: unsealed → 404
+/// `NoProof`, altered → the tampered error (502, withheld).
+pub fn require_verified(
+    key: &VersionKey,
+    check: Result<VersionCheck, anchor::Error>,
+) -> Result<VersionCheck, GatewayError> {
+    match check {
+        Ok(check @ VersionCheck::Verified { .. }) => Ok(check),
+        Ok(VersionCheck::Unsealed) => Err(GatewayError::NoProof {
+            detail: format!("{key} is not sealed"),
+        }),
+        Ok(VersionCheck::Tampered { leaf_index, reason }) => Err(GatewayError::TamperedVersion {
+            reference: key.to_string(),
+            leaf_index,
+            reason,
+        }),
+        Err(error) => Err(GatewayError::Ledger {
+            detail: error.to_string(),
+        }),
+    }
+}
+
+/// Adds `Inkan-Verify` (how the caller's copy compared) to an answer.
+pub fn mark_check(response: &mut Response<ResponseBody>, check: &VersionCheck) {
+    if let Ok(v) = HeaderValue::from_str(check.as_str()) {
+        response.headers_mut().insert(INKAN_VERIFY, v);
+    }
+}
+
+/// The version a `$verify` body names (JSON or XML), or 400.
+pub fn posted_version(body: &[u8]) -> Result<VersionKey, GatewayError> {
+    let json = match Format::sniff(body) {
+        Format::Json => std::borrow::Cow::Borrowed(body),
+        Format::Xml => std::borrow::Cow::Owned(xml_bridge::xml_to_json(body).map_err(|e| {
+            GatewayError::MalformedRequest {
+                detail: e.to_string(),
+            }
+        })?),
+    };
+    match resource_version(&json) {
+        EntryVersion::Stored(key) => Ok(key),
+        _ => Err(GatewayError::MalformedRequest {
+            detail: "$verify needs a resource with resourceType, id and meta.versionId in the body"
+                .into(),
+        }),
+    }
+}
+
+/// Who is asking, for per-caller limits: the SHA-256 of the
+/// `Authorization` value when there is one, else the client's address.
+pub fn caller_key(authorization: Option<&HeaderValue>, peer: std::net::IpAddr) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    match authorization {
+        Some(value) => {
+            hasher.update(b"authorization\0");
+            hasher.update(value.as_bytes());
+        }
+        None => {
+            hasher.update(b"address\0");
+            hasher.update(peer.to_string().as_bytes());
+        }
+    }
+    hasher.finalize().into()
+}
+
+/// A fixed-window limit per caller: at most `limit` requests per minute.
+/// The table is emptied when it holds more than `MAX_CALLERS` callers, so
+/// many callers cost bounded memory (at the price of a fresh window).
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    windows: std::sync::Mutex<std::collections::HashMap<[u8; 32], (u64, u32)>>,
+}
+
+const MAX_CALLERS: usize = 65_536;
+
+impl RateLimiter {
+    pub fn per_minute(limit: u32) -> RateLimiter {
+        RateLimiter {
+            limit,
+            windows: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Counts one request from `caller`; false when over the limit.
+    pub fn admit(&self, caller: [u8; 32]) -> bool {
+        self.admit_at(caller, anchor::clock::unix_seconds().max(0) as u64 / 60)
+    }
+
+    fn admit_at(&self, caller: [u8; 32], minute: u64) -> bool {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        if windows.len() > MAX_CALLERS {
+            windows.clear();
+        }
+        let window = windows.entry(caller).or_insert((minute, 0));
+        if window.0 != minute {
+            *window = (minute, 0);
+        }
+        window.1 = window.1.saturating_add(1);
+        window.1 <= self.limit
+    }
 }
 
 /// `$verify`: compares the posted resource with its seal.
@@ -262,6 +398,45 @@ pub fn advertise(capability: &mut serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_counts_per_caller_and_per_minute() {
+        let limiter = RateLimiter::per_minute(2);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        let answers: Vec<bool> = [(a, 0), (a, 0), (a, 0), (b, 0), (a, 1)]
+            .iter()
+            .map(|(caller, minute)| limiter.admit_at(*caller, *minute))
+            .collect();
+        assert_eq!(answers, [true, true, false, true, true]);
+    }
+
+    #[test]
+    fn only_2xx_lets_the_caller_read_and_refusals_are_relayed() {
+        let answer = |status: u16| {
+            (
+                StatusCode::from_u16(status).unwrap(),
+                HeaderMap::new(),
+                Bytes::from_static(b"{}"),
+            )
+        };
+        let cases: &[(u16, Option<u16>)] = &[
+            (200, None),
+            (401, Some(401)),
+            (403, Some(403)),
+            (404, Some(404)),
+            (410, Some(404)),
+            (400, Some(404)),
+            (500, Some(502)),
+        ];
+        for (status, refused) in cases {
+            let result = caller_may_read(&answer(*status));
+            assert_eq!(
+                result.err().map(|e| e.status().as_u16()),
+                *refused,
+                "{status}"
+            );
+        }
+    }
 
     #[test]
     fn classification_table() {

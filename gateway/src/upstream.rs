@@ -32,6 +32,30 @@ pub fn configured_authorization(
         .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))
 }
 
+/// The path and query of a URL, without its scheme and authority: what
+/// messages that may reach a client say about an upstream request.
+pub fn path_of(url: &str) -> &str {
+    match url.find("://") {
+        Some(at) => {
+            let rest = &url[at + 3..];
+            rest.find('/').map_or("/", |slash| &rest[slash..])
+        }
+        None => url,
+    }
+}
+
+/// Redacts a URL for logs and status output: scheme, host and path only
+/// (no user:password, no query — API keys live there).
+pub fn redact_url(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "<unparseable URL>".into();
+    };
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    format!("{scheme}://{host}{port}{}", uri.path())
+}
+
 /// The most a compressed answer to the gateway's own reads may decode to.
 const INTERNAL_READ_LIMIT: u64 = 256 << 20;
 
@@ -66,46 +90,68 @@ impl Upstream {
     }
 
     /// GETs `url` as FHIR JSON (with `authorization` when given) and reads
-    /// the whole body; the reason in words when it is not a 2xx.
+    /// the whole body; the reason in words when it is not a 2xx. Reasons
+    /// name the path, never the upstream's address (they can reach clients
+    /// in `Inkan-Seal` and OperationOutcomes).
     pub async fn get_fhir_json(
         &self,
         url: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<Bytes, String> {
+        let path = path_of(url);
+        let (status, _, body) = self.get_fhir_json_answer(url, authorization).await?;
+        if !status.is_success() {
+            return Err(format!("the upstream answered {status} to GET {path}"));
+        }
+        Ok(body)
+    }
+
+    /// GETs `url` as FHIR JSON and returns whatever the upstream answered:
+    /// status, headers and the decoded body (at most 256 MiB either way).
+    /// Errors only when no complete answer came.
+    pub async fn get_fhir_json_answer(
+        &self,
+        url: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
+        let path = path_of(url);
         let mut request = Request::get(url)
             .header(ACCEPT, "application/fhir+json")
             .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("cannot build a request for {url}: {e}"))?;
+            .map_err(|_| format!("cannot build a request for {path}"))?;
         if let Some(auth) = authorization {
             request.headers_mut().insert(AUTHORIZATION, auth.clone());
         }
         let response = self
             .send(request)
             .await
-            .map_err(|e| format!("GET {url} failed: {e}"))?;
-        let status = response.status();
-        let coding = crate::coding::body_coding(response.headers());
-        let body = response
-            .into_body()
+            .map_err(|e| format!("GET {path} failed: {e}"))?;
+        let (parts, body) = response.into_parts();
+        let coding = crate::coding::body_coding(&parts.headers);
+        // Bounded: an upstream (or whoever answers in its name) cannot make
+        // the gateway buffer without end.
+        let body = http_body_util::Limited::new(body, INTERNAL_READ_LIMIT as usize)
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|e| format!("GET {url}: the body broke off: {e}"))?;
-        if !status.is_success() {
-            return Err(format!("GET {url} answered {status}"));
-        }
+            .map_err(|_| format!("GET {path}: the body broke off or exceeds the limit"))?;
         // The gateway asks for identity; a server may compress anyway.
-        match coding {
-            crate::coding::BodyCoding::Identity => Ok(body),
+        let body = match coding {
+            crate::coding::BodyCoding::Identity => body,
             crate::coding::BodyCoding::Known(coding) => {
                 crate::coding::decode(coding, &body, INTERNAL_READ_LIMIT)
                     .map(Bytes::from)
-                    .map_err(|e| format!("GET {url}: cannot decode its {}: {e:?}", coding.token()))
+                    .map_err(|e| {
+                        format!("GET {path}: cannot decode its {}: {e:?}", coding.token())
+                    })?
             }
-            crate::coding::BodyCoding::Unsupported(named) => Err(format!(
-                "GET {url}: answered in an unknown Content-Encoding {named:?}"
-            )),
-        }
+            crate::coding::BodyCoding::Unsupported(named) => {
+                return Err(format!(
+                    "GET {path}: answered in an unknown Content-Encoding {named:?}"
+                ))
+            }
+        };
+        Ok((parts.status, parts.headers, body))
     }
 
     /// Sends `request` and waits for the response head. The body is a

@@ -20,6 +20,7 @@ mod rewriting;
 mod scripts;
 mod seal_crash;
 mod sealing;
+mod security;
 mod transport;
 mod upstreams;
 

@@ -309,12 +309,28 @@ fn proof_and_verify_operations_answer_from_the_ledger() {
         result(verify(altered.to_string(), "application/fhir+json")),
         "tampered"
     );
-    let mut other = read.clone();
-    other["id"] = json!("someone-else");
+    // A version written around the gateway (straight to the upstream) is
+    // readable but unsealed; one the upstream does not have is a 404: the
+    // caller may only ask about what it may read.
+    let around = http
+        .post(format!("{}/Patient", stack.hfs.url))
+        .header("Content-Type", "application/fhir+json")
+        .body(patient("Ura", "Guchi").to_string())
+        .send()
+        .unwrap();
+    assert_eq!(around.status(), 201);
     assert_eq!(
-        result(verify(other.to_string(), "application/fhir+json")),
+        result(verify(
+            crate::json(around).to_string(),
+            "application/fhir+json"
+        )),
         "unsealed"
     );
+    let mut other = read.clone();
+    other["id"] = json!("someone-else");
+    let missing = verify(other.to_string(), "application/fhir+json");
+    assert_eq!(missing.status(), 404);
+    crate::assert_outcome(&crate::json(missing), "not-found");
     let bad = verify(
         patient("No", "Version").to_string(),
         "application/fhir+json",
