@@ -100,3 +100,31 @@ pub fn insert_version(database: &Path, resource_type: &str, id: &str, data: &str
     .unwrap();
     version
 }
+
+/// Rolls the current copy of a resource back to an older version's row
+/// (data, version id, timestamp), as a restore from an old backup would.
+pub fn roll_back(database: &Path, resource_type: &str, id: &str, to_version: &str) {
+    let changed = open(database)
+        .execute(
+            "UPDATE resources SET
+               data = (SELECT data FROM resource_history WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3),
+               last_updated = (SELECT last_updated FROM resource_history WHERE resource_type = ?1 AND id = ?2 AND version_id = ?3),
+               version_id = ?3
+             WHERE resource_type = ?1 AND id = ?2",
+            params![resource_type, id, to_version],
+        )
+        .unwrap();
+    assert_eq!(changed, 1, "{resource_type}/{id} not found");
+}
+
+/// Removes a resource and its history, behind the API: it answers 404.
+pub fn erase_resource(database: &Path, resource_type: &str, id: &str) {
+    let conn = open(database);
+    for table in ["resources", "resource_history"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE resource_type = ?1 AND id = ?2"),
+            params![resource_type, id],
+        )
+        .unwrap();
+    }
+}

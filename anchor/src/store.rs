@@ -132,6 +132,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
     /// How many versions of one resource are sealed.
     fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error>;
+    /// The most recently sealed version (or deletion) of one resource:
+    /// the highest leaf index among its keys.
+    fn newest_sealed(&self, resource_type: &str, id: &str) -> Result<Option<IndexRecord>, Error>;
     /// Index records of the leaves `start..end`, in leaf order.
     fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error>;
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error>;
@@ -663,6 +666,17 @@ impl LedgerStore for SqliteStore {
             c.prepare_cached(&format!("{RECORD_SELECT} WHERE v.leaf_index = ?1"))?
                 .query_row(params![index], record_from_row)
                 .optional()
+        })?;
+        raw.map(to_record).transpose()
+    }
+
+    fn newest_sealed(&self, resource_type: &str, id: &str) -> Result<Option<IndexRecord>, Error> {
+        let raw = self.read(|c| {
+            c.prepare_cached(&format!(
+                "{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 ORDER BY v.leaf_index DESC LIMIT 1"
+            ))?
+            .query_row(params![resource_type, id], record_from_row)
+            .optional()
         })?;
         raw.map(to_record).transpose()
     }

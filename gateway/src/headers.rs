@@ -97,6 +97,27 @@ pub fn prepare_upstream_request_headers(
     }
     if !trust_forwarded {
         headers.remove(X_FORWARDED_PREFIX);
+        // Other spellings of the same claims: a client must not choose the
+        // address the upstream logs or authorizes by.
+        headers.remove(http::header::FORWARDED);
+        headers.remove(X_REAL_IP);
+    }
+}
+
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Removes what only the gateway may say from an upstream answer: the
+/// `Inkan-*` headers (seal and verification results) and `Repr-Digest`.
+/// An upstream (or whoever edits its responses) must not be able to send
+/// `Inkan-Verify: verified=1` or a digest the gateway did not compute.
+pub fn strip_gateway_owned(headers: &mut HeaderMap) {
+    let owned: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("inkan-") || name.as_str() == "repr-digest")
+        .cloned()
+        .collect();
+    for name in owned {
+        headers.remove(name);
     }
 }
 
@@ -120,6 +141,53 @@ pub fn request_id(headers: &HeaderMap) -> String {
         })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+#[cfg(test)]
+mod gateway_owned_tests {
+    use super::*;
+
+    #[test]
+    fn upstream_sent_inkan_headers_and_digests_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (
+                "inkan-verify",
+                "verified=1, tampered=0, unsealed=0, unchecked=0",
+            ),
+            ("Inkan-Seal", "sealed"),
+            ("repr-digest", "sha-256=:AAAA:"),
+            ("etag", "W/\"1\""),
+            ("x-inkan-like", "kept"),
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        strip_gateway_owned(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["etag", "x-inkan-like"]);
+    }
+
+    #[test]
+    fn forwarded_and_x_real_ip_from_clients_are_dropped_unless_trusted() {
+        let facts = ClientFacts {
+            peer: "192.0.2.7:5000".parse().unwrap(),
+            proto: "http".into(),
+            host: None,
+        };
+        for trusted in [false, true] {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::FORWARDED, "for=10.0.0.1".parse().unwrap());
+            headers.insert("x-real-ip", "10.0.0.1".parse().unwrap());
+            prepare_upstream_request_headers(&mut headers, &facts, trusted);
+            assert_eq!(headers.contains_key(http::header::FORWARDED), trusted);
+            assert_eq!(headers.contains_key("x-real-ip"), trusted);
+            assert_eq!(headers["x-forwarded-for"], "192.0.2.7");
+        }
+    }
 }
 
 #[cfg(test)]

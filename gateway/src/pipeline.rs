@@ -92,6 +92,8 @@ pub struct Connection {
 #[derive(Debug)]
 struct Exchange {
     request_id: String,
+    /// When the request arrived, in seconds since the epoch.
+    started_unix: i64,
     /// The client's address (the TCP peer), for per-caller limits.
     peer: std::net::IpAddr,
     method: Method,
@@ -823,6 +825,7 @@ impl Gateway {
             Err(error) => return Err((error, request_id)),
         };
         Ok(Exchange {
+            started_unix: anchor::clock::unix_seconds(),
             peer: conn.peer.ip(),
             interaction: Interaction::classify(request.method(), &fhir_path),
             method: request.method().clone(),
@@ -1213,6 +1216,8 @@ impl Gateway {
     ) -> Result<Response<ResponseBody>, GatewayError> {
         let (mut parts, upstream_body) = upstream.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
+        // Only the gateway speaks for the seal: drop look-alikes first.
+        headers::strip_gateway_owned(&mut parts.headers);
         for name in [LOCATION, CONTENT_LOCATION] {
             if let Some(value) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
                 if let Some(public) = self.rewriter.rewrite_url(value, &exchange.public_base) {
@@ -1277,7 +1282,8 @@ impl Gateway {
         };
         // 8b. Verify: versions in a read/history/search answer are compared
         //     with their seals (see verify_read.rs for the contract).
-        let (body, verification) = self.verify_versions(body, parts.status, format, exchange)?;
+        let (body, verification) =
+            self.verify_versions(body, parts.status, &parts.headers, format, exchange)?;
         if let Some(summary) = verification {
             if let Ok(v) = HeaderValue::from_str(&summary.header_value()) {
                 parts.headers.insert(crate::verify_read::INKAN_VERIFY, v);
@@ -1373,27 +1379,63 @@ impl Gateway {
     }
 
     /// Step 8b. Checks the versions in a 200 FHIR JSON answer against the
-    /// ledger; returns the (possibly annotated) body and the counts.
+    /// ledger (and a read's 404/410 against what is sealed); returns the
+    /// (possibly annotated) body and the counts.
     fn verify_versions(
         &self,
         body: Bytes,
         status: StatusCode,
+        response_headers: &http::HeaderMap,
         format: WireFormat,
         exchange: &Exchange,
     ) -> Result<(Bytes, Option<crate::verify_read::ReadVerification>), GatewayError> {
+        use crate::verify_read::{ReadVerification, Shape};
         let (Some(shape), Some(sealer)) = (exchange.verify, &self.sealer) else {
             return Ok((body, None));
         };
+        let policy = self.config.ledger.verify_reads;
+        let request = self.read_request(exchange, response_headers);
+        let missing = shape == Shape::Resource
+            && (status == StatusCode::NOT_FOUND || status == StatusCode::GONE);
+        if missing {
+            let found =
+                crate::verify_read::check_missing(&sealer.ledger, &request).map_err(|e| {
+                    GatewayError::Ledger {
+                        detail: e.to_string(),
+                    }
+                })?;
+            let Some((reference, check)) = found else {
+                return Ok((body, None));
+            };
+            tracing::error!(request_id = %exchange.request_id, %reference, status = status.as_u16(), "a sealed version is missing from the upstream");
+            let summary = ReadVerification {
+                tampered: 1,
+                ..Default::default()
+            };
+            self.count_verifications(&summary);
+            if let (
+                anchor::ledger::VersionCheck::Tampered { leaf_index, reason },
+                VerifyReads::Block,
+            ) = (&check, policy)
+            {
+                return Err(GatewayError::TamperedVersion {
+                    reference,
+                    leaf_index: *leaf_index,
+                    reason: reason.clone(),
+                });
+            }
+            return Ok((body, Some(summary)));
+        }
         if status != StatusCode::OK || format != WireFormat::Json {
             return Ok((body, None));
         }
-        let policy = self.config.ledger.verify_reads;
-        let result = crate::verify_read::verify_response(&sealer.ledger, &body, shape, policy);
+        let result =
+            crate::verify_read::verify_response(&sealer.ledger, &body, shape, policy, &request);
         let (summary, edited) = match result {
             Ok(found) => found,
             Err(error) => {
                 if let GatewayError::TamperedVersion { .. } = &error {
-                    self.count_verifications(&crate::verify_read::ReadVerification {
+                    self.count_verifications(&ReadVerification {
                         tampered: 1,
                         ..Default::default()
                     });
@@ -1407,6 +1449,43 @@ impl Gateway {
             tracing::error!(request_id = %exchange.request_id, path = %exchange.fhir_path, tampered = summary.tampered, "the upstream returned versions that do not match their seals");
         }
         Ok((edited.map(Bytes::from).unwrap_or(body), Some(summary)))
+    }
+
+    /// Step 8b helper: what the answer must match — type, id (and the
+    /// version of a vread) from the path, the version the `ETag` names,
+    /// whether the client asked for a subset.
+    fn read_request(
+        &self,
+        exchange: &Exchange,
+        response_headers: &http::HeaderMap,
+    ) -> crate::verify_read::ReadRequest {
+        let segments: Vec<&str> = exchange
+            .fhir_path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let (resource_type, id, version_id) = match (exchange.interaction, segments.as_slice()) {
+            (Interaction::Read, [t, id]) => (Some(*t), Some(*id), None),
+            (Interaction::Vread, [t, id, "_history", v]) => (Some(*t), Some(*id), Some(*v)),
+            _ => (None, None, None),
+        };
+        let subset_requested = exchange.query.as_deref().is_some_and(|query| {
+            query.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                name == "_summary" || name == "_elements"
+            })
+        });
+        crate::verify_read::ReadRequest {
+            resource_type: resource_type.map(str::to_owned),
+            id: id.map(str::to_owned),
+            version_id: version_id.map(str::to_owned),
+            etag_version: response_headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .and_then(crate::seal::etag_version),
+            subset_requested,
+            started_at: exchange.started_unix,
+        }
     }
 
     fn count_verifications(&self, summary: &crate::verify_read::ReadVerification) {
@@ -1824,6 +1903,7 @@ mod upstream_request_tests {
     fn exchange(bridge: bool, query: Option<&str>) -> Exchange {
         Exchange {
             request_id: "rid-1".into(),
+            started_unix: 0,
             peer: std::net::Ipv4Addr::LOCALHOST.into(),
             method: Method::GET,
             fhir_path: "/Patient".into(),

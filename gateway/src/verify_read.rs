@@ -226,6 +226,26 @@ pub fn check_entry(
     }
 }
 
+/// What the gateway knows about the read it verifies, beside the body:
+/// the body must answer exactly this request.
+#[derive(Debug, Clone, Default)]
+pub struct ReadRequest {
+    /// Type and id from the request path (read, vread).
+    pub resource_type: Option<String>,
+    pub id: Option<String>,
+    /// The version in the path of a vread.
+    pub version_id: Option<String>,
+    /// The version the upstream's `ETag` names, if it sent one.
+    pub etag_version: Option<String>,
+    /// The client asked for a subset (`_summary`, `_elements`): a
+    /// `SUBSETTED` copy is expected and cannot be checked.
+    pub subset_requested: bool,
+    /// When the request reached the gateway (seconds since the epoch): a
+    /// version sealed after this may legitimately be missing from the
+    /// answer.
+    pub started_at: i64,
+}
+
 /// Verifies the versions in `body` (upstream FHIR JSON). Returns the
 /// counts and, when entries were annotated or replaced, the new body.
 pub fn verify_response(
@@ -233,27 +253,17 @@ pub fn verify_response(
     body: &[u8],
     shape: Shape,
     policy: VerifyReads,
+    request: &ReadRequest,
 ) -> Result<(ReadVerification, Option<Vec<u8>>), GatewayError> {
     let mut summary = ReadVerification::default();
     match shape {
         Shape::Resource => {
-            let version = resource_version(body);
-            if version == EntryVersion::Unchecked {
-                summary.unchecked += 1;
-            }
-            if let Some(check) = check_entry(ledger, &version, Some(body)).map_err(ledger_error)? {
-                summary.count(&check);
-                if let (
-                    EntryVersion::Stored(key),
-                    VersionCheck::Tampered { leaf_index, reason },
-                    VerifyReads::Block,
-                ) = (&version, &check, policy)
-                {
-                    return Err(GatewayError::TamperedVersion {
-                        reference: key.to_string(),
-                        leaf_index: *leaf_index,
-                        reason: reason.clone(),
-                    });
+            let found = check_read(ledger, body, request).map_err(ledger_error)?;
+            match found {
+                ReadCheck::Unchecked => summary.unchecked += 1,
+                ReadCheck::Checked(reference, check) => {
+                    summary.count(&check);
+                    refuse_in_block_mode(&reference, &check, policy)?;
                 }
             }
             Ok((summary, None))
@@ -264,11 +274,22 @@ pub fn verify_response(
             };
             let mut splices = Splices::new(body);
             for entry in &bundle.entries {
-                if entry.version == EntryVersion::Unchecked {
+                // A SUBSETTED tag nobody asked for does not excuse an entry
+                // from the check (an insider could add it to any row).
+                let version = match (&entry.version, entry.resource_bytes()) {
+                    (EntryVersion::Unchecked, Some(bytes)) if !request.subset_requested => {
+                        serde_json::from_slice::<ResourceHead>(bytes)
+                            .ok()
+                            .and_then(|head| stored_key(head, request))
+                            .map_or(EntryVersion::Unchecked, EntryVersion::Stored)
+                    }
+                    (version, _) => version.clone(),
+                };
+                if version == EntryVersion::Unchecked {
                     summary.unchecked += 1;
                 }
-                let Some(check) = check_entry(ledger, &entry.version, entry.resource_bytes())
-                    .map_err(ledger_error)?
+                let Some(check) =
+                    check_entry(ledger, &version, entry.resource_bytes()).map_err(ledger_error)?
                 else {
                     continue;
                 };
@@ -279,7 +300,7 @@ pub fn verify_response(
                     VersionCheck::Tampered { leaf_index, reason },
                     VerifyReads::Block,
                     Some(resource),
-                ) = (&entry.version, &check, policy, entry.resource)
+                ) = (&version, &check, policy, entry.resource)
                 {
                     let error = GatewayError::TamperedVersion {
                         reference: key.to_string(),
@@ -294,6 +315,217 @@ pub fn verify_response(
             Ok((summary, splices.apply()))
         }
     }
+}
+
+/// What verify-on-read concluded about a read or vread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadCheck {
+    /// Nothing to compare (an unsealed resource without a version, or a
+    /// subset the client asked for).
+    Unchecked,
+    /// Compared: the reference and the result.
+    Checked(String, VersionCheck),
+}
+
+/// `block` mode withholds a tampered answer (502).
+fn refuse_in_block_mode(
+    reference: &str,
+    check: &VersionCheck,
+    policy: VerifyReads,
+) -> Result<(), GatewayError> {
+    match (check, policy) {
+        (VersionCheck::Tampered { leaf_index, reason }, VerifyReads::Block) => {
+            Err(GatewayError::TamperedVersion {
+                reference: reference.to_owned(),
+                leaf_index: *leaf_index,
+                reason: reason.clone(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks a read's or vread's 2xx answer against the request and the
+/// ledger. Whoever can edit the upstream's database must not be able to
+/// talk the check into `unchecked` or into `verified` for the wrong
+/// version, so besides the commitment it requires, once the resource has
+/// any seal:
+/// - type and id as in the path; for a vread, the version in the path;
+///   `meta.versionId` present and equal to the `ETag`;
+/// - no `SUBSETTED` tag unless the client asked for a subset;
+/// - JSON a strict reader accepts (no duplicate members);
+/// - for a read, the newest sealed version (a row rolled back to an older
+///   sealed version's bytes is caught here), and not a sealed deletion.
+pub fn check_read(
+    ledger: &Ledger,
+    body: &[u8],
+    request: &ReadRequest,
+) -> Result<ReadCheck, anchor::Error> {
+    let (Some(path_type), Some(path_id)) = (&request.resource_type, &request.id) else {
+        return Ok(ReadCheck::Unchecked);
+    };
+    let newest = ledger.store().newest_sealed(path_type, path_id)?;
+    let reference = match &request.version_id {
+        Some(version) => format!("{path_type}/{path_id}/_history/{version}"),
+        None => format!("{path_type}/{path_id}"),
+    };
+    let tampered = |leaf_index: u64, reason: &str| {
+        Ok(ReadCheck::Checked(
+            reference.clone(),
+            VersionCheck::Tampered {
+                leaf_index,
+                reason: reason.to_owned(),
+            },
+        ))
+    };
+    let head = serde_json::from_slice::<ResourceHead>(body);
+    let Some(newest) = newest else {
+        // Never sealed: compare what can be compared, as before.
+        return Ok(match head.ok().and_then(|h| stored_key(h, request)) {
+            Some(key) => match ledger.check_version(&key, body, Format::Json)? {
+                VersionCheck::Unsealed => ReadCheck::Checked(reference, VersionCheck::Unsealed),
+                other => ReadCheck::Checked(key.to_string(), other),
+            },
+            None => ReadCheck::Unchecked,
+        });
+    };
+    let sealed_at_leaf = newest.leaf_index;
+    let Ok(head) = head else {
+        return tampered(
+            sealed_at_leaf,
+            "the answer is not valid FHIR JSON (a duplicate member?)",
+        );
+    };
+    if head.resource_type.as_deref() != Some(path_type.as_str())
+        || head.id.as_deref() != Some(path_id.as_str())
+    {
+        return tampered(
+            sealed_at_leaf,
+            "the answer is another resource than the one asked for",
+        );
+    }
+    let subsetted = head
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.tag.iter().any(|t| t.code.as_deref() == Some("SUBSETTED")));
+    if subsetted && request.subset_requested {
+        return Ok(ReadCheck::Unchecked);
+    }
+    let Some(version_id) = head.meta.and_then(|m| m.version_id) else {
+        return tampered(
+            sealed_at_leaf,
+            "meta.versionId was removed from a sealed resource",
+        );
+    };
+    if request
+        .version_id
+        .as_ref()
+        .is_some_and(|v| *v != version_id)
+    {
+        return tampered(
+            sealed_at_leaf,
+            "the answer is another version than the one asked for",
+        );
+    }
+    if request
+        .etag_version
+        .as_ref()
+        .is_some_and(|v| *v != version_id)
+    {
+        return tampered(sealed_at_leaf, "meta.versionId does not match the ETag");
+    }
+    let key = VersionKey {
+        resource_type: path_type.clone(),
+        id: path_id.clone(),
+        version_id,
+    };
+    let check = ledger.check_version(&key, body, Format::Json)?;
+    let reference = key.to_string();
+    // A read answers the current version: one older than the newest seal
+    // (sealed before this request started) is a rollback.
+    let newest_settled = newest.sealed_at < request.started_at;
+    if request.version_id.is_none() && newest_settled && newest.key != key {
+        let older = match &check {
+            VersionCheck::Verified { leaf_index } | VersionCheck::Tampered { leaf_index, .. } => {
+                *leaf_index < newest.leaf_index
+            }
+            VersionCheck::Unsealed => false,
+        };
+        if older {
+            return Ok(ReadCheck::Checked(
+                reference,
+                VersionCheck::Tampered {
+                    leaf_index: newest.leaf_index,
+                    reason: format!(
+                        "rolled back: version {} is sealed as newer",
+                        newest.key.version_id
+                    ),
+                },
+            ));
+        }
+        if newest.leaf.kind == anchor::leaf::LeafKind::Tombstone && check == VersionCheck::Unsealed
+        {
+            return Ok(ReadCheck::Checked(
+                reference,
+                VersionCheck::Tampered {
+                    leaf_index: newest.leaf_index,
+                    reason: "the resource is sealed as deleted".into(),
+                },
+            ));
+        }
+    }
+    Ok(ReadCheck::Checked(reference, check))
+}
+
+/// A read or vread answered 404 or 410: reported when the ledger holds
+/// the resource (read) or that version (vread) sealed as present — an
+/// insider deleting a row must not go unnoticed.
+pub fn check_missing(
+    ledger: &Ledger,
+    request: &ReadRequest,
+) -> Result<Option<(String, VersionCheck)>, anchor::Error> {
+    let (Some(resource_type), Some(id)) = (&request.resource_type, &request.id) else {
+        return Ok(None);
+    };
+    let record = match &request.version_id {
+        Some(version_id) => ledger.store().find_version(&VersionKey {
+            resource_type: resource_type.clone(),
+            id: id.clone(),
+            version_id: version_id.clone(),
+        })?,
+        None => ledger
+            .store()
+            .newest_sealed(resource_type, id)?
+            .filter(|r| r.sealed_at < request.started_at),
+    };
+    Ok(record
+        .filter(|r| r.leaf.kind == anchor::leaf::LeafKind::Version)
+        .map(|r| {
+            (
+                r.key.to_string(),
+                VersionCheck::Tampered {
+                    leaf_index: r.leaf_index,
+                    reason: "a sealed version is missing from the upstream".into(),
+                },
+            )
+        }))
+}
+
+/// The key a resource head names, when it names one.
+fn stored_key(head: ResourceHead, request: &ReadRequest) -> Option<VersionKey> {
+    let meta = head.meta?;
+    let subsetted = meta
+        .tag
+        .iter()
+        .any(|t| t.code.as_deref() == Some("SUBSETTED"));
+    if subsetted && request.subset_requested {
+        return None;
+    }
+    Some(VersionKey {
+        resource_type: head.resource_type?,
+        id: head.id?,
+        version_id: meta.version_id?,
+    })
 }
 
 /// Which version a resource's bytes are.
@@ -470,6 +702,7 @@ mod tests {
             body.as_bytes(),
             Shape::Bundle,
             VerifyReads::Annotate,
+            &ReadRequest::default(),
         )
         .unwrap()
     }
@@ -480,41 +713,118 @@ mod tests {
         r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"1"},"gender":"male"}"#;
     const P2: &str = r#"{"resourceType":"Patient","id":"b","meta":{"versionId":"1"}}"#;
 
+    const A2: &str =
+        r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"2"},"gender":"other"}"#;
+
+    /// A read (`vid` None) or vread of Patient/`id`, all seals settled.
+    fn request(id: &str, vid: Option<&str>, etag: Option<&str>, subset: bool) -> ReadRequest {
+        ReadRequest {
+            resource_type: Some("Patient".into()),
+            id: Some(id.into()),
+            version_id: vid.map(str::to_owned),
+            etag_version: etag.map(str::to_owned),
+            subset_requested: subset,
+            started_at: i64::MAX,
+        }
+    }
+
+    // Verify-on-read could be talked around by whoever edits the upstream's
+    // database: a rollback to an older sealed version read `verified`; a
+    // SUBSETTED tag, a removed versionId or a duplicate id forced
+    // `unchecked`; nothing was checked against the path or the ETag.
     #[test]
     fn single_resource_outcomes() {
         let (_dir, ledger) = ledger();
         seal(&ledger, P1);
-        let reordered = r#"{ "gender":"female", "meta":{"versionId":"1"}, "id":"a", "resourceType":"Patient" }"#;
+        seal(&ledger, A2);
+        let reordered =
+            r#"{ "gender":"other", "meta":{"versionId":"2"}, "id":"a", "resourceType":"Patient" }"#;
+        let a2_altered = A2.replace("other", "male");
+        let subsetted = r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"2","tag":[{"code":"SUBSETTED"}]}}"#;
+        let (v, t, us, uc) = ("verified", "tampered", "unsealed", "unchecked");
         #[rustfmt::skip]
-        let cases: &[(&str, ReadVerification)] = &[
-            (P1,         ReadVerification { verified: 1, ..Default::default() }),
-            (reordered,  ReadVerification { verified: 1, ..Default::default() }),
-            (P1_ALTERED, ReadVerification { tampered: 1, ..Default::default() }),
-            (P2,         ReadVerification { unsealed: 1, ..Default::default() }),
-            (r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"1","tag":[{"code":"SUBSETTED"}]}}"#,
-                         ReadVerification { unchecked: 1, ..Default::default() }),
+        let cases: &[(&str, ReadRequest, &str, &str)] = &[
+            ("current version",            request("a", None, None, false),      A2,          v),
+            ("members in another order",   request("a", None, Some("2"), false), reordered,   v),
+            ("altered content",            request("a", None, None, false),      &a2_altered, t),
+            ("rolled back to version 1",   request("a", None, None, false),      P1,          t),
+            ("vread of version 1",         request("a", Some("1"), None, false), P1,          v),
+            ("vread 2 answered with 1",    request("a", Some("2"), None, false), P1,          t),
+            ("ETag names another version", request("a", None, Some("1"), false), A2,          t),
+            ("versionId removed",          request("a", None, None, false),      r#"{"resourceType":"Patient","id":"a","gender":"other"}"#, t),
+            ("SUBSETTED nobody asked for", request("a", None, None, false),      subsetted,   t),
+            ("SUBSETTED asked for",        request("a", None, None, true),       subsetted,   uc),
+            ("duplicate id member",        request("a", None, None, false),      r#"{"resourceType":"Patient","id":"b","id":"a","meta":{"versionId":"2"},"gender":"other"}"#, t),
+            ("another resource",           request("a", None, None, false),      P2,          t),
+            ("never sealed",               request("b", None, None, false),      P2,          us),
+            ("never sealed, no version",   request("b", None, None, false),      r#"{"resourceType":"Patient","id":"b"}"#, uc),
         ];
-        for (body, want) in cases {
+        for (what, read, body, want) in cases {
             let (got, edited) = verify_response(
                 &ledger,
                 body.as_bytes(),
                 Shape::Resource,
                 VerifyReads::Annotate,
+                read,
             )
             .unwrap();
-            assert_eq!(got, *want, "{body}");
+            let got = match got {
+                ReadVerification { verified: 1, .. } => v,
+                ReadVerification { tampered: 1, .. } => t,
+                ReadVerification { unsealed: 1, .. } => us,
+                ReadVerification { unchecked: 1, .. } => uc,
+                other => panic!("{what}: {other:?}"),
+            };
+            assert_eq!(got, *want, "{what}");
             assert!(edited.is_none(), "a single resource is never edited");
+            let blocked = verify_response(
+                &ledger,
+                body.as_bytes(),
+                Shape::Resource,
+                VerifyReads::Block,
+                read,
+            );
+            assert_eq!(
+                matches!(blocked, Err(GatewayError::TamperedVersion { .. })),
+                *want == t,
+                "{what}: withheld in block mode exactly when tampered"
+            );
         }
-        let blocked = verify_response(
-            &ledger,
-            P1_ALTERED.as_bytes(),
-            Shape::Resource,
-            VerifyReads::Block,
-        );
-        assert!(matches!(
-            blocked,
-            Err(GatewayError::TamperedVersion { leaf_index: 0, .. })
-        ));
+    }
+
+    // A sealed resource that answers 404 was not reported.
+    #[test]
+    fn a_sealed_resource_answering_404_is_reported() {
+        let (_dir, ledger) = ledger();
+        seal(&ledger, A2);
+        ledger
+            .seal(vec![SealRequest::Tombstone {
+                key: VersionKey {
+                    resource_type: "Patient".into(),
+                    id: "gone".into(),
+                    version_id: "3".into(),
+                },
+                backfilled: false,
+            }])
+            .unwrap();
+        #[rustfmt::skip]
+        let cases: &[(ReadRequest, bool)] = &[
+            (request("a", None, None, false),      true),
+            (request("a", Some("2"), None, false), true),
+            (request("a", Some("9"), None, false), false),
+            (request("b", None, None, false),      false),
+            (request("gone", None, None, false),   false),
+        ];
+        for (read, reported) in cases {
+            let found = check_missing(&ledger, read).unwrap();
+            assert_eq!(found.is_some(), *reported, "{read:?}");
+        }
+        // A version sealed after the read started may be missing from it.
+        let racing = ReadRequest {
+            started_at: 0,
+            ..request("a", None, None, false)
+        };
+        assert!(check_missing(&ledger, &racing).unwrap().is_none());
     }
 
     #[test]
@@ -544,8 +854,14 @@ mod tests {
             "resource bytes unchanged"
         );
 
-        let (_, blocked) =
-            verify_response(&ledger, body.as_bytes(), Shape::Bundle, VerifyReads::Block).unwrap();
+        let (_, blocked) = verify_response(
+            &ledger,
+            body.as_bytes(),
+            Shape::Bundle,
+            VerifyReads::Block,
+            &ReadRequest::default(),
+        )
+        .unwrap();
         let blocked: serde_json::Value = serde_json::from_slice(&blocked.unwrap()).unwrap();
         assert_eq!(
             blocked["entry"][0]["resource"]["resourceType"],
@@ -556,6 +872,31 @@ mod tests {
             "security"
         );
         assert_eq!(blocked["entry"][1]["resource"]["id"], "b");
+    }
+
+    #[test]
+    fn a_subsetted_search_entry_nobody_asked_for_is_still_checked() {
+        let (_dir, ledger) = ledger();
+        seal(&ledger, P1);
+        let tagged = r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"1","tag":[{"code":"SUBSETTED"}]},"gender":"male"}"#;
+        let body = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{{"resource":{tagged}}}]}}"#
+        );
+        let (summary, _) = annotate_bundle(&ledger, &body);
+        assert_eq!(summary.tampered, 1, "{summary:?}");
+        let asked = ReadRequest {
+            subset_requested: true,
+            ..ReadRequest::default()
+        };
+        let (summary, _) = verify_response(
+            &ledger,
+            body.as_bytes(),
+            Shape::Bundle,
+            VerifyReads::Annotate,
+            &asked,
+        )
+        .unwrap();
+        assert_eq!(summary.unchecked, 1, "{summary:?}");
     }
 
     #[test]

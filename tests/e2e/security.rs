@@ -148,3 +148,48 @@ fn proof_is_never_decided_with_the_gateways_own_upstream_token() {
     assert_eq!(get(&gateway, path, None).status(), 401);
     assert_eq!(get(&gateway, path, Some("reader-a")).status(), 200);
 }
+
+// Whoever edits the upstream's database could talk verify-on-read around:
+// a row rolled back to an older *sealed* version read `verified`, and a
+// sealed resource erased from the database was a plain 404. In `annotate`
+// both are reported; in `block` both are withheld.
+#[test]
+fn a_rollback_to_an_older_sealed_version_and_an_erased_record_are_caught() {
+    for block in [false, true] {
+        let hfs = Hfs::start();
+        let mode = if block { "block" } else { "annotate" };
+        let config = format!(
+            "[ledger]\ndir = \"ledger\"\norigin = \"e2e.test/inkan\"\nseal_writes = true\nverify_reads = \"{mode}\"\n"
+        );
+        let gateway = Gateway::start(&hfs.url, &config);
+        put(&gateway, "roll", "Yamada", None);
+        put(&gateway, "roll", "Tanaka", None);
+        put(&gateway, "erased", "Suzuki", None);
+        // Seals settle (a read racing its own write is not a rollback).
+        std::thread::sleep(Duration::from_millis(1100));
+        let current = get(&gateway, "/Patient/roll", None);
+        assert_eq!(
+            current.headers()["inkan-verify"],
+            "verified=1, tampered=0, unsealed=0, unchecked=0"
+        );
+
+        inkan_e2e::hfs_db::roll_back(&hfs.database, "Patient", "roll", "1");
+        inkan_e2e::hfs_db::erase_resource(&hfs.database, "Patient", "erased");
+        for path in ["/Patient/roll", "/Patient/erased"] {
+            let response = get(&gateway, path, None);
+            if block {
+                assert_eq!(response.status(), 502, "{path}");
+                crate::assert_outcome(&crate::json(response), "security");
+            } else {
+                assert!(
+                    response.headers()["inkan-verify"]
+                        .to_str()
+                        .unwrap()
+                        .contains("tampered=1"),
+                    "{path}: {:?}",
+                    response.headers().get("inkan-verify")
+                );
+            }
+        }
+    }
+}
