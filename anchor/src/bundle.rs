@@ -171,8 +171,8 @@ pub fn verify_bundle_with(
     let salt: Salt = decode32("salt", &bundle.salt)?;
     let computed = match (leaf.kind, bundle.kind.as_str(), resource) {
         (LeafKind::Version, "version", Some(bytes)) => {
-            check_identity(bytes, &bundle.resource)?;
             let canonical = resource::canonical_resource(bytes, Format::sniff(bytes))?;
+            check_identity(&canonical, &bundle.resource)?;
             leaf::commitment(&salt, &canonical)
         }
         (LeafKind::Version, "version", None) => {
@@ -227,11 +227,12 @@ pub fn verify_bundle_with(
 
 /// A resource whose `id` or `meta.versionId` contradicts the bundle is the
 /// wrong file, even if someone arranged its commitment to match.
-fn check_identity(bytes: &[u8], expected: &BundleResource) -> Result<(), Error> {
-    if Format::sniff(bytes) != Format::Json {
-        return Ok(()); // XML: identity is covered by the commitment itself.
-    }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+/// The resource must be the version the bundle is for: type, id and
+/// `meta.versionId` present and equal (checked on the canonical JSON, so
+/// XML is held to it too). Without this a resource stripped of its
+/// version id would verify against any bundle of the same content.
+fn check_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Error> {
+    let value: serde_json::Value = serde_json::from_slice(canonical)
         .map_err(|e| Error::Bundle(format!("resource is not JSON: {e}")))?;
     let pairs = [
         (
@@ -247,11 +248,17 @@ fn check_identity(bytes: &[u8], expected: &BundleResource) -> Result<(), Error> 
         ),
     ];
     for (field, found, want) in pairs {
-        if let Some(found) = found {
-            if found != want {
+        match found {
+            Some(found) if found == want => {}
+            Some(found) => {
                 return Err(Error::Bundle(format!(
                     "the resource's {field} is {found:?} but the bundle is for {want:?}"
-                )));
+                )))
+            }
+            None => {
+                return Err(Error::Bundle(format!(
+                    "the resource has no {field}; the bundle is for {want:?}"
+                )))
             }
         }
     }

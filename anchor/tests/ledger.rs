@@ -517,3 +517,30 @@ fn a_torn_tile_left_by_a_crash_before_the_checkpoint_is_rewritten() {
     let defects = ledger.fsck().unwrap();
     assert!(defects.is_empty(), "{defects:?}");
 }
+
+// `inkan verify` printed VERIFIED for a resource with no meta.versionId
+// against a bundle for version 1 (and never checked XML's identity).
+#[test]
+fn a_resource_must_name_the_bundles_type_id_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    let unversioned = br#"{"resourceType":"Patient","id":"x1","active":true}"#.to_vec();
+    seal(&ledger, "x1", "1", unversioned.clone());
+    let versioned = patient("x2", "1", "Ito");
+    seal(&ledger, "x2", "1", versioned.clone());
+    ledger.checkpoint().unwrap();
+    let log_key = ledger.verifier();
+    let bundle = ledger.proof_bundle(&key("x1", "1")).unwrap();
+    let error = verify_bundle(&bundle, Some(&unversioned), &log_key)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no meta.versionId"), "{error}");
+    // XML naming another id is refused by name, before the commitment.
+    let bundle = ledger.proof_bundle(&key("x2", "1")).unwrap();
+    let xml = br#"<Patient xmlns="http://hl7.org/fhir"><id value="x3"/><meta><versionId value="1"/></meta></Patient>"#;
+    let error = verify_bundle(&bundle, Some(xml), &log_key)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("id is \"x3\""), "{error}");
+    verify_bundle(&bundle, Some(&versioned), &log_key).unwrap();
+}
