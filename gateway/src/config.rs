@@ -399,6 +399,9 @@ pub struct Limits {
     /// Exceeded: 408.
     pub client_body_timeout_ms: u64,
     /// Requests handled at once; more get 503 with `Retry-After`. Default 1,024.
+    /// Open client connections at most; past it new connections wait in
+    /// the kernel's accept queue. Default 10000.
+    pub max_connections: usize,
     pub max_concurrent_requests: usize,
     /// Largest FHIR JSON/XML response the gateway buffers to rewrite base
     /// URLs or convert formats, in bytes. Default 64 MiB. Larger responses
@@ -421,6 +424,7 @@ impl Default for Limits {
             client_idle_timeout_ms: 60_000,
             client_body_timeout_ms: 60_000,
             max_concurrent_requests: 1024,
+            max_connections: 10_000,
             max_inspected_response_bytes: 64 * 1024 * 1024,
             verify_requests_per_minute: 120,
             shutdown_grace_seconds: 30,
@@ -548,6 +552,11 @@ impl Config {
         if self.limits.max_header_bytes < 8192 {
             return Err(ConfigError::Invalid(
                 "limits.max_header_bytes must be at least 8192".into(),
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_connections must be at least 1".into(),
             ));
         }
         if self.limits.max_concurrent_requests == 0 {

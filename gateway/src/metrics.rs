@@ -168,3 +168,21 @@ impl Metrics {
         out
     }
 }
+
+/// Increments a gauge for as long as it lives: the decrement runs even
+/// when the future holding it is dropped midway (a client's reset).
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge<i64, AtomicI64>);
+
+impl GaugeGuard {
+    pub fn enter(gauge: &Gauge<i64, AtomicI64>) -> GaugeGuard {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -255,24 +255,37 @@ impl Gateway {
                 return self.finish_error(error, wanted, &request_id, Interaction::Other, started)
             }
         };
-        // 4. Admit: take a concurrency permit or answer 503 with Retry-After.
+        // 4. Read the body: within the size and time limits (413, 408), in a
+        //    content coding the gateway can decode (415; corrupt data 400).
+        //    Before admission, so slow bodies hold no concurrency permit
+        //    (they are bounded by the body timeout and the connection cap).
+        let (mut parts, body) = request.into_parts();
+        let body = match self.read_client_body(&mut parts.headers, body).await {
+            Ok(body) => body,
+            Err(error) => return self.fail(error, &exchange, started),
+        };
+        // 5. Admit: take a concurrency permit or answer 503 with Retry-After.
         let _permit = match self.admit() {
             Ok(permit) => permit,
             Err(error) => return self.fail(error, &exchange, started),
         };
-        self.metrics.in_flight.inc();
-        // 4a. Seal operations: `$proof`, `$verify` and their
+        // Counted by a guard: a client's HTTP/2 reset drops this future
+        // midway, and the gauge must still come down.
+        let _in_flight = crate::metrics::GaugeGuard::enter(&self.metrics.in_flight);
+        // 5a. Seal operations: `$proof`, `$verify` and their
         //     OperationDefinitions are answered from the ledger, never
         //     forwarded (see seal_ops.rs).
         let seal_operation = self
             .sealer
             .as_ref()
-            .and_then(|_| crate::seal_ops::classify(request.method(), &exchange.fhir_path));
+            .and_then(|_| crate::seal_ops::classify(&parts.method, &exchange.fhir_path));
         let response = match seal_operation {
-            Some(operation) => self.seal_operation(operation, request, &exchange).await,
-            None => self.handle_admitted(request, &conn, &mut exchange).await,
+            Some(operation) => self.seal_operation(operation, parts, body, &exchange).await,
+            None => {
+                self.handle_admitted(parts, body, &conn, &mut exchange)
+                    .await
+            }
         };
-        self.metrics.in_flight.dec();
         let response = match response {
             Ok(response) => response,
             Err(error) => return self.fail(error, &exchange, started),
@@ -283,20 +296,16 @@ impl Gateway {
         with_request_id(response, &exchange.request_id)
     }
 
-    /// Steps 5 to 8, which run holding a concurrency permit.
-    async fn handle_admitted<B>(
+    /// Steps 6 to 8, which run holding a concurrency permit.
+    async fn handle_admitted(
         &self,
-        request: Request<B>,
+        mut parts: http::request::Parts,
+        body: Bytes,
         conn: &Connection,
         exchange: &mut Exchange,
-    ) -> Result<Response<ResponseBody>, GatewayError>
-    where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<BoxError>,
-    {
-        // 5. Negotiate: decide whether the XML bridge is in play for this
+    ) -> Result<Response<ResponseBody>, GatewayError> {
+        // 6. Negotiate: decide whether the XML bridge is in play for this
         //    request (client wants or sends XML, upstream speaks only JSON).
-        let (mut parts, body) = request.into_parts();
         exchange.response_charset = self.japanese.wanted_charset(&parts.headers);
         let request_type = ContentType::from_headers(&parts.headers);
         let sends_xml = request_type
@@ -317,10 +326,9 @@ impl Gateway {
         exchange.bridge_response = (bridge || verified_xml) && exchange.wanted == Wanted::Xml;
         exchange.advertise_xml = is_capabilities && upstream_bridged;
         exchange.advertise_seal_ops = is_capabilities && self.sealer.is_some();
-        // 6. Read the body: within the size and time limits (413, 408), in a
-        //    media type and charset the gateway can forward (415), converted
-        //    from XML to JSON when bridging (400 when it is not FHIR XML).
-        let body = self.read_client_body(&mut parts.headers, body).await?;
+        // 6b. The body (read in step 4) must be in a media type and charset
+        //     the gateway can forward (415), and is converted from XML to
+        //     JSON when bridging (400 when it is not FHIR XML).
         // Kept for the seal: the hash of exactly what the client sent (after
         // its content coding, which is transport, not content).
         let sealing = self.sealer.is_some() && crate::seal::seals(exchange.interaction);
@@ -669,17 +677,14 @@ impl Gateway {
         }
     }
 
-    /// Step 4a. Answers a seal operation from the ledger.
-    async fn seal_operation<B>(
+    /// Step 5a. Answers a seal operation from the ledger.
+    async fn seal_operation(
         &self,
         operation: crate::seal_ops::SealOperation,
-        request: Request<B>,
+        parts: http::request::Parts,
+        body: Bytes,
         exchange: &Exchange,
-    ) -> Result<Response<ResponseBody>, GatewayError>
-    where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<BoxError>,
-    {
+    ) -> Result<Response<ResponseBody>, GatewayError> {
         use crate::seal_ops::{self, SealOperation};
         let Some(sealer) = &self.sealer else {
             return Err(GatewayError::Ledger {
@@ -687,7 +692,6 @@ impl Gateway {
             });
         };
         let ledger = &sealer.ledger;
-        let (parts, body) = request.into_parts();
         // The caller's own credentials, never the gateway's upstream
         // token: the upstream decides whether *this caller* may read the
         // version before anything about its seal (the salt above all) is
@@ -742,8 +746,6 @@ impl Gateway {
                 if !self.verify_limiter.admit(caller_key) {
                     return Err(GatewayError::RateLimited);
                 }
-                let mut headers = parts.headers;
-                let body = self.read_client_body(&mut headers, body).await?;
                 let key = seal_ops::posted_version(&body)?;
                 // Only about versions the caller may read: the same check as
                 // `$proof`, without which `$verify` is an oracle for guesses.
@@ -809,6 +811,9 @@ impl Gateway {
     ) -> Result<Exchange, (GatewayError, String)> {
         let base = self.config.base_path_trimmed();
         let path = request.uri().path();
+        if let Err(detail) = check_path_segments(path) {
+            return Err((GatewayError::MalformedRequest { detail }, request_id));
+        }
         let fhir_path = match path.strip_prefix(base) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_owned(),
             _ => {
@@ -1667,6 +1672,41 @@ impl Gateway {
     }
 }
 
+/// Refuses request paths a server behind the gateway could resolve to
+/// somewhere else than they appear: dot segments (`..`, `.`, also
+/// percent-encoded), encoded slashes and backslashes, NUL, `;` path
+/// parameters and empty segments. No FHIR path has any of them, and
+/// forwarding them would let a client reach upstream paths outside the
+/// FHIR base (or past a rule of an authorizing proxy in front of it).
+fn check_path_segments(path: &str) -> Result<(), String> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (index, segment) in segments.iter().enumerate() {
+        let lowered = segment.to_ascii_lowercase();
+        let decoded = lowered.replace("%2e", ".");
+        let trailing = index + 1 == segments.len();
+        let reason = if decoded == "." || decoded == ".." {
+            Some("a dot segment")
+        } else if segment.is_empty() && !trailing {
+            Some("an empty segment")
+        } else if segment.contains(';') {
+            Some("a ';' path parameter")
+        } else if ["%2f", "%5c", "%00", "\\"]
+            .iter()
+            .any(|bad| lowered.contains(bad))
+        {
+            Some("an encoded slash, backslash or NUL")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(format!(
+                "the request path has {reason}, which no FHIR path has"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// An OperationOutcome response for `error` in `format`.
 pub fn error_response(error: &GatewayError, format: WireFormat) -> Response<ResponseBody> {
     let body = outcome::render(error, format);
@@ -1832,6 +1872,30 @@ mod chain {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_could_resolve_elsewhere_upstream_are_refused() {
+        #[rustfmt::skip]
+        let cases: &[(&str, bool)] = &[
+            ("/fhir/Patient/1",                    true),
+            ("/fhir/Patient/1/_history/2",          true),
+            ("/fhir/",                              true),
+            ("/fhir/Patient/$proof",                true),
+            ("/fhir/../-/metrics",                  false),
+            ("/fhir/Patient/..",                    false),
+            ("/fhir/Patient/./1",                   false),
+            ("/fhir/Patient/%2e%2e/secret",         false),
+            ("/fhir/Patient/%2E./secret",           false),
+            ("/fhir/Patient;jsessionid=1/1",        false),
+            ("/fhir/Patient/1%2f..%2fsecret",       false),
+            ("/fhir/Patient/1%5c..",                false),
+            ("/fhir//Patient/1",                    false),
+            ("/fhir/Patient/a%00b",                 false),
+        ];
+        for (path, allowed) in cases {
+            assert_eq!(check_path_segments(path).is_ok(), *allowed, "{path}");
+        }
+    }
 
     #[test]
     fn format_param_is_replaced_everywhere() {

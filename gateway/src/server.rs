@@ -53,7 +53,18 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let epoch = Instant::now();
     tokio::pin!(shutdown);
+    // At most `limits.max_connections` open client connections: past it the
+    // gateway stops accepting (new ones wait in the kernel's backlog) rather
+    // than spending memory and file descriptors on a flood.
+    let connection_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        let slot = tokio::select! {
+            slot = connection_slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -73,6 +84,7 @@ pub async fn serve(
         let tls = tls.clone();
         let idle_timeout = limits.client_idle_timeout();
         tokio::spawn(async move {
+            let _slot = slot;
             let activity = Arc::new(Activity::new(epoch));
             let io = ActivityIo {
                 inner: tcp,
@@ -105,9 +117,11 @@ pub async fn serve(
                 let conn_info = conn_info.clone();
                 let activity = service_activity.clone();
                 async move {
-                    activity.in_flight.fetch_add(1, Ordering::SeqCst);
+                    // A guard, not a pair of calls: an HTTP/2 stream reset
+                    // drops this future midway, and the count must still
+                    // come down (else the connection never counts as idle).
+                    let _in_flight = InFlight::enter(activity.clone());
                     let response = gateway.handle(request, conn_info).await;
-                    activity.in_flight.fetch_sub(1, Ordering::SeqCst);
                     activity.touch();
                     Ok::<_, Infallible>(response)
                 }
@@ -142,6 +156,23 @@ pub async fn serve(
 
 /// Last time a byte moved on a connection, and how many requests are in
 /// flight on it.
+/// One request in flight on a connection, for as long as it lives.
+#[derive(Debug)]
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn enter(activity: Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 #[derive(Debug)]
 struct Activity {
     epoch: Instant,
