@@ -116,7 +116,7 @@ fn trickled_bodies_hold_no_permit_and_slow_heads_are_cut_off() {
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 1024];
-    let closed = matches!(slow.read(&mut buf), Ok(_));
+    let closed = slow.read(&mut buf).is_ok();
     assert!(
         closed && started.elapsed() < Duration::from_secs(4),
         "slow head not cut off"
