@@ -49,7 +49,7 @@ pub struct Rfc3161Anchor {
 impl std::fmt::Debug for Rfc3161Anchor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rfc3161Anchor")
-            .field("url", &self.url)
+            .field("url", &crate::upstream::redact_url(&self.url))
             .field("policy", &self.policy)
             .field("interval", &self.interval)
             .finish_non_exhaustive()
@@ -58,6 +58,17 @@ impl std::fmt::Debug for Rfc3161Anchor {
 
 impl Rfc3161Anchor {
     pub fn from_config(config: &Rfc3161Config) -> Result<Rfc3161Anchor, ConfigError> {
+        let basic_auth = config.username.is_some() || config.password_file.is_some();
+        if basic_auth
+            && !config.url.starts_with("https://")
+            && !config.dangerous_basic_auth_over_http
+        {
+            return Err(ConfigError::Invalid(
+                "anchors.rfc3161: basic auth sends the password in the clear over http://; \
+                 use an https:// URL (or set dangerous_basic_auth_over_http = true)"
+                    .into(),
+            ));
+        }
         let pem = std::fs::read(&config.ca_file).map_err(|source| ConfigError::Read {
             path: config.ca_file.clone(),
             source,
@@ -65,6 +76,16 @@ impl Rfc3161Anchor {
         let trust = TrustAnchors::from_pem(&pem)
             .map_err(|e| ConfigError::Invalid(format!("anchors.rfc3161.ca_file: {e}")))?;
         let authorization = match (&config.username, &config.password_file) {
+            (Some(_), Some(_))
+                if !config.url.starts_with("https://")
+                    && !config.dangerous_basic_auth_over_http =>
+            {
+                return Err(ConfigError::Invalid(
+                    "anchors.rfc3161: basic auth sends the password in the clear over http://; \
+                     use an https:// URL (or set dangerous_basic_auth_over_http = true)"
+                        .into(),
+                ))
+            }
             (Some(user), Some(file)) => {
                 use base64::Engine;
                 let password =
@@ -124,7 +145,14 @@ impl AnchorBackend for Rfc3161Anchor {
     /// One fresh nonce per attempt; the answer is validated completely
     /// (anchor::tsa) before it becomes a receipt.
     fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, anchor::Error> {
-        let failed = |reason: String| anchor::Error::Anchor(format!("TSA {}: {reason}", self.url));
+        // URLs often carry API keys: errors (stored, logged, shown by
+        // `inkan anchors status`) name the TSA by scheme, host and path.
+        let failed = |reason: String| {
+            anchor::Error::Anchor(format!(
+                "TSA {}: {reason}",
+                crate::upstream::redact_url(&self.url)
+            ))
+        };
         let nonce: u64 = rand::random();
         let query = tsa::request(&checkpoint.note, nonce, self.policy.as_deref())?;
         let mut request = self
@@ -137,7 +165,7 @@ impl AnchorBackend for Rfc3161Anchor {
         }
         let response = request
             .send_bytes(&query)
-            .map_err(|e| failed(e.to_string()))?;
+            .map_err(|e| failed(describe_http_error(&e)))?;
         let mut body = Vec::new();
         response
             .into_reader()
@@ -145,7 +173,8 @@ impl AnchorBackend for Rfc3161Anchor {
             .read_to_end(&mut body)
             .map_err(|e| failed(format!("the answer broke off: {e}")))?;
         let stamp = tsa::accept_response(&body, &checkpoint.note, nonce, &self.trust)?;
-        Ok(stamp.receipt(&self.url))
+        // The receipt travels in proof bundles to patients and insurers.
+        Ok(stamp.receipt(&crate::upstream::redact_url(&self.url)))
     }
 }
 
@@ -176,7 +205,7 @@ pub struct EvmAnchor {
 impl std::fmt::Debug for EvmAnchor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EvmAnchor")
-            .field("rpc_url", &self.rpc_url)
+            .field("rpc_url", &crate::upstream::redact_url(&self.rpc_url))
             .field("chain_id", &self.chain_id)
             .field("address", &self.address)
             .finish_non_exhaustive()
@@ -495,8 +524,12 @@ impl AnchorBackend for EvmAnchor {
     }
 
     fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, anchor::Error> {
-        self.anchor_note(checkpoint)
-            .map_err(|reason| anchor::Error::Anchor(format!("EVM {}: {reason}", self.rpc_url)))
+        self.anchor_note(checkpoint).map_err(|reason| {
+            anchor::Error::Anchor(format!(
+                "EVM {}: {reason}",
+                crate::upstream::redact_url(&self.rpc_url)
+            ))
+        })
     }
 }
 
@@ -513,7 +546,7 @@ fn json_rpc(
         .post(url)
         .set("Content-Type", "application/json")
         .send_string(&request.to_string())
-        .map_err(|e| format!("{method}: {e}"))?;
+        .map_err(|e| format!("{method}: {}", describe_http_error(&e)))?;
     let mut body = Vec::new();
     response
         .into_reader()
@@ -529,6 +562,18 @@ fn json_rpc(
         ));
     }
     Ok(value["result"].clone())
+}
+
+/// What went wrong with an HTTP call, without the URL (ureq's own text
+/// includes it, and RPC and TSA URLs often embed API keys).
+fn describe_http_error(error: &ureq::Error) -> String {
+    match error {
+        ureq::Error::Status(code, _) => format!("answered HTTP {code}"),
+        ureq::Error::Transport(transport) => match transport.message() {
+            Some(message) => format!("{}: {message}", transport.kind()),
+            None => transport.kind().to_string(),
+        },
+    }
 }
 
 /// A JSON-RPC quantity (`"0x1a"`).
@@ -603,4 +648,28 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         "evm: checkpoint anchored by transaction {tx_hash} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
         receipt["chainId"]
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsa_basic_auth_needs_https_unless_dangerously_allowed() {
+        let config = |url: &str, dangerous: bool| -> Rfc3161Config {
+            toml::from_str(&format!(
+                "url = \"{url}\"\nca_file = \"/nonexistent/ca.pem\"\nusername = \"u\"\npassword_file = \"/nonexistent/p\"\ndangerous_basic_auth_over_http = {dangerous}\n"
+            ))
+            .unwrap()
+        };
+        let refused = |url: &str, dangerous: bool| {
+            Rfc3161Anchor::from_config(&config(url, dangerous))
+                .unwrap_err()
+                .to_string()
+                .contains("in the clear")
+        };
+        assert!(refused("http://tsa.example/tsa", false));
+        assert!(!refused("http://tsa.example/tsa", true));
+        assert!(!refused("https://tsa.example/tsa", false));
+    }
 }

@@ -167,6 +167,10 @@ pub struct Rfc3161Config {
     /// Stamp the latest checkpoint at most this often. Default 60,000.
     #[serde(default = "default_tsa_interval_ms")]
     pub interval_ms: u64,
+    /// Send the basic-auth password to an `http://` TSA, in the clear.
+    /// Off: basic auth needs an `https://` URL (start-up fails otherwise).
+    #[serde(default)]
+    pub dangerous_basic_auth_over_http: bool,
 }
 
 fn default_tsa_timeout_ms() -> u64 {

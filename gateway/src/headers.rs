@@ -82,6 +82,7 @@ pub fn prepare_upstream_request_headers(
 ) {
     strip_hop_by_hop(headers);
     headers.remove(HOST);
+    mark_credentials_sensitive(headers);
     let peer_ip = facts.peer.ip().to_string();
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(chain) if trust_forwarded => format!("{chain}, {peer_ip}"),
@@ -101,6 +102,18 @@ pub fn prepare_upstream_request_headers(
         // address the upstream logs or authorizes by.
         headers.remove(http::header::FORWARDED);
         headers.remove(X_REAL_IP);
+    }
+}
+
+/// Credentials are marked sensitive: HTTP/2's header compression never
+/// indexes them and `Debug` output (logs) shows them as `Sensitive`.
+pub fn mark_credentials_sensitive(headers: &mut HeaderMap) {
+    for name in [http::header::AUTHORIZATION, http::header::COOKIE] {
+        if let http::header::Entry::Occupied(mut entry) = headers.entry(name) {
+            for value in entry.iter_mut() {
+                value.set_sensitive(true);
+            }
+        }
     }
 }
 

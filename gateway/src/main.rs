@@ -142,7 +142,7 @@ async fn run(config: Config) -> ExitCode {
     tracing::info!(
         listen = %local,
         base_path = %gateway.config.base_path,
-        upstream = %gateway.config.upstream.url,
+        upstream = %inkan::upstream::redact_url(&gateway.config.upstream.url),
         tls = tls.is_some(),
         "inkan listening"
     );

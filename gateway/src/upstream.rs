@@ -27,9 +27,11 @@ pub fn configured_authorization(
         return Ok(None);
     };
     let token = crate::secret_file::read_text(path, "upstream.bearer_token_file")?;
-    HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-        .map(Some)
-        .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))
+    let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+        .map_err(|_| ConfigError::Invalid("bearer token is not a valid header value".into()))?;
+    // Never indexed by HTTP/2 header compression, never shown in Debug.
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 /// The path and query of a URL, without its scheme and authority: what
@@ -219,5 +221,29 @@ impl<B> CloneParts for Request<B> {
             Ok(request) => request.into_parts().0,
             Err(_) => Request::new(()).into_parts().0,
         }
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    // RPC and TSA URLs often embed API keys (in the path of some providers'
+    // URLs too, but most in user:password and the query): logs, errors and
+    // status output keep scheme, host, port and path only.
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("https://user:secret@tsa.example.jp/tsa?apikey=K", "https://tsa.example.jp/tsa"),
+            ("http://10.0.0.7:8545",                            "http://10.0.0.7:8545/"),
+            ("https://rpc.example/v3?key=abc",                  "https://rpc.example/v3"),
+            ("not a url",                                       "<unparseable URL>"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(super::redact_url(url), *redacted, "{url}");
+        }
+        assert_eq!(
+            super::path_of("http://10.1.2.3:8080/fhir/Patient/1"),
+            "/fhir/Patient/1"
+        );
     }
 }
