@@ -74,8 +74,10 @@ impl SealRequest {
 /// How a version the upstream returned compares with the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VersionCheck {
-    /// Sealed, and the bytes give the sealed commitment.
-    Verified { leaf_index: u64 },
+    /// Sealed, and the bytes give the sealed commitment. `backfilled`:
+    /// sealed when first seen (recovery, `inkan backfill`), not when
+    /// written through the gateway.
+    Verified { leaf_index: u64, backfilled: bool },
     /// Sealed, but what the upstream returned is not what was sealed.
     Tampered { leaf_index: u64, reason: String },
     /// The ledger has no seal for this version.
@@ -97,6 +99,7 @@ impl VersionCheck {
 /// says the version is a deletion). Pure.
 pub fn compare_with_record(record: &IndexRecord, found: Option<(&[u8], Format)>) -> VersionCheck {
     let leaf_index = record.leaf_index;
+    let backfilled = record.leaf.backfilled;
     let tampered = |reason: &str| VersionCheck::Tampered {
         leaf_index,
         reason: reason.to_owned(),
@@ -107,7 +110,10 @@ pub fn compare_with_record(record: &IndexRecord, found: Option<(&[u8], Format)>)
                 Ok(canonical)
                     if leaf::commitment(&record.salt, &canonical) == record.leaf.commitment =>
                 {
-                    VersionCheck::Verified { leaf_index }
+                    VersionCheck::Verified {
+                        leaf_index,
+                        backfilled,
+                    }
                 }
                 Ok(_) => tampered("the content differs from the sealed version"),
                 Err(_) => tampered("the returned version is not valid FHIR"),
@@ -124,7 +130,10 @@ pub fn compare_with_record(record: &IndexRecord, found: Option<(&[u8], Format)>)
                 &key.version_id,
             );
             if expected == record.leaf.commitment {
-                VersionCheck::Verified { leaf_index }
+                VersionCheck::Verified {
+                    leaf_index,
+                    backfilled,
+                }
             } else {
                 tampered("the tombstone's commitment does not match its key")
             }
@@ -767,10 +776,13 @@ impl Ledger {
             cache
                 .get(key)
                 .filter(|c| c.verified_bytes == Some(bytes_digest))
-                .map(|c| c.record.leaf_index)
+                .map(|c| (c.record.leaf_index, c.record.leaf.backfilled))
         });
-        if let Some(leaf_index) = remembered {
-            return Ok(VersionCheck::Verified { leaf_index });
+        if let Some((leaf_index, backfilled)) = remembered {
+            return Ok(VersionCheck::Verified {
+                leaf_index,
+                backfilled,
+            });
         }
         let Some(record) = self.find(key)? else {
             return Ok(VersionCheck::Unsealed);

@@ -1293,6 +1293,12 @@ impl Gateway {
             if let Ok(v) = HeaderValue::from_str(&summary.header_value()) {
                 parts.headers.insert(crate::verify_read::INKAN_VERIFY, v);
             }
+            if summary.backfilled > 0 {
+                parts.headers.insert(
+                    crate::verify_read::INKAN_VERIFY_BACKFILLED,
+                    HeaderValue::from(summary.backfilled),
+                );
+            }
         }
         let mut body = self.rewrite_body(body, format, exchange, convert_to_xml)?;
         if convert_to_xml {

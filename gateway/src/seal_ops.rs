@@ -171,10 +171,19 @@ pub fn require_verified(
     }
 }
 
-/// Adds `Inkan-Verify` (how the caller's copy compared) to an answer.
+/// Adds `Inkan-Verify` (how the caller's copy compared) to an answer, and
+/// `Inkan-Sealed-By: backfill` for a version sealed when first seen.
 pub fn mark_check(response: &mut Response<ResponseBody>, check: &VersionCheck) {
     if let Ok(v) = HeaderValue::from_str(check.as_str()) {
         response.headers_mut().insert(INKAN_VERIFY, v);
+    }
+    if let VersionCheck::Verified {
+        backfilled: true, ..
+    } = check
+    {
+        response
+            .headers_mut()
+            .insert("inkan-sealed-by", HeaderValue::from_static("backfill"));
     }
 }
 
@@ -301,8 +310,18 @@ pub fn verify_response(
 fn verification_parameters(key: &VersionKey, check: &VersionCheck) -> serde_json::Value {
     let reference = key.to_string();
     let (message, leaf_index) = match check {
-        VersionCheck::Verified { leaf_index } => (
+        VersionCheck::Verified {
+            leaf_index,
+            backfilled: false,
+        } => (
             "this exact version is sealed and unaltered".to_owned(),
+            Some(*leaf_index),
+        ),
+        VersionCheck::Verified {
+            leaf_index,
+            backfilled: true,
+        } => (
+            "this exact version is sealed and unaltered since it was first seen (sealed by recovery or backfill, not when written)".to_owned(),
             Some(*leaf_index),
         ),
         VersionCheck::Tampered { leaf_index, reason } => (
@@ -316,6 +335,7 @@ fn verification_parameters(key: &VersionKey, check: &VersionCheck) -> serde_json
         serde_json::json!({"name": "sealed", "valueBoolean": leaf_index.is_some()}),
         serde_json::json!({"name": "unaltered", "valueBoolean": matches!(check, VersionCheck::Verified { .. })}),
         serde_json::json!({"name": "reference", "valueString": reference}),
+        serde_json::json!({"name": "backfilled", "valueBoolean": matches!(check, VersionCheck::Verified { backfilled: true, .. })}),
         serde_json::json!({"name": "message", "valueString": message}),
     ];
     if let Some(index) = leaf_index {

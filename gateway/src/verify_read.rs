@@ -32,6 +32,11 @@ use crate::error::GatewayError;
 /// `verified=3, tampered=0, unsealed=1, unchecked=0`.
 pub const INKAN_VERIFY: &str = "inkan-verify";
 
+/// Response header, only when some verified version was sealed when first
+/// seen (recovery, `inkan backfill`) rather than when written: their seal
+/// proves the content since then, not since the write.
+pub const INKAN_VERIFY_BACKFILLED: &str = "inkan-verify-backfilled";
+
 /// The extension put on each checked Bundle entry; `valueCode` is
 /// `verified`, `tampered` or `unsealed`.
 pub const ENTRY_EXTENSION_URL: &str =
@@ -44,6 +49,9 @@ pub struct ReadVerification {
     pub tampered: u32,
     pub unsealed: u32,
     pub unchecked: u32,
+    /// Of the verified, how many were sealed when first seen (recovery,
+    /// backfill) rather than when written: `Inkan-Verify-Backfilled`.
+    pub backfilled: u32,
 }
 
 impl ReadVerification {
@@ -56,7 +64,10 @@ impl ReadVerification {
 
     fn count(&mut self, check: &VersionCheck) {
         match check {
-            VersionCheck::Verified { .. } => self.verified += 1,
+            VersionCheck::Verified { backfilled, .. } => {
+                self.verified += 1;
+                self.backfilled += u32::from(*backfilled);
+            }
             VersionCheck::Tampered { .. } => self.tampered += 1,
             VersionCheck::Unsealed => self.unsealed += 1,
         }
@@ -446,9 +457,8 @@ pub fn check_read(
     let newest_settled = newest.sealed_at < request.started_at;
     if request.version_id.is_none() && newest_settled && newest.key != key {
         let older = match &check {
-            VersionCheck::Verified { leaf_index } | VersionCheck::Tampered { leaf_index, .. } => {
-                *leaf_index < newest.leaf_index
-            }
+            VersionCheck::Verified { leaf_index, .. }
+            | VersionCheck::Tampered { leaf_index, .. } => *leaf_index < newest.leaf_index,
             VersionCheck::Unsealed => false,
         };
         if older {

@@ -238,6 +238,25 @@ fn tampering_in_the_upstream_database_is_found_by_reads_and_by_the_audit() {
     assert_eq!(report["counts"]["unsealed"], 0, "{stdout}");
     assert_eq!(report["counts"]["tampered"], 1, "{stdout}");
     assert_eq!(report["counts"]["missing"], 1, "{stdout}");
+
+    // A backfilled version verifies, marked as sealed when first seen (its
+    // seal proves the content since then, not since the write).
+    let after = Gateway::start(&stack.hfs.url, &ledger_toml(ledger.path(), "annotate"));
+    let read = client()
+        .get(format!("{}/Patient/{c}", after.base))
+        .send()
+        .unwrap();
+    assert_eq!(
+        verify_header(&read),
+        "verified=1, tampered=0, unsealed=0, unchecked=0"
+    );
+    assert_eq!(read.headers()["inkan-verify-backfilled"], "1");
+    let untouched = client()
+        .get(format!("{}/Patient/{d}", after.base))
+        .send()
+        .unwrap();
+    assert!(untouched.headers().get("inkan-verify-backfilled").is_none());
+    drop(after);
     stack.hfs.stop();
 }
 

@@ -329,7 +329,7 @@ async fn sweep_upstream(
                 EntryVersion::Stored(key) | EntryVersion::Deleted(key) => {
                     let check = check_entry(ledger, &entry.version, entry.resource_bytes())?;
                     match check {
-                        Some(VersionCheck::Verified { leaf_index }) => {
+                        Some(VersionCheck::Verified { leaf_index, .. }) => {
                             seen.set(leaf_index);
                             state.counts.verified += 1;
                         }
