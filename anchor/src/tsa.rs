@@ -10,13 +10,14 @@
 //!
 //! A response is accepted only when: the PKIStatus is granted (0 or 1);
 //! the token is CMS SignedData over a TSTInfo; the TSTInfo's
-//! messageImprint is SHA-256 of the note and its nonce is ours; the signed
-//! attributes carry the TSTInfo content type and its SHA-256 digest; the
-//! signature verifies with the signer certificate's key (RSA PKCS#1 v1.5
-//! or ECDSA P-256, SHA-256); the signer certificate has the critical
-//! extended key usage timeStamping and chains (signature by signature,
-//! each valid at genTime) to one of the configured TSA CA certificates.
-//! Anything else is an error, never a receipt.
+//! messageImprint is SHA-256 of the note, its nonce is ours and its policy
+//! the one we asked for (if we asked); the signed attributes carry the
+//! TSTInfo content type and its SHA-256 digest; the signature verifies
+//! with the signer certificate's key (RSA PKCS#1 v1.5 or ECDSA P-256,
+//! SHA-256); the signer certificate has the critical extended key usage
+//! timeStamping and chains (signature by signature, each valid at genTime)
+//! to one of the configured TSA CA certificates. Anything else is an
+//! error, never a receipt.
 
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignerIdentifier, SignerInfo};
@@ -90,8 +91,13 @@ impl Stamp {
 }
 
 /// Checks a stored `rfc3161` receipt (from [`Stamp::receipt`]) for the
-/// checkpoint `note`.
-pub fn verify_receipt(receipt: &str, note: &str, trust: &TrustAnchors) -> Result<Stamp, Error> {
+/// checkpoint `note`; with `policy`, the token must be under that TSA policy.
+pub fn verify_receipt(
+    receipt: &str,
+    note: &str,
+    policy: Option<&str>,
+    trust: &TrustAnchors,
+) -> Result<Stamp, Error> {
     use base64::Engine;
     let value: serde_json::Value =
         serde_json::from_str(receipt).map_err(|_| tsa_error("the receipt is not JSON".into()))?;
@@ -99,7 +105,7 @@ pub fn verify_receipt(receipt: &str, note: &str, trust: &TrustAnchors) -> Result
         .as_str()
         .and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok())
         .ok_or_else(|| tsa_error("the receipt holds no token".into()))?;
-    verify_token(&token, note, trust)
+    verify_token(&token, note, policy, trust)
 }
 
 fn tsa_error(reason: String) -> Error {
@@ -114,9 +120,7 @@ pub fn imprint(note: &str) -> [u8; 32] {
 /// A DER `TimeStampReq` for `note`: SHA-256 imprint, `nonce`, certReq
 /// true, and the TSA policy when one is required.
 pub fn request(note: &str, nonce: u64, policy: Option<&str>) -> Result<Vec<u8>, Error> {
-    let req_policy = policy
-        .map(|p| ObjectIdentifier::new(p).map_err(|e| tsa_error(format!("policy OID {p:?}: {e}"))))
-        .transpose()?;
+    let req_policy = policy_oid(policy)?;
     let request = TimeStampReq {
         version: TspVersion::V1,
         message_imprint: sha256_imprint(&imprint(note))?,
@@ -128,6 +132,12 @@ pub fn request(note: &str, nonce: u64, policy: Option<&str>) -> Result<Vec<u8>, 
     request
         .to_der()
         .map_err(|e| tsa_error(format!("cannot encode the request: {e}")))
+}
+
+fn policy_oid(policy: Option<&str>) -> Result<Option<ObjectIdentifier>, Error> {
+    policy
+        .map(|p| ObjectIdentifier::new(p).map_err(|e| tsa_error(format!("policy OID {p:?}: {e}"))))
+        .transpose()
 }
 
 fn sha256_imprint(digest: &[u8; 32]) -> Result<MessageImprint, Error> {
@@ -157,11 +167,13 @@ fn positive_int(bytes: &[u8]) -> Result<Int, Error> {
 }
 
 /// Validates a TSA's `TimeStampResp` to our request for `note` with
-/// `nonce`. Returns the stamp to keep as the receipt.
+/// `nonce` and `policy` (the one requested, if any). Returns the stamp to
+/// keep as the receipt.
 pub fn accept_response(
     response: &[u8],
     note: &str,
     nonce: u64,
+    policy: Option<&str>,
     trust: &TrustAnchors,
 ) -> Result<Stamp, Error> {
     let parsed = TimeStampResp::from_der(response)
@@ -183,7 +195,7 @@ pub fn accept_response(
         .ok_or_else(|| tsa_error("the response grants but carries no token".into()))?
         .to_der()
         .map_err(|e| tsa_error(e.to_string()))?;
-    let (stamp, info) = check_token(&token, note, trust)?;
+    let (stamp, info) = check_token(&token, note, policy_oid(policy)?.as_ref(), trust)?;
     let expected = positive_int(&nonce.to_be_bytes())?;
     if info.nonce.as_ref() != Some(&expected) {
         return Err(tsa_error(
@@ -194,11 +206,22 @@ pub fn accept_response(
 }
 
 /// Validates a stored token for `note` (offline; no nonce to compare).
-pub fn verify_token(token: &[u8], note: &str, trust: &TrustAnchors) -> Result<Stamp, Error> {
-    check_token(token, note, trust).map(|(stamp, _)| stamp)
+/// With `policy`, the token must be under that TSA policy; without, any.
+pub fn verify_token(
+    token: &[u8],
+    note: &str,
+    policy: Option<&str>,
+    trust: &TrustAnchors,
+) -> Result<Stamp, Error> {
+    check_token(token, note, policy_oid(policy)?.as_ref(), trust).map(|(stamp, _)| stamp)
 }
 
-fn check_token(token: &[u8], note: &str, trust: &TrustAnchors) -> Result<(Stamp, TstInfo), Error> {
+fn check_token(
+    token: &[u8],
+    note: &str,
+    policy: Option<&ObjectIdentifier>,
+    trust: &TrustAnchors,
+) -> Result<(Stamp, TstInfo), Error> {
     let content = ContentInfo::from_der(token)
         .map_err(|e| tsa_error(format!("the token is not CMS: {e}")))?;
     if content.content_type != ID_SIGNED_DATA {
@@ -230,6 +253,14 @@ fn check_token(token: &[u8], note: &str, trust: &TrustAnchors) -> Result<(Stamp,
         return Err(tsa_error(
             "the token stamps another imprint, not SHA-256 of this checkpoint".into(),
         ));
+    }
+    if let Some(policy) = policy {
+        if info.policy != *policy {
+            return Err(tsa_error(format!(
+                "the token is under TSA policy {}, not the requested {policy}",
+                info.policy
+            )));
+        }
     }
     let signer_info = {
         let mut signers = signed.signer_infos.iter();

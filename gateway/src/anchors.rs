@@ -147,7 +147,13 @@ impl AnchorBackend for Rfc3161Anchor {
             .take(MAX_TSA_RESPONSE)
             .read_to_end(&mut body)
             .map_err(|e| failed(format!("the answer broke off: {e}")))?;
-        let stamp = tsa::accept_response(&body, &checkpoint.note, nonce, &self.trust)?;
+        let stamp = tsa::accept_response(
+            &body,
+            &checkpoint.note,
+            nonce,
+            self.policy.as_deref(),
+            &self.trust,
+        )?;
         Ok(stamp.receipt(&self.url))
     }
 }
