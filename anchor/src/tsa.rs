@@ -14,17 +14,20 @@
 //! the one we asked for (if we asked); the signed attributes carry the
 //! TSTInfo content type and its SHA-256 digest; the signature verifies
 //! with the signer certificate's key (RSA PKCS#1 v1.5 or ECDSA P-256,
-//! SHA-256); the signer certificate has the critical extended key usage
-//! timeStamping and chains (signature by signature, each valid at genTime)
-//! to one of the configured TSA CA certificates. Anything else is an
+//! SHA-256); the signer certificate has the critical extended key
+//! usage timeStamping, is no CA, and chains (signature by signature, each
+//! valid at genTime) to one of the configured TSA CA certificates, through
+//! issuers that are each a CA (basicConstraints CA:TRUE, keyCertSign when
+//! keyUsage is present, pathLenConstraint respected). Anything else is an
 //! error, never a receipt.
 
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignerIdentifier, SignerInfo};
 use der::asn1::{Int, OctetString};
-use der::oid::ObjectIdentifier;
+use der::oid::{AssociatedOid, ObjectIdentifier};
 use der::{Any, Decode, Encode};
 use sha2::{Digest, Sha256};
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::Certificate;
 use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
 
@@ -286,6 +289,7 @@ fn check_token(
         signer_info.signature.as_bytes(),
     )?;
     check_time_stamping_eku(signer)?;
+    check_not_a_ca(signer)?;
     let gen_time = info.gen_time.to_unix_duration().as_secs();
     check_chain(signer, &certificates, trust, gen_time)?;
     let stamp = Stamp {
@@ -495,18 +499,85 @@ fn check_time_stamping_eku(signer: &Certificate) -> Result<(), Error> {
     Ok(())
 }
 
-/// Walks from `leaf` to a trust anchor through `pool`, verifying each
-/// certificate's signature with its issuer's key and its validity at `at`
-/// (Unix seconds).
+/// The time-stamping signer is an end entity: a CA certificate (even one
+/// with the timeStamping usage) is not accepted as the TSA.
+fn check_not_a_ca(signer: &Certificate) -> Result<(), Error> {
+    if basic_constraints(signer)?.is_some_and(|b| b.ca) {
+        return Err(tsa_error(
+            "the signer certificate is a CA certificate (basicConstraints CA:TRUE), not a time-stamping end entity".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn basic_constraints(certificate: &Certificate) -> Result<Option<BasicConstraints>, Error> {
+    extension::<BasicConstraints>(certificate, "basicConstraints")
+}
+
+/// The certificate's extension `T`, decoded, if present.
+fn extension<T: AssociatedOid + for<'a> Decode<'a>>(
+    certificate: &Certificate,
+    name: &str,
+) -> Result<Option<T>, Error> {
+    certificate
+        .tbs_certificate
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == T::OID)
+        .map(|e| {
+            T::from_der(e.extn_value.as_bytes()).map_err(|err| {
+                tsa_error(format!(
+                    "{}: malformed {name}: {err}",
+                    certificate.tbs_certificate.subject
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// RFC 5280 §4.2.1.9 and §4.2.1.3: a certificate that issued another in the
+/// path must be a CA (basicConstraints CA:TRUE) allowed to sign
+/// certificates (keyCertSign, when it has a keyUsage), with no more
+/// intermediate CA certificates below it than its pathLenConstraint.
+fn check_issuer(issuer: &Certificate, role: &str, intermediates_below: usize) -> Result<(), Error> {
+    let subject = &issuer.tbs_certificate.subject;
+    let constraints = basic_constraints(issuer)?.filter(|b| b.ca).ok_or_else(|| {
+        tsa_error(format!(
+            "the {role} certificate ({subject}) is not a CA (basicConstraints)"
+        ))
+    })?;
+    if extension::<KeyUsage>(issuer, "keyUsage")?.is_some_and(|usage| !usage.key_cert_sign()) {
+        return Err(tsa_error(format!(
+            "the {role} certificate ({subject}) may not sign certificates (keyUsage without keyCertSign)"
+        )));
+    }
+    if let Some(limit) = constraints.path_len_constraint {
+        if intermediates_below > usize::from(limit) {
+            return Err(tsa_error(format!(
+                "the {role} certificate ({subject}) allows {limit} intermediate CA certificates below it, the path has {intermediates_below} (pathLenConstraint)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Walks from `signer` to a trust anchor through `pool`, verifying each
+/// certificate's signature with its issuer's key, its validity at `at`
+/// (Unix seconds), and that each issuer is a CA that may issue it
+/// ([`check_issuer`]): so the signer, no CA, never serves as an issuer.
 fn check_chain(
-    leaf: &Certificate,
+    signer: &Certificate,
     pool: &[Certificate],
     trust: &TrustAnchors,
     at: u64,
 ) -> Result<(), Error> {
-    let mut current = leaf.clone();
+    let mut current = signer;
+    // Intermediate CA certificates between the signer and the issuer
+    // being looked for (for pathLenConstraint).
+    let mut intermediates_below = 0;
     for _ in 0..6 {
-        check_validity(&current, at)?;
+        check_validity(current, at)?;
         let tbs = current
             .tbs_certificate
             .to_der()
@@ -518,14 +589,19 @@ fn check_chain(
                 && verify_signature(issuer, &algorithm, &tbs, signature).is_ok()
         };
         if let Some(anchor) = trust.certificates.iter().find(|a| issued_by(a)) {
-            return check_validity(anchor, at);
+            check_validity(anchor, at)?;
+            return check_issuer(anchor, "TSA CA", intermediates_below);
         }
-        match pool.iter().find(|c| **c != current && issued_by(c)) {
-            Some(intermediate) => current = intermediate.clone(),
+        match pool.iter().find(|c| *c != current && issued_by(c)) {
+            Some(intermediate) => {
+                check_issuer(intermediate, "intermediate CA", intermediates_below)?;
+                current = intermediate;
+                intermediates_below += 1;
+            }
             None => {
                 return Err(tsa_error(format!(
                     "the TSA certificate ({}) does not chain to the configured TSA CA",
-                    leaf.tbs_certificate.subject
+                    signer.tbs_certificate.subject
                 )))
             }
         }
@@ -568,8 +644,104 @@ fn rfc3339(unix: u64) -> String {
 }
 
 #[cfg(test)]
+mod test_tokens;
+
+#[cfg(test)]
 mod tests {
+    use super::test_tokens::{issue, token, trust, CertSpec, Issued};
     use super::*;
+
+    const NOTE: &str = "test.example.jp/inkan\n4\nK8lfv3vC+lfQ4vvHHEPeOobvrxEk/p6twQxzdK8+9T8=\n\n\u{2014} test.example.jp/inkan AAAA\n";
+    const POLICY: &str = "1.2.392.200081.1.1";
+
+    /// What a line shows, the token, the trust anchor, the policy asked
+    /// for, and the outcome (an error naming the check).
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        &'a Issued,
+        Option<&'a str>,
+        Result<(), &'a str>,
+    );
+
+    /// A CA spec changed by `change`.
+    fn ca_with(
+        common_name: &'static str,
+        key_seed: u8,
+        serial: u8,
+        change: impl FnOnce(&mut CertSpec),
+    ) -> CertSpec {
+        let mut spec = CertSpec::ca(common_name, key_seed, serial);
+        change(&mut spec);
+        spec
+    }
+
+    /// Each line differs from a good token (or trust anchor) in one respect
+    /// and names the check that refuses it; without that check the line
+    /// is accepted.
+    #[test]
+    fn token_checks_table() {
+        use x509_cert::ext::pkix::KeyUsages;
+        // Variants of one root (same name and key, other extensions) and
+        // of one intermediate: what they issued chains to each of them.
+        let root = issue(&CertSpec::ca("Test Root CA", 1, 1), None);
+        let root_variant =
+            |change: fn(&mut CertSpec)| issue(&ca_with("Test Root CA", 1, 1, change), None);
+        let root_without_basic_constraints = root_variant(|s| s.basic_constraints = None);
+        let root_not_ca = root_variant(|s| s.basic_constraints = Some((false, None)));
+        let root_without_key_cert_sign =
+            root_variant(|s| s.key_usage = Some(KeyUsages::CRLSign.into()));
+        let root_without_key_usage = root_variant(|s| s.key_usage = None);
+        let root_path_len_0 = root_variant(|s| s.basic_constraints = Some((true, Some(0))));
+        let root_path_len_1 = root_variant(|s| s.basic_constraints = Some((true, Some(1))));
+        let inter = issue(&CertSpec::ca("Test Intermediate CA", 3, 4), Some(&root));
+        let inter_variant = |change: fn(&mut CertSpec)| {
+            issue(&ca_with("Test Intermediate CA", 3, 4, change), Some(&root))
+        };
+        let inter_without_basic_constraints = inter_variant(|s| s.basic_constraints = None);
+        let inter_without_key_cert_sign =
+            inter_variant(|s| s.key_usage = Some(KeyUsages::DigitalSignature.into()));
+        let inter_path_len_0 = inter_variant(|s| s.basic_constraints = Some((true, Some(0))));
+        let low = issue(&CertSpec::ca("Test Low CA", 5, 6), Some(&inter));
+
+        let tsa = issue(&CertSpec::tsa("Test TSA", 2, 2), Some(&root));
+        let tsa_below_inter = issue(&CertSpec::tsa("Test TSA below one CA", 4, 5), Some(&inter));
+        let tsa_below_low = issue(&CertSpec::tsa("Test TSA below two CAs", 6, 7), Some(&low));
+        let mut tsa_ca_spec = CertSpec::tsa("Test TSA that is a CA", 2, 3);
+        tsa_ca_spec.basic_constraints = Some((true, None));
+        let tsa_is_ca = issue(&tsa_ca_spec, Some(&root));
+
+        let stamp = |signer: &Issued, chain: &[&Issued]| token(NOTE, POLICY, signer, chain);
+
+        #[rustfmt::skip]
+        let cases: Vec<Case<'_>> = vec![
+            ("good: the root directly",                     stamp(&tsa, &[]),                           &root, None, Ok(())),
+            ("good: root without keyUsage",                 stamp(&tsa, &[]),                           &root_without_key_usage, None, Ok(())),
+            ("good: pathLen 0, no intermediate",            stamp(&tsa, &[]),                           &root_path_len_0, None, Ok(())),
+            ("good: pathLen 1, one intermediate",           stamp(&tsa_below_inter, &[&inter]),         &root_path_len_1, None, Ok(())),
+            ("good: two intermediates, no pathLen",         stamp(&tsa_below_low, &[&low, &inter]),     &root, None, Ok(())),
+            ("root without basicConstraints",               stamp(&tsa, &[]),                           &root_without_basic_constraints, None, Err("TSA CA certificate (CN=Test Root CA) is not a CA (basicConstraints)")),
+            ("root with CA:FALSE",                          stamp(&tsa, &[]),                           &root_not_ca, None, Err("TSA CA certificate (CN=Test Root CA) is not a CA (basicConstraints)")),
+            ("root keyUsage without keyCertSign",           stamp(&tsa, &[]),                           &root_without_key_cert_sign, None, Err("TSA CA certificate (CN=Test Root CA) may not sign certificates (keyUsage without keyCertSign)")),
+            ("intermediate without basicConstraints",       stamp(&tsa_below_inter, &[&inter_without_basic_constraints]), &root, None, Err("intermediate CA certificate (CN=Test Intermediate CA) is not a CA (basicConstraints)")),
+            ("intermediate keyUsage without keyCertSign",   stamp(&tsa_below_inter, &[&inter_without_key_cert_sign]), &root, None, Err("intermediate CA certificate (CN=Test Intermediate CA) may not sign certificates")),
+            ("root pathLen 0 above an intermediate",        stamp(&tsa_below_inter, &[&inter]),         &root_path_len_0, None, Err("TSA CA certificate (CN=Test Root CA) allows 0 intermediate CA certificates below it, the path has 1 (pathLenConstraint)")),
+            ("intermediate pathLen 0 above another",        stamp(&tsa_below_low, &[&low, &inter_path_len_0]), &root, None, Err("intermediate CA certificate (CN=Test Intermediate CA) allows 0 intermediate CA certificates below it, the path has 1 (pathLenConstraint)")),
+            ("signer is a CA",                              stamp(&tsa_is_ca, &[]),                     &root, None, Err("the signer certificate is a CA certificate")),
+            ("good: the requested policy",                  stamp(&tsa, &[]),                           &root, Some(POLICY), Ok(())),
+            ("another policy than requested",               stamp(&tsa, &[]),                           &root, Some("1.2.3.4.5"), Err("the token is under TSA policy 1.2.392.200081.1.1, not the requested 1.2.3.4.5")),
+        ];
+        let mut wrong = Vec::new();
+        for (what, token, anchor, policy, expected) in cases {
+            let got = verify_token(&token, NOTE, policy, &trust(&[anchor])).map(|_| ());
+            match (&got, expected) {
+                (Ok(()), Ok(())) => {}
+                (Err(error), Err(reason)) if error.to_string().contains(reason) => {}
+                _ => wrong.push(format!("{what}: got {got:?}, want {expected:?}")),
+            }
+        }
+        assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
+    }
 
     #[test]
     fn dates_table() {
