@@ -12,9 +12,11 @@
 //! the token is CMS SignedData over a TSTInfo; the TSTInfo's
 //! messageImprint is SHA-256 of the note, its nonce is ours and its policy
 //! the one we asked for (if we asked); the signed attributes carry the
-//! TSTInfo content type and its SHA-256 digest; the signature verifies
-//! with the signer certificate's key (RSA PKCS#1 v1.5 or ECDSA P-256,
-//! SHA-256); the signer certificate has the critical extended key
+//! TSTInfo content type, its SHA-256 digest and an ESS signing-certificate
+//! attribute (RFC 2634 v1 or RFC 5035 v2) whose first certHash (and
+//! issuerSerial, if given) is the signer certificate's; the signature
+//! verifies with the signer certificate's key (RSA PKCS#1 v1.5 or ECDSA
+//! P-256, SHA-256); the signer certificate has the critical extended key
 //! usage timeStamping, is no CA, and chains (signature by signature, each
 //! valid at genTime) to one of the configured TSA CA certificates, through
 //! issuers that are each a CA (basicConstraints CA:TRUE, keyCertSign when
@@ -25,15 +27,26 @@ use cms::content_info::ContentInfo;
 use cms::signed_data::{SignerIdentifier, SignerInfo};
 use der::asn1::{Int, OctetString};
 use der::oid::{AssociatedOid, ObjectIdentifier};
-use der::{Any, Decode, Encode};
-use sha2::{Digest, Sha256};
+use der::{Any, Decode, Encode, Sequence};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::ext::pkix::name::{GeneralName, GeneralNames};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+use x509_cert::serial_number::SerialNumber;
 use x509_cert::Certificate;
 use x509_tsp::{MessageImprint, TimeStampReq, TimeStampResp, TspVersion, TstInfo};
 
 use crate::Error;
 
 const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const ID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
+/// RFC 2634 §5.4: ESSCertID, SHA-1 certHash.
+const ID_AA_SIGNING_CERTIFICATE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.12");
+/// RFC 5035 §3: ESSCertIDv2, certHash with its own algorithm (default SHA-256).
+const ID_AA_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 const ID_CT_TST_INFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
 const ID_CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.3");
@@ -273,9 +286,11 @@ fn check_token(
         }
     };
     let certificates = signed.certificates;
-    let signer = find_signer(&signer_info.sid, &certificates)
+    let signer_with_der = find_signer(&signer_info.sid, &certificates)
         .ok_or_else(|| tsa_error("the signer certificate is not in the token".into()))?;
+    let signer = &signer_with_der.certificate;
     check_signed_attributes(signer_info, &tst_der)?;
+    check_signing_certificate_attribute(signer_info, signer_with_der)?;
     let signed_attrs = signer_info
         .signed_attrs
         .as_ref()
@@ -291,7 +306,8 @@ fn check_token(
     check_time_stamping_eku(signer)?;
     check_not_a_ca(signer)?;
     let gen_time = info.gen_time.to_unix_duration().as_secs();
-    check_chain(signer, &certificates, trust, gen_time)?;
+    let pool: Vec<Certificate> = certificates.iter().map(|c| c.certificate.clone()).collect();
+    check_chain(signer, &pool, trust, gen_time)?;
     let stamp = Stamp {
         gen_time: rfc3339(gen_time),
         serial: hex::encode(info.serial_number.as_bytes()),
@@ -307,8 +323,15 @@ fn check_token(
 /// refuses although nothing signed depends on that set.
 struct LenientSignedData {
     encap_content_info: cms::signed_data::EncapsulatedContentInfo,
-    certificates: Vec<Certificate>,
+    certificates: Vec<TokenCertificate>,
     signer_infos: Vec<SignerInfo>,
+}
+
+/// A certificate from the token, with its DER exactly as carried: the ESS
+/// certHash is over these bytes, not over a re-encoding.
+struct TokenCertificate {
+    certificate: Certificate,
+    der: Vec<u8>,
 }
 
 impl LenientSignedData {
@@ -339,7 +362,10 @@ impl LenientSignedData {
                 let whole = &rest[..rest.len() - next.len()];
                 // Other certificate formats ([3]) are skipped.
                 if let Ok(certificate) = Certificate::from_der(whole) {
-                    certificates.push(certificate);
+                    certificates.push(TokenCertificate {
+                        certificate,
+                        der: whole.to_vec(),
+                    });
                 }
                 rest = next;
             }
@@ -388,19 +414,22 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 fn find_signer<'a>(
     sid: &SignerIdentifier,
-    certificates: &'a [Certificate],
-) -> Option<&'a Certificate> {
-    certificates.iter().find(|cert| match sid {
-        SignerIdentifier::IssuerAndSerialNumber(id) => {
-            cert.tbs_certificate.issuer == id.issuer
-                && cert.tbs_certificate.serial_number == id.serial_number
-        }
-        SignerIdentifier::SubjectKeyIdentifier(ski) => {
-            cert.tbs_certificate.extensions.iter().flatten().any(|ext| {
-                ext.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14")
-                    && OctetString::from_der(ext.extn_value.as_bytes())
-                        .is_ok_and(|inner| inner.as_bytes() == ski.0.as_bytes())
-            })
+    certificates: &'a [TokenCertificate],
+) -> Option<&'a TokenCertificate> {
+    certificates.iter().find(|candidate| {
+        let cert = &candidate.certificate;
+        match sid {
+            SignerIdentifier::IssuerAndSerialNumber(id) => {
+                cert.tbs_certificate.issuer == id.issuer
+                    && cert.tbs_certificate.serial_number == id.serial_number
+            }
+            SignerIdentifier::SubjectKeyIdentifier(ski) => {
+                cert.tbs_certificate.extensions.iter().flatten().any(|ext| {
+                    ext.extn_id == ObjectIdentifier::new_unwrap("2.5.29.14")
+                        && OctetString::from_der(ext.extn_value.as_bytes())
+                            .is_ok_and(|inner| inner.as_bytes() == ski.0.as_bytes())
+                })
+            }
         }
     })
 }
@@ -435,6 +464,128 @@ fn check_signed_attributes(signer: &SignerInfo, tst_der: &[u8]) -> Result<(), Er
         ));
     }
     Ok(())
+}
+
+/// RFC 2634 §5.4 `SigningCertificate` (v1: SHA-1 certHash).
+#[derive(Sequence)]
+struct SigningCertificate {
+    certs: Vec<EssCertId>,
+    policies: Option<Vec<Any>>,
+}
+
+#[derive(Sequence)]
+struct EssCertId {
+    cert_hash: OctetString,
+    issuer_serial: Option<IssuerSerial>,
+}
+
+/// RFC 5035 §3 `SigningCertificateV2`.
+#[derive(Sequence)]
+struct SigningCertificateV2 {
+    certs: Vec<EssCertIdV2>,
+    policies: Option<Vec<Any>>,
+}
+
+#[derive(Sequence)]
+struct EssCertIdV2 {
+    /// Absent means SHA-256 (DER omits the DEFAULT).
+    hash_algorithm: Option<AlgorithmIdentifierOwned>,
+    cert_hash: OctetString,
+    issuer_serial: Option<IssuerSerial>,
+}
+
+#[derive(Sequence)]
+struct IssuerSerial {
+    issuer: GeneralNames,
+    serial_number: SerialNumber,
+}
+
+/// The signed ESS signing-certificate attribute binds the signature to the
+/// signer certificate (RFC 3161 §2.4.1, RFC 5816): without it a
+/// certificate with the same key, or a substituted one, could be presented
+/// as the signer. Its first ESSCertID names the signer; every such
+/// attribute present (v1, v2) must name this one.
+fn check_signing_certificate_attribute(
+    signer_info: &SignerInfo,
+    signer: &TokenCertificate,
+) -> Result<(), Error> {
+    let mismatch = |what: &str| {
+        tsa_error(format!(
+            "the ESS signing-certificate attribute does not match the signer ({what})"
+        ))
+    };
+    let malformed = |e: der::Error| {
+        tsa_error(format!(
+            "the ESS signing-certificate attribute is malformed: {e}"
+        ))
+    };
+    let mut found = false;
+    for attribute in signer_info.signed_attrs.iter().flat_map(|a| a.iter()) {
+        let is_v1 = attribute.oid == ID_AA_SIGNING_CERTIFICATE;
+        if !is_v1 && attribute.oid != ID_AA_SIGNING_CERTIFICATE_V2 {
+            continue;
+        }
+        let value = match (attribute.values.len(), attribute.values.iter().next()) {
+            (1, Some(value)) => value,
+            _ => {
+                return Err(tsa_error(
+                    "the ESS signing-certificate attribute must have one value".into(),
+                ))
+            }
+        };
+        // (certHash, the same hash of the signer's DER, issuerSerial)
+        let (cert_hash, computed, issuer_serial) = if is_v1 {
+            let v1 = value.decode_as::<SigningCertificate>().map_err(malformed)?;
+            let first = v1
+                .certs
+                .into_iter()
+                .next()
+                .ok_or_else(|| mismatch("no ESSCertID"))?;
+            let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &signer.der);
+            (first.cert_hash, sha1.as_ref().to_vec(), first.issuer_serial)
+        } else {
+            let v2 = value
+                .decode_as::<SigningCertificateV2>()
+                .map_err(malformed)?;
+            let first = v2
+                .certs
+                .into_iter()
+                .next()
+                .ok_or_else(|| mismatch("no ESSCertIDv2"))?;
+            let computed = match first.hash_algorithm.map_or(ID_SHA256, |a| a.oid) {
+                ID_SHA256 => Sha256::digest(&signer.der).to_vec(),
+                ID_SHA384 => Sha384::digest(&signer.der).to_vec(),
+                ID_SHA512 => Sha512::digest(&signer.der).to_vec(),
+                other => {
+                    return Err(tsa_error(format!(
+                        "the ESS signing-certificate attribute hashes with {other}, which is not supported"
+                    )))
+                }
+            };
+            (first.cert_hash, computed, first.issuer_serial)
+        };
+        if cert_hash.as_bytes() != computed.as_slice() {
+            return Err(mismatch("certHash"));
+        }
+        if let Some(issuer_serial) = issuer_serial {
+            let tbs = &signer.certificate.tbs_certificate;
+            let names_issuer = issuer_serial
+                .issuer
+                .iter()
+                .any(|name| matches!(name, GeneralName::DirectoryName(n) if n == &tbs.issuer));
+            if !names_issuer || issuer_serial.serial_number != tbs.serial_number {
+                return Err(mismatch("issuerSerial"));
+            }
+        }
+        found = true;
+    }
+    if found {
+        Ok(())
+    } else {
+        Err(tsa_error(
+            "the ESS signing-certificate attribute (RFC 2634/5035) is missing".into(),
+        ))
+    }
 }
 
 /// Verifies `signature` over `message` with `signer`'s public key.
@@ -648,11 +799,20 @@ mod test_tokens;
 
 #[cfg(test)]
 mod tests {
-    use super::test_tokens::{issue, token, trust, CertSpec, Issued};
+    use super::test_tokens::{issue, token, trust, CertSpec, Ess, Issued};
     use super::*;
 
     const NOTE: &str = "test.example.jp/inkan\n4\nK8lfv3vC+lfQ4vvHHEPeOobvrxEk/p6twQxzdK8+9T8=\n\n\u{2014} test.example.jp/inkan AAAA\n";
     const POLICY: &str = "1.2.392.200081.1.1";
+
+    /// The usual attribute: RFC 5035 v2, SHA-256, no issuerSerial.
+    fn v2(hashed: &Issued) -> Option<Ess<'_>> {
+        Some(Ess::V2 {
+            sha384: false,
+            hashed,
+            issuer_serial: None,
+        })
+    }
 
     /// What a line shows, the token, the trust anchor, the policy asked
     /// for, and the outcome (an error naming the check).
@@ -710,8 +870,25 @@ mod tests {
         let mut tsa_ca_spec = CertSpec::tsa("Test TSA that is a CA", 2, 3);
         tsa_ca_spec.basic_constraints = Some((true, None));
         let tsa_is_ca = issue(&tsa_ca_spec, Some(&root));
+        // Serial 2 as the TSA's, from another issuer.
+        let same_serial_other_issuer = issue(&CertSpec::tsa("Test other TSA", 7, 2), Some(&inter));
 
-        let stamp = |signer: &Issued, chain: &[&Issued]| token(NOTE, POLICY, signer, chain);
+        let stamp =
+            |signer: &Issued, chain: &[&Issued]| token(NOTE, POLICY, signer, chain, v2(signer));
+        let with_ess = |ess: Option<Ess<'_>>| token(NOTE, POLICY, &tsa, &[], ess);
+        let v1 = |hashed, issuer_serial| {
+            Some(Ess::V1 {
+                hashed,
+                issuer_serial,
+            })
+        };
+        let v2_full = |sha384, hashed, issuer_serial| {
+            Some(Ess::V2 {
+                sha384,
+                hashed,
+                issuer_serial,
+            })
+        };
 
         #[rustfmt::skip]
         let cases: Vec<Case<'_>> = vec![
@@ -728,6 +905,15 @@ mod tests {
             ("root pathLen 0 above an intermediate",        stamp(&tsa_below_inter, &[&inter]),         &root_path_len_0, None, Err("TSA CA certificate (CN=Test Root CA) allows 0 intermediate CA certificates below it, the path has 1 (pathLenConstraint)")),
             ("intermediate pathLen 0 above another",        stamp(&tsa_below_low, &[&low, &inter_path_len_0]), &root, None, Err("intermediate CA certificate (CN=Test Intermediate CA) allows 0 intermediate CA certificates below it, the path has 1 (pathLenConstraint)")),
             ("signer is a CA",                              stamp(&tsa_is_ca, &[]),                     &root, None, Err("the signer certificate is a CA certificate")),
+            ("good: v1 attribute with issuerSerial",        with_ess(v1(&tsa, Some(&tsa))),             &root, None, Ok(())),
+            ("good: v2 attribute, SHA-384, issuerSerial",   with_ess(v2_full(true, &tsa, Some(&tsa))),  &root, None, Ok(())),
+            ("no signing-certificate attribute",            with_ess(None),                             &root, None, Err("the ESS signing-certificate attribute (RFC 2634/5035) is missing")),
+            ("v1 attribute naming another certificate",     with_ess(v1(&root, None)),                  &root, None, Err("the ESS signing-certificate attribute does not match the signer (certHash)")),
+            ("v2 attribute naming another certificate",     with_ess(v2(&root)),                        &root, None, Err("the ESS signing-certificate attribute does not match the signer (certHash)")),
+            ("v2 SHA-384 naming another certificate",       with_ess(v2_full(true, &root, None)),       &root, None, Err("the ESS signing-certificate attribute does not match the signer (certHash)")),
+            ("v1 issuerSerial of another certificate",      with_ess(v1(&tsa, Some(&root))),            &root, None, Err("the ESS signing-certificate attribute does not match the signer (issuerSerial)")),
+            ("v2 issuerSerial of another certificate",      with_ess(v2_full(false, &tsa, Some(&root))), &root, None, Err("the ESS signing-certificate attribute does not match the signer (issuerSerial)")),
+            ("v2 issuerSerial naming another issuer",       with_ess(v2_full(false, &tsa, Some(&same_serial_other_issuer))), &root, None, Err("the ESS signing-certificate attribute does not match the signer (issuerSerial)")),
             ("good: the requested policy",                  stamp(&tsa, &[]),                           &root, Some(POLICY), Ok(())),
             ("another policy than requested",               stamp(&tsa, &[]),                           &root, Some("1.2.3.4.5"), Err("the token is under TSA policy 1.2.392.200081.1.1, not the requested 1.2.3.4.5")),
         ];

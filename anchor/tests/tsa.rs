@@ -125,6 +125,37 @@ fn forged_foreign_and_broken_answers_are_refused() {
     accept_response(&good, NOTE, nonce, None, &ca).unwrap();
 }
 
+/// Whether `der` holds `needle` (here: the DER of an OID).
+fn contains(der: &[u8], needle: &[u8]) -> bool {
+    der.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn openssl_tokens_name_their_signer_with_either_signing_certificate_attribute() {
+    // id-aa-signingCertificate (v1, SHA-1) and id-aa-signingCertificateV2, DER.
+    const ESS_V1: &[u8] = &[6, 11, 42, 134, 72, 134, 247, 13, 1, 9, 16, 2, 12];
+    const ESS_V2: &[u8] = &[6, 11, 42, 134, 72, 134, 247, 13, 1, 9, 16, 2, 47];
+    let dir = tsa_dir();
+    let ca = trust(dir.path(), "ca.pem");
+    let nonce = 7;
+    let query = request(NOTE, nonce, None).unwrap();
+
+    // The shim's TSA writes signingCertificateV2 (ess_cert_id_alg = sha256).
+    let v2 = reply(dir.path(), &query, false);
+    assert!(contains(&v2, ESS_V2) && !contains(&v2, ESS_V1));
+    accept_response(&v2, NOTE, nonce, None, &ca).unwrap();
+
+    // OpenSSL's default, SHA-1, writes signingCertificate (v1).
+    let config = dir.path().join("tsa.cnf");
+    let sha1 = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("ess_cert_id_alg = sha256", "ess_cert_id_alg = sha1");
+    std::fs::write(&config, sha1).unwrap();
+    let v1 = reply(dir.path(), &query, false);
+    assert!(contains(&v1, ESS_V1) && !contains(&v1, ESS_V2));
+    accept_response(&v1, NOTE, nonce, None, &ca).unwrap();
+}
+
 #[test]
 fn openssl_tokens_carry_the_requested_policy() {
     let dir = tsa_dir();

@@ -17,9 +17,10 @@ use der::oid::{AssociatedOid, ObjectIdentifier};
 use der::{Any, Encode};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::SigningKey;
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::Attribute;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
@@ -28,8 +29,10 @@ use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, TbsCertificate, Version};
 
 use super::{
-    TrustAnchors, ECDSA_WITH_SHA256, EC_PUBLIC_KEY, ID_CONTENT_TYPE, ID_CT_TST_INFO,
-    ID_KP_TIME_STAMPING, ID_MESSAGE_DIGEST, ID_SHA256, ID_SIGNED_DATA,
+    EssCertId, EssCertIdV2, IssuerSerial, SigningCertificate, SigningCertificateV2, TrustAnchors,
+    ECDSA_WITH_SHA256, EC_PUBLIC_KEY, ID_AA_SIGNING_CERTIFICATE, ID_AA_SIGNING_CERTIFICATE_V2,
+    ID_CONTENT_TYPE, ID_CT_TST_INFO, ID_KP_TIME_STAMPING, ID_MESSAGE_DIGEST, ID_SHA256, ID_SHA384,
+    ID_SIGNED_DATA,
 };
 
 const SECP256R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
@@ -80,10 +83,11 @@ impl CertSpec {
     }
 }
 
-/// A certificate and its key.
+/// A certificate, its DER and its key.
 #[derive(Clone, Debug)]
 pub(super) struct Issued {
     pub certificate: Certificate,
+    pub der: Vec<u8>,
     pub key: SigningKey,
 }
 
@@ -172,13 +176,89 @@ pub(super) fn issue(spec: &CertSpec, issuer: Option<&Issued>) -> Issued {
         signature_algorithm: ecdsa_with_sha256(),
         signature: BitString::from_bytes(&signature).unwrap(),
     };
-    Issued { certificate, key }
+    let der = certificate.to_der().unwrap();
+    Issued {
+        certificate,
+        der,
+        key,
+    }
 }
 
 pub(super) fn trust(anchors: &[&Issued]) -> TrustAnchors {
     TrustAnchors {
         certificates: anchors.iter().map(|a| a.certificate.clone()).collect(),
     }
+}
+
+/// The ESS signing-certificate attribute a test token carries.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Ess<'a> {
+    /// RFC 2634: SHA-1 of `hashed`'s DER; issuerSerial of `issuer_serial`.
+    V1 {
+        hashed: &'a Issued,
+        issuer_serial: Option<&'a Issued>,
+    },
+    /// RFC 5035: `sha384` or the default SHA-256 of `hashed`'s DER.
+    V2 {
+        sha384: bool,
+        hashed: &'a Issued,
+        issuer_serial: Option<&'a Issued>,
+    },
+}
+
+fn issuer_serial_of(certificate: &Issued) -> IssuerSerial {
+    let tbs = &certificate.certificate.tbs_certificate;
+    IssuerSerial {
+        issuer: vec![GeneralName::DirectoryName(tbs.issuer.clone())],
+        serial_number: tbs.serial_number.clone(),
+    }
+}
+
+fn ess_attribute(ess: Ess<'_>) -> Attribute {
+    let (oid, value) = match ess {
+        Ess::V1 {
+            hashed,
+            issuer_serial,
+        } => {
+            let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &hashed.der);
+            let value = SigningCertificate {
+                certs: vec![EssCertId {
+                    cert_hash: OctetString::new(sha1.as_ref()).unwrap(),
+                    issuer_serial: issuer_serial.map(issuer_serial_of),
+                }],
+                policies: None,
+            };
+            (ID_AA_SIGNING_CERTIFICATE, Any::encode_from(&value).unwrap())
+        }
+        Ess::V2 {
+            sha384,
+            hashed,
+            issuer_serial,
+        } => {
+            let (hash_algorithm, cert_hash) = if sha384 {
+                let algorithm = AlgorithmIdentifierOwned {
+                    oid: ID_SHA384,
+                    parameters: None,
+                };
+                (Some(algorithm), Sha384::digest(&hashed.der).to_vec())
+            } else {
+                (None, Sha256::digest(&hashed.der).to_vec())
+            };
+            let value = SigningCertificateV2 {
+                certs: vec![EssCertIdV2 {
+                    hash_algorithm,
+                    cert_hash: OctetString::new(cert_hash).unwrap(),
+                    issuer_serial: issuer_serial.map(issuer_serial_of),
+                }],
+                policies: None,
+            };
+            (
+                ID_AA_SIGNING_CERTIFICATE_V2,
+                Any::encode_from(&value).unwrap(),
+            )
+        }
+    };
+    attribute(oid, value)
 }
 
 fn attribute(oid: ObjectIdentifier, value: Any) -> Attribute {
@@ -189,8 +269,15 @@ fn attribute(oid: ObjectIdentifier, value: Any) -> Attribute {
 }
 
 /// A time-stamp token (CMS ContentInfo, DER) for `note` under `policy`,
-/// signed by `signer`, carrying `signer` and `chain`.
-pub(super) fn token(note: &str, policy: &str, signer: &Issued, chain: &[&Issued]) -> Vec<u8> {
+/// signed by `signer`, carrying `signer` and `chain`, with `ess` (None: no
+/// signing-certificate attribute).
+pub(super) fn token(
+    note: &str,
+    policy: &str,
+    signer: &Issued,
+    chain: &[&Issued],
+    ess: Option<Ess<'_>>,
+) -> Vec<u8> {
     let tst_info = x509_tsp::TstInfo {
         version: x509_tsp::TspVersion::V1,
         policy: ObjectIdentifier::new(policy).unwrap(),
@@ -204,7 +291,7 @@ pub(super) fn token(note: &str, policy: &str, signer: &Issued, chain: &[&Issued]
         extensions: None,
     };
     let tst_der = tst_info.to_der().unwrap();
-    let signed_attributes = vec![
+    let mut signed_attributes = vec![
         attribute(ID_CONTENT_TYPE, Any::from(&ID_CT_TST_INFO)),
         attribute(
             ID_MESSAGE_DIGEST,
@@ -212,6 +299,7 @@ pub(super) fn token(note: &str, policy: &str, signer: &Issued, chain: &[&Issued]
                 .unwrap(),
         ),
     ];
+    signed_attributes.extend(ess.map(ess_attribute));
     let signed_attrs = SetOfVec::try_from(signed_attributes).unwrap();
     let signature = sign(&signer.key, &signed_attrs.to_der().unwrap());
     let tbs = &signer.certificate.tbs_certificate;
