@@ -296,7 +296,7 @@ fn check_receipt(
                         receipt.checkpoint_size, bundle.tree_size
                     )));
                 }
-                let stamp = crate::tsa::verify_receipt(&receipt.receipt, &bundle.checkpoint, trust)?;
+                let stamp = crate::tsa::verify_receipt(&receipt.receipt, &bundle.checkpoint, None, trust)?;
                 Ok(format!(
                     "rfc3161: checkpoint {} time-stamped at {} by {} (token checked against the TSA CA)",
                     receipt.checkpoint_size, stamp.gen_time, stamp.tsa

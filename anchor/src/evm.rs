@@ -1,6 +1,7 @@
 //! EVM chain anchoring, the pure parts: the versioned payload a checkpoint
-//! becomes, and signing an EIP-1559 transaction that carries it (RLP,
-//! Keccak-256, secp256k1). The JSON-RPC exchange is the gateway's.
+//! becomes, signing an EIP-1559 transaction that carries it (RLP,
+//! Keccak-256, secp256k1), and checking a fetched transaction against a
+//! receipt. The JSON-RPC exchange is the gateway's.
 //!
 //! **Payload v1** (78 bytes, the transaction's `data`):
 //!
@@ -150,6 +151,180 @@ pub fn payload_matches(data: &[u8], note: &str) -> Result<bool, Error> {
     Ok(data == payload(note)?.as_slice())
 }
 
+/// Why a transaction on chain does not back an `evm` receipt.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptMismatch {
+    #[error("the receipt names no sender")]
+    NoSender,
+    #[error("the receipt names no chain id")]
+    NoChainId,
+    #[error("the receipt's {field} is malformed: {value}")]
+    MalformedReceipt { field: &'static str, value: String },
+    #[error("the transaction's {field} is malformed: {value}")]
+    MalformedTransaction { field: &'static str, value: String },
+    #[error("the node is on chain {node}, the receipt is for chain {receipt}")]
+    NodeChain { node: u128, receipt: u64 },
+    #[error("the transaction is bound to no chain (neither chainId nor an EIP-155 signature)")]
+    UnboundTransaction,
+    #[error("the transaction is for chain {transaction}, the receipt for chain {receipt}")]
+    TransactionChain { transaction: u128, receipt: u64 },
+    #[error("the transaction was sent by 0x{transaction}, the receipt names 0x{receipt}")]
+    Sender {
+        transaction: String,
+        receipt: String,
+    },
+    #[error("the transaction is sent to {to}, not to the anchoring account itself")]
+    Recipient { to: String },
+    #[error("the transaction does not carry this checkpoint")]
+    Payload,
+    #[error("the checkpoint is malformed: {0}")]
+    Checkpoint(String),
+}
+
+/// What an `evm` receipt says about its transaction: the chain it is on and
+/// the account that sent it (`chainId`, `from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptClaims {
+    pub chain_id: u64,
+    pub sender: [u8; 20],
+}
+
+impl ReceiptClaims {
+    /// From a receipt as the gateway writes it. Receipts have always named
+    /// their sender; one without is refused rather than checked less.
+    pub fn from_receipt(receipt: &serde_json::Value) -> Result<ReceiptClaims, ReceiptMismatch> {
+        let chain_id = match &receipt["chainId"] {
+            serde_json::Value::Null => return Err(ReceiptMismatch::NoChainId),
+            value => value
+                .as_u64()
+                .ok_or_else(|| ReceiptMismatch::MalformedReceipt {
+                    field: "chainId",
+                    value: value.to_string(),
+                })?,
+        };
+        let sender = match &receipt["from"] {
+            serde_json::Value::Null => return Err(ReceiptMismatch::NoSender),
+            value => value.as_str().and_then(parse_address).ok_or_else(|| {
+                ReceiptMismatch::MalformedReceipt {
+                    field: "from",
+                    value: value.to_string(),
+                }
+            })?,
+        };
+        Ok(ReceiptClaims { chain_id, sender })
+    }
+
+    /// Checks a transaction as `eth_getTransactionByHash` returns it, from a
+    /// node on chain `node_chain_id`: same chain as the receipt (the node's
+    /// and the transaction's own, `chainId` or its EIP-155 `v`), sent by
+    /// the receipt's sender to itself, carrying the payload of `note`.
+    pub fn check_transaction(
+        &self,
+        transaction: &serde_json::Value,
+        node_chain_id: u128,
+        note: &str,
+    ) -> Result<(), ReceiptMismatch> {
+        if node_chain_id != u128::from(self.chain_id) {
+            return Err(ReceiptMismatch::NodeChain {
+                node: node_chain_id,
+                receipt: self.chain_id,
+            });
+        }
+        let transaction_chain = transaction_chain_id(transaction)?;
+        if transaction_chain != u128::from(self.chain_id) {
+            return Err(ReceiptMismatch::TransactionChain {
+                transaction: transaction_chain,
+                receipt: self.chain_id,
+            });
+        }
+        let from = address_field(transaction, "from")?;
+        if from != self.sender {
+            return Err(ReceiptMismatch::Sender {
+                transaction: hex::encode(from),
+                receipt: hex::encode(self.sender),
+            });
+        }
+        // The anchoring account sends to itself (see the module docs).
+        if transaction["to"]
+            .as_str()
+            .and_then(parse_address)
+            .is_none_or(|to| to != self.sender)
+        {
+            return Err(ReceiptMismatch::Recipient {
+                to: transaction["to"].to_string(),
+            });
+        }
+        let input = transaction["input"]
+            .as_str()
+            .and_then(|text| hex::decode(strip_0x(text)).ok())
+            .ok_or_else(|| ReceiptMismatch::MalformedTransaction {
+                field: "input",
+                value: transaction["input"].to_string(),
+            })?;
+        if !payload_matches(&input, note).map_err(|e| ReceiptMismatch::Checkpoint(e.to_string()))? {
+            return Err(ReceiptMismatch::Payload);
+        }
+        Ok(())
+    }
+}
+
+/// The chain a transaction is signed for: its `chainId` (typed
+/// transactions, and legacy ones on nodes that report it), else from an
+/// EIP-155 legacy `v` (chain id * 2 + 35 or 36). A pre-EIP-155 legacy
+/// transaction (`v` 27 or 28) is valid on every chain, so it names none.
+fn transaction_chain_id(transaction: &serde_json::Value) -> Result<u128, ReceiptMismatch> {
+    if let Some(chain_id) = quantity_field(transaction, "chainId")? {
+        return Ok(chain_id);
+    }
+    match quantity_field(transaction, "v")? {
+        Some(v) if v >= 35 => Ok((v - 35) / 2),
+        _ => Err(ReceiptMismatch::UnboundTransaction),
+    }
+}
+
+/// A hex quantity field (`"0x539"`), or None when absent.
+fn quantity_field(
+    transaction: &serde_json::Value,
+    field: &'static str,
+) -> Result<Option<u128>, ReceiptMismatch> {
+    match &transaction[field] {
+        serde_json::Value::Null => Ok(None),
+        value => value
+            .as_str()
+            .and_then(|text| u128::from_str_radix(strip_0x(text), 16).ok())
+            .map(Some)
+            .ok_or_else(|| ReceiptMismatch::MalformedTransaction {
+                field,
+                value: value.to_string(),
+            }),
+    }
+}
+
+fn address_field(
+    transaction: &serde_json::Value,
+    field: &'static str,
+) -> Result<[u8; 20], ReceiptMismatch> {
+    transaction[field]
+        .as_str()
+        .and_then(parse_address)
+        .ok_or_else(|| ReceiptMismatch::MalformedTransaction {
+            field,
+            value: transaction[field].to_string(),
+        })
+}
+
+/// A 20-byte address in hex, `0x` prefixed or not, any letter case (EIP-55
+/// checksummed addresses are mixed case).
+fn parse_address(text: &str) -> Option<[u8; 20]> {
+    hex::decode(strip_0x(text)).ok()?.try_into().ok()
+}
+
+fn strip_0x(text: &str) -> &str {
+    text.strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text)
+}
+
 fn typed(rlp: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rlp.len() + 1);
     out.push(0x02);
@@ -228,6 +403,100 @@ mod tests {
             hex::encode(address(&key)),
             "90f8bf6a479f320ead074411a4b0e7944ea8c9c1"
         );
+    }
+
+    const NOTE: &str = "example.jp/inkan\n7\nAAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n\n\u{2014} example.jp/inkan sig\n";
+    /// ganache --wallet.deterministic accounts 0 and 1.
+    const SENDER: &str = "0x90f8bf6a479f320ead074411a4b0e7944ea8c9c1";
+    const SENDER_EIP55: &str = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1";
+    const OTHER: &str = "0xffcf8fdee72ac11b5c542428b35eef5769c409f0";
+
+    /// A receipt as the gateway writes it (chain 1337), with `changes`
+    /// (a null value removes the field).
+    fn receipt(changes: &[(&str, serde_json::Value)]) -> serde_json::Value {
+        with(
+            serde_json::json!({
+                "chainId": 1337, "txHash": "0xab", "blockNumber": 5, "blockHash": "0xcd",
+                "from": SENDER, "confirmations": 1, "payloadVersion": 1,
+            }),
+            changes,
+        )
+    }
+
+    /// The anchoring transaction as ganache returns it (EIP-1559), with
+    /// `changes`.
+    fn transaction(changes: &[(&str, serde_json::Value)]) -> serde_json::Value {
+        let input = format!("0x{}", hex::encode(payload(NOTE).unwrap()));
+        with(
+            serde_json::json!({
+                "type": "0x2", "chainId": "0x539", "from": SENDER, "to": SENDER,
+                "value": "0x0", "input": input, "v": "0x1",
+            }),
+            changes,
+        )
+    }
+
+    fn with(
+        mut value: serde_json::Value,
+        changes: &[(&str, serde_json::Value)],
+    ) -> serde_json::Value {
+        for (field, changed) in changes {
+            match changed {
+                serde_json::Value::Null => value.as_object_mut().unwrap().remove(*field),
+                _ => value
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(field.to_string(), changed.clone()),
+            };
+        }
+        value
+    }
+
+    /// What a line shows, the transaction, the receipt, the node's chain id
+    /// and the outcome.
+    type Case<'a> = (
+        &'a str,
+        serde_json::Value,
+        serde_json::Value,
+        u128,
+        Result<(), ReceiptMismatch>,
+    );
+
+    /// Each refused line differs from a good transaction or receipt in one
+    /// respect; without the check that names it, it is accepted.
+    #[test]
+    fn transaction_against_receipt_table() {
+        use serde_json::{json, Value::Null};
+        use ReceiptMismatch::*;
+        let other_payload = format!(
+            "0x{}",
+            hex::encode(payload(&NOTE.replace("\n7\n", "\n8\n")).unwrap())
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case<'_>> = vec![
+            ("good: EIP-1559",                      transaction(&[]),                                             receipt(&[]), 1337, Ok(())),
+            ("good: legacy EIP-155, chain in v",    transaction(&[("type", json!("0x0")), ("chainId", Null), ("v", json!("0xa96"))]), receipt(&[]), 1337, Ok(())),
+            ("good: EIP-55 checksummed addresses",  transaction(&[("from", json!(SENDER_EIP55)), ("to", json!(SENDER_EIP55))]), receipt(&[]), 1337, Ok(())),
+            ("receipt without sender",              transaction(&[]),                                             receipt(&[("from", Null)]), 1337, Err(NoSender)),
+            ("receipt without chain id",            transaction(&[]),                                             receipt(&[("chainId", Null)]), 1337, Err(NoChainId)),
+            ("sent by another account",             transaction(&[("from", json!(OTHER))]),                       receipt(&[]), 1337, Err(Sender { transaction: OTHER[2..].into(), receipt: SENDER[2..].into() })),
+            ("node on another chain",               transaction(&[]),                                             receipt(&[]), 1, Err(NodeChain { node: 1, receipt: 1337 })),
+            ("typed transaction for another chain", transaction(&[("chainId", json!("0x1"))]),                    receipt(&[]), 1337, Err(TransactionChain { transaction: 1, receipt: 1337 })),
+            ("legacy transaction for another chain", transaction(&[("chainId", Null), ("v", json!("0x25"))]),     receipt(&[]), 1337, Err(TransactionChain { transaction: 1, receipt: 1337 })),
+            ("legacy transaction without EIP-155",  transaction(&[("chainId", Null), ("v", json!("0x1b"))]),      receipt(&[]), 1337, Err(UnboundTransaction)),
+            ("sent to another account",             transaction(&[("to", json!(OTHER))]),                         receipt(&[]), 1337, Err(Recipient { to: format!("\"{OTHER}\"") })),
+            ("a contract creation (no to)",         transaction(&[("to", Null)]),                                 receipt(&[]), 1337, Err(Recipient { to: "null".into() })),
+            ("another checkpoint's payload",        transaction(&[("input", json!(other_payload))]),              receipt(&[]), 1337, Err(Payload)),
+        ];
+        let mut wrong = Vec::new();
+        for (what, transaction, receipt, node_chain_id, expected) in cases {
+            let got = ReceiptClaims::from_receipt(&receipt)
+                .and_then(|claims| claims.check_transaction(&transaction, node_chain_id, NOTE));
+            if got != expected {
+                wrong.push(format!("{what}: got {got:?}, want {expected:?}"));
+            }
+        }
+        assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
     }
 
     #[test]

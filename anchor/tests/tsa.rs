@@ -54,7 +54,8 @@ fn openssl_tsa_stamps_a_checkpoint_and_openssl_verifies_the_kept_token() {
     let nonce = 0x1234_5678_9abc_def0;
     let query = request(NOTE, nonce, None).unwrap();
     let response = reply(dir.path(), &query, false);
-    let stamp = accept_response(&response, NOTE, nonce, &trust(dir.path(), "ca.pem")).unwrap();
+    let stamp =
+        accept_response(&response, NOTE, nonce, None, &trust(dir.path(), "ca.pem")).unwrap();
     assert!(stamp.gen_time.starts_with("20") && stamp.gen_time.ends_with('Z'));
     assert!(
         stamp.tsa.contains("inkan test TSA CA time stamping"),
@@ -63,14 +64,15 @@ fn openssl_tsa_stamps_a_checkpoint_and_openssl_verifies_the_kept_token() {
     );
 
     // Offline, later: the kept token still verifies, and only for this note.
-    verify_token(&stamp.token, NOTE, &trust(dir.path(), "ca.pem")).unwrap();
+    verify_token(&stamp.token, NOTE, None, &trust(dir.path(), "ca.pem")).unwrap();
     assert!(verify_token(
         &stamp.token,
         &NOTE.replace('4', "5"),
+        None,
         &trust(dir.path(), "ca.pem")
     )
     .is_err());
-    assert!(verify_token(&stamp.token, NOTE, &trust(dir.path(), "rogue-ca.pem")).is_err());
+    assert!(verify_token(&stamp.token, NOTE, None, &trust(dir.path(), "rogue-ca.pem")).is_err());
 
     // OpenSSL agrees: the token inkan keeps, over the documented bytes.
     std::fs::write(dir.path().join("checkpoint.txt"), NOTE).unwrap();
@@ -114,11 +116,59 @@ fn forged_foreign_and_broken_answers_are_refused() {
         ("a signature with one bit flipped",   flipped,                                nonce, "signature"),
     ];
     for (what, response, nonce, reason) in cases {
-        match accept_response(&response, NOTE, nonce, &ca) {
+        match accept_response(&response, NOTE, nonce, None, &ca) {
             Ok(_) => panic!("{what} was accepted"),
             Err(error) => assert!(error.to_string().contains(reason), "{what}: {error}"),
         }
     }
     // The genuine answer is still fine.
-    accept_response(&good, NOTE, nonce, &ca).unwrap();
+    accept_response(&good, NOTE, nonce, None, &ca).unwrap();
+}
+
+/// Whether `der` holds `needle` (here: the DER of an OID).
+fn contains(der: &[u8], needle: &[u8]) -> bool {
+    der.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn openssl_tokens_name_their_signer_with_either_signing_certificate_attribute() {
+    // id-aa-signingCertificate (v1, SHA-1) and id-aa-signingCertificateV2, DER.
+    const ESS_V1: &[u8] = &[6, 11, 42, 134, 72, 134, 247, 13, 1, 9, 16, 2, 12];
+    const ESS_V2: &[u8] = &[6, 11, 42, 134, 72, 134, 247, 13, 1, 9, 16, 2, 47];
+    let dir = tsa_dir();
+    let ca = trust(dir.path(), "ca.pem");
+    let nonce = 7;
+    let query = request(NOTE, nonce, None).unwrap();
+
+    // The shim's TSA writes signingCertificateV2 (ess_cert_id_alg = sha256).
+    let v2 = reply(dir.path(), &query, false);
+    assert!(contains(&v2, ESS_V2) && !contains(&v2, ESS_V1));
+    accept_response(&v2, NOTE, nonce, None, &ca).unwrap();
+
+    // OpenSSL's default, SHA-1, writes signingCertificate (v1).
+    let config = dir.path().join("tsa.cnf");
+    let sha1 = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("ess_cert_id_alg = sha256", "ess_cert_id_alg = sha1");
+    std::fs::write(&config, sha1).unwrap();
+    let v1 = reply(dir.path(), &query, false);
+    assert!(contains(&v1, ESS_V1) && !contains(&v1, ESS_V2));
+    accept_response(&v1, NOTE, nonce, None, &ca).unwrap();
+}
+
+#[test]
+fn openssl_tokens_carry_the_requested_policy() {
+    let dir = tsa_dir();
+    let ca = trust(dir.path(), "ca.pem");
+    let nonce = 7;
+    // A policy the TSA offers (other_policies), requested: the token is under it.
+    let query = request(NOTE, nonce, Some("1.2.3.4.5")).unwrap();
+    let response = reply(dir.path(), &query, false);
+    accept_response(&response, NOTE, nonce, Some("1.2.3.4.5"), &ca).unwrap();
+    // A token under the TSA's default policy is refused when another was asked for.
+    let plain = reply(dir.path(), &request(NOTE, nonce, None).unwrap(), false);
+    let error = accept_response(&plain, NOTE, nonce, Some("1.2.3.4.5"), &ca)
+        .map(|stamp| stamp.serial)
+        .unwrap_err();
+    assert!(error.to_string().contains("policy"), "{error}");
 }

@@ -15,6 +15,6 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         TrustAnchors::from_pem(&std::fs::read(path).expect("the TSA CA file")).expect("a CA")
     });
     // The note's imprint is one the fuzzer cannot produce a signature for.
-    let _ = accept_response(data, NOTE, 1, trust);
-    let _ = verify_token(data, NOTE, trust);
+    let _ = accept_response(data, NOTE, 1, None, trust);
+    let _ = verify_token(data, NOTE, Some("1.2.3.4"), trust);
 });

@@ -172,7 +172,13 @@ impl AnchorBackend for Rfc3161Anchor {
             .take(MAX_TSA_RESPONSE)
             .read_to_end(&mut body)
             .map_err(|e| failed(format!("the answer broke off: {e}")))?;
-        let stamp = tsa::accept_response(&body, &checkpoint.note, nonce, &self.trust)?;
+        let stamp = tsa::accept_response(
+            &body,
+            &checkpoint.note,
+            nonce,
+            self.policy.as_deref(),
+            &self.trust,
+        )?;
         // The receipt travels in proof bundles to patients and insurers.
         Ok(stamp.receipt(&crate::upstream::redact_url(&self.url)))
     }
@@ -443,6 +449,43 @@ impl EvmAnchor {
         .to_string()
     }
 
+    /// The receipt for a confirmed transaction, once the transaction on
+    /// chain is shown to back it (anchor::evm::ReceiptClaims): a pending
+    /// transaction sent under another key or chain id (the configuration
+    /// changed since) must not become this anchor's receipt.
+    fn checked_receipt(
+        &self,
+        pending: &PendingTx,
+        block_number: u64,
+        block_hash: &str,
+        node_chain: u128,
+        note: &str,
+    ) -> Result<String, String> {
+        let receipt = self.receipt(pending, block_number, block_hash);
+        // The claims of the receipt as written, so what is stored is what was checked.
+        let value = serde_json::from_str(&receipt).map_err(|e| e.to_string())?;
+        let claims = anchor::evm::ReceiptClaims::from_receipt(&value).map_err(|e| e.to_string())?;
+        let tx = self.rpc(
+            "eth_getTransactionByHash",
+            serde_json::json!([pending.tx_hash]),
+        )?;
+        if tx.is_null() {
+            return Err(format!(
+                "transaction {} is no longer on chain; it will be re-submitted",
+                pending.tx_hash
+            ));
+        }
+        claims
+            .check_transaction(&tx, node_chain, note)
+            .map_err(|e| {
+                format!(
+                    "transaction {} does not back a receipt: {e}; it will be re-submitted",
+                    pending.tx_hash
+                )
+            })?;
+        Ok(receipt)
+    }
+
     fn anchor_note(&self, checkpoint: &StoredCheckpoint) -> Result<String, String> {
         let chain = quantity(&self.rpc("eth_chainId", serde_json::json!([]))?)?;
         if chain != u128::from(self.chain_id) {
@@ -465,7 +508,13 @@ impl EvmAnchor {
                 } => {
                     self.save_pending(None)?;
                     if current.size == checkpoint.size {
-                        return Ok(self.receipt(&current, block_number, &block_hash));
+                        return self.checked_receipt(
+                            &current,
+                            block_number,
+                            &block_hash,
+                            chain,
+                            &checkpoint.note,
+                        );
                     }
                     // It anchored an older checkpoint: now the latest.
                     continue;
@@ -586,15 +635,25 @@ fn quantity(value: &serde_json::Value) -> Result<u128, String> {
 }
 
 /// `inkan verify --evm-rpc`: checks an `evm` receipt of a bundle on chain —
-/// the transaction carries this checkpoint's payload, succeeded, sits in
-/// the recorded block, and has the recorded number of confirmations.
+/// the node is on the receipt's chain; the transaction is bound to that
+/// chain, was sent by the receipt's sender to itself and carries this
+/// checkpoint's payload (anchor::evm::ReceiptClaims); it succeeded, sits
+/// in the recorded block, and has the recorded number of confirmations.
 pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<String, String> {
     let receipt: serde_json::Value =
         serde_json::from_str(receipt).map_err(|_| "the evm receipt is not JSON".to_owned())?;
+    let claims = anchor::evm::ReceiptClaims::from_receipt(&receipt)
+        .map_err(|e| format!("the evm receipt: {e}"))?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
     let tx_hash = receipt["txHash"].as_str().unwrap_or_default();
+    let node_chain = quantity(&json_rpc(
+        &agent,
+        rpc_url,
+        "eth_chainId",
+        serde_json::json!([]),
+    )?)?;
     let tx = json_rpc(
         &agent,
         rpc_url,
@@ -604,18 +663,9 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
     if tx.is_null() {
         return Err(format!("transaction {tx_hash} is not on this chain"));
     }
-    let input = hex::decode(
-        tx["input"]
-            .as_str()
-            .unwrap_or_default()
-            .trim_start_matches("0x"),
-    )
-    .map_err(|_| "the transaction input is not hex".to_owned())?;
-    if !anchor::evm::payload_matches(&input, note).map_err(|e| e.to_string())? {
-        return Err(format!(
-            "transaction {tx_hash} does not carry this checkpoint"
-        ));
-    }
+    claims
+        .check_transaction(&tx, node_chain, note)
+        .map_err(|e| format!("transaction {tx_hash}: {e}"))?;
     let on_chain = json_rpc(
         &agent,
         rpc_url,
@@ -645,8 +695,9 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         ));
     }
     Ok(format!(
-        "evm: checkpoint anchored by transaction {tx_hash} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
-        receipt["chainId"]
+        "evm: checkpoint anchored by transaction {tx_hash} from 0x{} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",
+        hex::encode(claims.sender),
+        claims.chain_id
     ))
 }
 

@@ -144,7 +144,8 @@ pub struct Rfc3161Config {
     pub url: String,
     /// PEM file of the TSA CA certificate(s) tokens must chain to.
     pub ca_file: PathBuf,
-    /// TSA policy OID to request, when the TSA requires one.
+    /// TSA policy OID to request, when the TSA requires one; a token under
+    /// another policy is refused.
     #[serde(default)]
     pub policy_oid: Option<String>,
     /// CA bundle for the TSA's HTTPS certificate (default: system roots).
