@@ -463,7 +463,7 @@ impl EvmAnchor {
     ) -> Result<String, String> {
         let receipt = self.receipt(pending, block_number, block_hash);
         // The claims of the receipt as written, so what is stored is what was checked.
-        let value = serde_json::from_str(&receipt).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&receipt).map_err(|e| e.to_string())?;
         let claims = anchor::evm::ReceiptClaims::from_receipt(&value).map_err(|e| e.to_string())?;
         let tx = self.rpc(
             "eth_getTransactionByHash",
