@@ -84,12 +84,20 @@ pub fn utf8_declaration_spelled_out(xml: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 /// far below it.
 pub const MAX_XML_DEPTH: usize = canonical::DEFAULT_MAX_DEPTH / 2;
 
-/// Checks, with a flat (non-recursive) scan, that an XML document nests no
-/// deeper than `max_depth` elements. Called before every recursive XML
-/// parser; malformed XML is left for the real parser to report, except
-/// where the scan itself cannot go on.
-pub fn check_xml_depth(xml: &[u8], max_depth: usize) -> Result<(), Error> {
+/// Checks what fhirbolt's XML reader does not, before it sees a document:
+/// that it is UTF-8 (fhirbolt unwraps names and namespaces as UTF-8 and
+/// panics on other bytes — found by fuzzing) and, with a flat
+/// (non-recursive) scan, that it nests no deeper than `max_depth` elements.
+/// Called before every recursive XML parser; other malformed XML is left
+/// for the real parser to report.
+pub fn check_xml_input(xml: &[u8], max_depth: usize) -> Result<(), Error> {
     use quick_xml::events::Event;
+    if let Err(e) = std::str::from_utf8(xml) {
+        return Err(Error::Canonical {
+            offset: e.valid_up_to(),
+            reason: "FHIR XML must be UTF-8 (decode legacy charsets first)".into(),
+        });
+    }
     let mut reader = quick_xml::Reader::from_reader(xml);
     // The scan only counts; the parser that follows checks names and text.
     reader.config_mut().check_end_names = false;
@@ -125,7 +133,7 @@ pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error
     match format {
         Format::Json => canonical::canonicalize(bytes),
         Format::Xml => {
-            check_xml_depth(bytes, MAX_XML_DEPTH)?;
+            check_xml_input(bytes, MAX_XML_DEPTH)?;
             let element: Element<{ FhirReleases::R4 }> = fhirbolt::serde::xml::from_slice(
                 &utf8_declaration_spelled_out(bytes),
                 Some(DeserializationConfig {
@@ -164,11 +172,11 @@ mod depth_tests {
 
     #[test]
     fn the_bound_counts_open_elements() {
-        assert!(check_xml_depth(&nested(10), 10).is_ok());
-        assert!(check_xml_depth(&nested(11), 10).is_err());
+        assert!(check_xml_input(&nested(10), 10).is_ok());
+        assert!(check_xml_input(&nested(11), 10).is_err());
         // Empty elements and siblings do not add depth.
         let flat = "<a><b/><b/><c></c><c></c></a>";
-        assert!(check_xml_depth(flat.as_bytes(), 2).is_ok());
+        assert!(check_xml_input(flat.as_bytes(), 2).is_ok());
     }
 
     // Regression: 60,000 nested elements overflowed a worker thread's stack
@@ -185,6 +193,18 @@ mod depth_tests {
             .expect("the parser thread must not crash");
         let err = answer.unwrap_err().to_string();
         assert!(err.contains("deeper than 64"), "{err}");
+    }
+
+    // Found by fuzzing (canonical_xml): bytes that are not UTF-8 inside the
+    // root's xmlns made fhirbolt's reader panic (an unwrap of from_utf8).
+    #[test]
+    fn invalid_utf8_in_an_xml_namespace_is_refused_not_a_panic() {
+        let mut xml = br#"<?xml version="1.0" encoding="UTF-8"?><Patient xmlns="http"#.to_vec();
+        xml.extend_from_slice(&[0xff; 7]);
+        xml.extend_from_slice(br#"3rg/fhir"><id value="p1"/></Patient>"#);
+        let answer = std::panic::catch_unwind(|| canonical_resource(&xml, Format::Xml));
+        let error = answer.expect("no panic").unwrap_err().to_string();
+        assert!(error.contains("UTF-8"), "{error}");
     }
 
     // Nesting right at the bound still parses on a worker-sized stack.

@@ -6,7 +6,13 @@
 use inkan::config::JapaneseConfig;
 use inkan::japanese::Japanese;
 
-const LABELS: [Option<&str>; 5] = [None, Some("Shift_JIS"), Some("EUC-JP"), Some("ISO-2022-JP"), Some("windows-31j")];
+const LABELS: [Option<&str>; 5] = [
+    None,
+    Some("Shift_JIS"),
+    Some("EUC-JP"),
+    Some("ISO-2022-JP"),
+    Some("windows-31j"),
+];
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -20,7 +26,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Ok((decoded, _)) = japanese.decode(bytes::Bytes::copy_from_slice(body), label) else {
         return;
     };
-    assert!(std::str::from_utf8(&decoded).is_ok(), "decoding produced invalid UTF-8");
+    assert!(
+        std::str::from_utf8(&decoded).is_ok(),
+        "decoding produced invalid UTF-8"
+    );
     if let Ok((normalized, _, _)) = japanese.process_json(decoded) {
         serde_json::from_slice::<serde_json::Value>(&normalized)
             .expect("normalization writes valid JSON");
