@@ -458,7 +458,7 @@ fn check_signed_attributes(signer: &SignerInfo, tst_der: &[u8]) -> Result<(), Er
     let digest = value_of(ID_MESSAGE_DIGEST)
         .and_then(|v| v.decode_as::<OctetString>().ok())
         .ok_or_else(|| tsa_error("the message-digest attribute is missing".into()))?;
-    if digest.as_bytes() != Sha256::digest(tst_der)[..] {
+    if digest.as_bytes() != &Sha256::digest(tst_der)[..] {
         return Err(tsa_error(
             "the signed digest does not match the TSTInfo".into(),
         ));
