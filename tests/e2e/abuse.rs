@@ -69,6 +69,8 @@ fn smuggling_dot_segments_and_header_floods_get_clear_answers_and_the_gateway_st
     for (what, request, acceptable) in &cases {
         let answer = raw(&gateway, request.as_bytes(), Duration::from_secs(3));
         let status = status_of(&answer);
+        // Shown with --nocapture: the answers the closing notes report.
+        eprintln!("abuse case {what:?}: {status}");
         assert!(
             acceptable.contains(&status),
             "{what}: answered {status}:\n{}",

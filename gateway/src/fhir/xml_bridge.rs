@@ -46,8 +46,36 @@ pub fn json_to_xml(json: &[u8]) -> Result<Vec<u8>, ConversionError> {
     let element: R4Element = fhirbolt::serde::json::from_slice(json, strict())
         .map_err(|e| ConversionError(format!("invalid FHIR JSON: {e}")))?;
     // fhirbolt writes the XML declaration itself.
-    fhirbolt::serde::xml::to_vec(&element, None)
-        .map_err(|e| ConversionError(format!("cannot write FHIR XML: {e}")))
+    let xml = fhirbolt::serde::xml::to_vec(&element, None)
+        .map_err(|e| ConversionError(format!("cannot write FHIR XML: {e}")))?;
+    check_well_formed(&xml)?;
+    Ok(xml)
+}
+
+/// fhirbolt copies a narrative's `div` string into the XML as it is, so a
+/// JSON resource with a malformed narrative becomes a malformed XML
+/// document (found by fuzzing). One flat pass — names, end tags,
+/// attributes — refuses it instead of sending it on.
+fn check_well_formed(xml: &[u8]) -> Result<(), ConversionError> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    reader.config_mut().check_end_names = true;
+    let mut buf = Vec::new();
+    let malformed =
+        |e: String| ConversionError(format!("the narrative is not well-formed XHTML: {e}"));
+    loop {
+        match reader.read_event_into(&mut buf) {
+            Ok(Event::Start(element) | Event::Empty(element)) => {
+                for attribute in element.attributes() {
+                    attribute.map_err(|e| malformed(e.to_string()))?;
+                }
+            }
+            Ok(Event::Eof) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(malformed(e.to_string())),
+        }
+        buf.clear();
+    }
 }
 
 /// FHIR JSON → FHIR XML for answers from the upstream, leniently: JSON
@@ -229,6 +257,19 @@ mod tests {
         assert!(error.0.contains("deeper than"), "{error}");
         let within = on_a_worker_stack(|| xml_to_json(&nested_extensions(30, true)));
         assert!(within.is_ok(), "{within:?}");
+    }
+
+    // Found by fuzzing (xml_bridge): a narrative `div` that is not
+    // well-formed XML was copied into the XML answer as it was, making the
+    // whole document malformed for the client.
+    #[test]
+    fn a_malformed_narrative_is_refused_not_written_into_the_xml() {
+        let json = include_bytes!("../../../fixtures/fuzz/xml_bridge-malformed-narrative.json");
+        let error = json_to_xml(json).unwrap_err();
+        assert!(error.0.contains("not well-formed"), "{error}");
+        let fine = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
+            "div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p a=\"1\">x</p></div>"}}"#;
+        assert!(json_to_xml(fine).is_ok());
     }
 
     // JSON from the upstream is bounded by serde_json's 128 levels; the
