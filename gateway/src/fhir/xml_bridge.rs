@@ -53,24 +53,33 @@ pub fn json_to_xml(json: &[u8]) -> Result<Vec<u8>, ConversionError> {
 }
 
 /// fhirbolt copies a narrative's `div` string into the XML as it is, so a
-/// JSON resource with a malformed narrative becomes a malformed XML
-/// document (found by fuzzing). One flat pass — names, end tags,
-/// attributes — refuses it instead of sending it on.
+/// JSON resource with a malformed narrative — or one with elements outside
+/// XHTML — becomes an XML document FHIR readers refuse (both found by
+/// fuzzing). One flat pass over names, end tags, attributes and element
+/// namespaces (FHIR's or XHTML's, nothing else) refuses it instead of
+/// sending it on.
 fn check_well_formed(xml: &[u8]) -> Result<(), ConversionError> {
     use quick_xml::events::Event;
-    let mut reader = quick_xml::Reader::from_reader(xml);
+    use quick_xml::name::{Namespace, ResolveResult};
+    const FHIR: &[u8] = b"http://hl7.org/fhir";
+    const XHTML: &[u8] = b"http://www.w3.org/1999/xhtml";
+    let mut reader = quick_xml::NsReader::from_reader(xml);
     reader.config_mut().check_end_names = true;
     let mut buf = Vec::new();
     let malformed =
         |e: String| ConversionError(format!("the narrative is not well-formed XHTML: {e}"));
     loop {
-        match reader.read_event_into(&mut buf) {
-            Ok(Event::Start(element) | Event::Empty(element)) => {
+        match reader.read_resolved_event_into(&mut buf) {
+            Ok((namespace, Event::Start(element) | Event::Empty(element))) => {
+                match namespace {
+                    ResolveResult::Bound(Namespace(ns)) if ns == FHIR || ns == XHTML => {}
+                    _ => return Err(malformed("an element outside the XHTML namespace".into())),
+                }
                 for attribute in element.attributes() {
                     attribute.map_err(|e| malformed(e.to_string()))?;
                 }
             }
-            Ok(Event::Eof) => return Ok(()),
+            Ok((_, Event::Eof)) => return Ok(()),
             Ok(_) => {}
             Err(e) => return Err(malformed(e.to_string())),
         }
@@ -267,6 +276,9 @@ mod tests {
         let json = include_bytes!("../../../fixtures/fuzz/xml_bridge-malformed-narrative.json");
         let error = json_to_xml(json).unwrap_err();
         assert!(error.0.contains("not well-formed"), "{error}");
+        let other_namespace = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
+            "div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p xmlns=\"grid\">x</p></div>"}}"#;
+        assert!(json_to_xml(other_namespace).is_err());
         let fine = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
             "div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p a=\"1\">x</p></div>"}}"#;
         assert!(json_to_xml(fine).is_ok());
