@@ -259,6 +259,11 @@ impl Gateway {
         //    content coding the gateway can decode (415; corrupt data 400).
         //    Before admission, so slow bodies hold no concurrency permit
         //    (they are bounded by the body timeout and the connection cap).
+        // A request that arrives after SIGTERM is refused now; one whose
+        // body is still arriving when it comes is finished (graceful).
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return self.fail(GatewayError::ShuttingDown, &exchange, started);
+        }
         let (mut parts, body) = request.into_parts();
         let body = match self.read_client_body(&mut parts.headers, body).await {
             Ok(body) => body,
@@ -911,12 +916,9 @@ impl Gateway {
         ))
     }
 
-    /// Step 4. A permit for one request; `Overloaded` (503) when all are
-    /// taken, `ShuttingDown` (503) after SIGTERM.
+    /// Step 5. A permit for one request; `Overloaded` (503) when all are
+    /// taken. (Shutdown is checked when the request arrives, step 4.)
     fn admit(&self) -> Result<OwnedSemaphorePermit, GatewayError> {
-        if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(GatewayError::ShuttingDown);
-        }
         self.admission
             .clone()
             .try_acquire_owned()
