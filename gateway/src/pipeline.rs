@@ -704,27 +704,14 @@ impl Gateway {
         let caller = parts.headers.get(AUTHORIZATION).cloned();
         match operation {
             SealOperation::ProofOfVersion(key) => {
-                let url = format!(
-                    "{}/{}/{}/_history/{}",
-                    self.upstream_base, key.resource_type, key.id, key.version_id
-                );
-                let check = self
-                    .caller_check(ledger, &key, &url, caller.as_ref())
-                    .await?;
+                let check = self.caller_check(ledger, &key, caller.as_ref()).await?;
                 let mut response = seal_ops::proof_response(ledger, &key, &parts.headers)?;
                 seal_ops::mark_check(&mut response, &check);
                 Ok(response)
             }
             SealOperation::ProofOfCurrent { resource_type, id } => {
                 let url = format!("{}/{resource_type}/{id}", self.upstream_base);
-                let answer = self
-                    .upstream
-                    .get_fhir_json_answer(&url, caller.as_ref())
-                    .await
-                    .map_err(|reason| {
-                        tracing::warn!(request_id = %exchange.request_id, %reason, "$proof: the caller's read failed");
-                        GatewayError::UpstreamProtocol
-                    })?;
+                let answer = self.read_as_caller(&url, caller.as_ref()).await?;
                 let current = seal_ops::caller_may_read(&answer)?;
                 let crate::verify_read::EntryVersion::Stored(key) =
                     crate::verify_read::resource_version(&current)
@@ -754,18 +741,9 @@ impl Gateway {
                 let key = seal_ops::posted_version(&body)?;
                 // Only about versions the caller may read: the same check as
                 // `$proof`, without which `$verify` is an oracle for guesses.
-                let url = format!(
-                    "{}/{}/{}/_history/{}",
-                    self.upstream_base, key.resource_type, key.id, key.version_id
-                );
                 let answer = self
-                    .upstream
-                    .get_fhir_json_answer(&url, caller.as_ref())
-                    .await
-                    .map_err(|reason| {
-                        tracing::warn!(request_id = %exchange.request_id, %reason, "$verify: the caller's read failed");
-                        GatewayError::UpstreamProtocol
-                    })?;
+                    .read_as_caller(&self.version_url(&key), caller.as_ref())
+                    .await?;
                 if answer.0 != StatusCode::GONE {
                     seal_ops::caller_may_read(&answer)?;
                 }
@@ -777,24 +755,41 @@ impl Gateway {
         }
     }
 
-    /// Step 4a helper: asks the upstream, as the caller, for the version
-    /// at `url` and checks that what it returns is what was sealed. A
-    /// sealed deletion counts when the upstream answers 410 Gone.
+    /// Step 5a helper: the upstream's URL of one version (a vread).
+    fn version_url(&self, key: &anchor::store::VersionKey) -> String {
+        format!(
+            "{}/{}/{}/_history/{}",
+            self.upstream_base, key.resource_type, key.id, key.version_id
+        )
+    }
+
+    /// Step 5a helper: GETs `url` from the upstream with the caller's own
+    /// `Authorization` and returns whatever it answered; 502 when no
+    /// complete answer came (the reason is logged, not sent).
+    async fn read_as_caller(
+        &self,
+        url: &str,
+        caller: Option<&HeaderValue>,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), GatewayError> {
+        self.upstream
+            .get_fhir_json_answer(url, caller)
+            .await
+            .map_err(|reason| {
+                tracing::warn!(%reason, "a seal operation's read as the caller failed");
+                GatewayError::UpstreamProtocol
+            })
+    }
+
+    /// Step 5a helper: asks the upstream, as the caller, for version `key`
+    /// and checks that what it returns is what was sealed. A sealed
+    /// deletion counts when the upstream answers 410 Gone.
     async fn caller_check(
         &self,
         ledger: &anchor::ledger::Ledger,
         key: &anchor::store::VersionKey,
-        url: &str,
         caller: Option<&HeaderValue>,
     ) -> Result<anchor::ledger::VersionCheck, GatewayError> {
-        let answer = self
-            .upstream
-            .get_fhir_json_answer(url, caller)
-            .await
-            .map_err(|reason| {
-                tracing::warn!(%reason, "$proof: the caller's read failed");
-                GatewayError::UpstreamProtocol
-            })?;
+        let answer = self.read_as_caller(&self.version_url(key), caller).await?;
         if answer.0 == StatusCode::GONE {
             return crate::seal_ops::require_verified(key, ledger.check_deletion(key));
         }
