@@ -227,42 +227,16 @@ pub fn verify_bundle_with(
 
 /// A resource whose `id` or `meta.versionId` contradicts the bundle is the
 /// wrong file, even if someone arranged its commitment to match.
-/// The resource must be the version the bundle is for: type, id and
-/// `meta.versionId` present and equal (checked on the canonical JSON, so
-/// XML is held to it too). Without this a resource stripped of its
-/// version id would verify against any bundle of the same content.
+/// The resource must be the version the bundle is for (see
+/// [`resource::check_identity`]).
 fn check_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Error> {
-    let value: serde_json::Value = serde_json::from_slice(canonical)
-        .map_err(|e| Error::Bundle(format!("resource is not JSON: {e}")))?;
-    let pairs = [
-        (
-            "resourceType",
-            value["resourceType"].as_str(),
-            &expected.resource_type,
-        ),
-        ("id", value["id"].as_str(), &expected.id),
-        (
-            "meta.versionId",
-            value["meta"]["versionId"].as_str(),
-            &expected.version_id,
-        ),
-    ];
-    for (field, found, want) in pairs {
-        match found {
-            Some(found) if found == want => {}
-            Some(found) => {
-                return Err(Error::Bundle(format!(
-                    "the resource's {field} is {found:?} but the bundle is for {want:?}"
-                )))
-            }
-            None => {
-                return Err(Error::Bundle(format!(
-                    "the resource has no {field}; the bundle is for {want:?}"
-                )))
-            }
-        }
-    }
-    Ok(())
+    resource::check_identity(
+        canonical,
+        &expected.resource_type,
+        &expected.id,
+        &expected.version_id,
+    )
+    .map_err(|reason| Error::Bundle(format!("{reason}; the bundle is for another version")))
 }
 
 fn check_receipt(

@@ -128,6 +128,44 @@ pub fn check_xml_input(xml: &[u8], max_depth: usize) -> Result<(), Error> {
     }
 }
 
+/// Checks that a resource in canonical form (JSON, so XML is held to it
+/// too) names exactly this version: `resourceType`, `id` and
+/// `meta.versionId` present and equal. Without it a resource stripped of
+/// its version id would verify against any bundle of the same content, and
+/// a file sealed under the wrong key would never verify. Pure.
+pub fn check_identity(
+    canonical: &[u8],
+    resource_type: &str,
+    id: &str,
+    version_id: &str,
+) -> Result<(), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(canonical).map_err(|e| format!("resource is not JSON: {e}"))?;
+    let pairs = [
+        (
+            "resourceType",
+            value["resourceType"].as_str(),
+            resource_type,
+        ),
+        ("id", value["id"].as_str(), id),
+        (
+            "meta.versionId",
+            value["meta"]["versionId"].as_str(),
+            version_id,
+        ),
+    ];
+    for (field, found, want) in pairs {
+        match found {
+            Some(found) if found == want => {}
+            Some(found) => {
+                return Err(format!("the resource's {field} is {found:?}, not {want:?}"))
+            }
+            None => return Err(format!("the resource has no {field} (expected {want:?})")),
+        }
+    }
+    Ok(())
+}
+
 /// Canonical bytes of a FHIR resource given as JSON or XML.
 pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error> {
     match format {

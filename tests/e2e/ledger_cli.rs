@@ -53,6 +53,38 @@ fn seal_prove_verify_and_find_from_the_command_line() {
     assert!(ok && out.starts_with("leaf 0 commitment "), "{out}");
     let (ok, again) = seal_p_json();
     assert!(ok && again.contains("(already sealed)"), "{again}");
+    // A file that names another version than --version could never be
+    // verified: refused, nothing sealed.
+    let (ok, refused) = run(&[
+        "seal",
+        "--type",
+        "Patient",
+        "--id",
+        "123",
+        "--version",
+        "3",
+        "--resource",
+        p_json.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && refused.contains("meta.versionId is \"2\""),
+        "{refused}"
+    );
+    // The same key with other content is a conflict, not "already sealed".
+    let altered = d.join("altered.json");
+    std::fs::write(&altered, json.replace("1970-01-01", "1970-01-02")).unwrap();
+    let (ok, conflict) = run(&[
+        "seal",
+        "--type",
+        "Patient",
+        "--id",
+        "123",
+        "--version",
+        "2",
+        "--resource",
+        altered.to_str().unwrap(),
+    ]);
+    assert!(!ok && conflict.contains("different content"), "{conflict}");
     let (ok, note) = run(&["checkpoint"]);
     assert!(ok && note.starts_with("cli.test/inkan\n1\n"), "{note}");
 
@@ -115,10 +147,7 @@ fn seal_prove_verify_and_find_from_the_command_line() {
     );
     std::fs::write(d.join("other.json"), json.replace("\"123\"", "\"124\"")).unwrap();
     let (ok, out) = verify("other.json");
-    assert!(
-        !ok && out.contains("id is \"124\" but the bundle is for \"123\""),
-        "{out}"
-    );
+    assert!(!ok && out.contains("id is \"124\", not \"123\""), "{out}");
 
     let (ok, out) = run(&["fsck"]);
     assert!(ok && out.starts_with("ok: 1 leaves"), "{out}");

@@ -135,15 +135,32 @@ fn run_command(
         LedgerCommand::Seal { version, resource } => {
             let bytes = std::fs::read(&resource)?;
             let format = Format::sniff(&bytes);
+            // A file sealed under another key could never be verified.
+            let key = version.key();
+            let canonical = anchor::resource::canonical_resource(&bytes, format)?;
+            anchor::resource::check_identity(
+                &canonical,
+                &key.resource_type,
+                &key.id,
+                &key.version_id,
+            )
+            .map_err(|reason| format!("{}: {reason}", resource.display()))?;
             let receipt = ledger
                 .seal(vec![SealRequest::Version {
-                    key: version.key(),
+                    key: key.clone(),
                     original_digest: Some(sha2::Sha256::digest(&bytes).into()),
                     bytes,
                     format,
                     backfilled: false,
                 }])?
                 .remove(0);
+            if receipt.conflict {
+                return Err(format!(
+                    "{key} is already sealed (leaf {}) with different content",
+                    receipt.leaf_index
+                )
+                .into());
+            }
             writeln!(
                 out,
                 "leaf {} commitment {}{}",
