@@ -24,13 +24,17 @@ export INKAN_HFS_BIN INKAN_SEKMET_BIN INKAN_GANACHE_BIN
 # A failure here stops the run (a process substitution would hide it).
 clients_env="$(scripts/install-clients.sh)"
 while IFS= read -r line; do export "${line?}"; done <<<"$clients_env"
-# Independent oracles for the Japanese decoding tests: nkf (Debian) and
-# jaconv 0.5.0 (PyPI, into the cache).
-if ! command -v nkf >/dev/null; then
+# From Debian: nkf, an independent oracle for the Japanese decoding tests
+# (with jaconv 0.5.0 from PyPI below), and nginx, the authorizing proxy in
+# front of HFS for the caller-bound $proof tests.
+missing=()
+command -v nkf >/dev/null || missing+=(nkf)
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx-light)
+if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then
-    (apt-get update -qq && apt-get install -y -qq nkf) >/dev/null
+    (apt-get update -qq && apt-get install -y -qq "${missing[@]}") >/dev/null
   else
-    echo "the oracle tests need nkf: sudo apt-get install -y nkf" >&2
+    echo "the tests need: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
 fi

@@ -878,7 +878,12 @@ http {{
         );
         let config_path = dir.path().join("nginx.conf");
         std::fs::write(&config_path, config).unwrap();
-        let mut command = Command::new("nginx");
+        // Debian puts it in /usr/sbin, often not on a user's PATH.
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .unwrap_or("nginx");
+        let mut command = Command::new(nginx);
         command
             .arg("-c")
             .arg(&config_path)
