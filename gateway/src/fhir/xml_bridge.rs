@@ -67,21 +67,36 @@ fn check_well_formed(xml: &[u8]) -> Result<(), ConversionError> {
     reader.config_mut().check_end_names = true;
     let mut buf = Vec::new();
     let malformed =
-        |e: String| ConversionError(format!("the narrative is not well-formed XHTML: {e}"));
+        |e: &str| ConversionError(format!("the narrative is not well-formed XHTML: {e}"));
+    // Depth inside a narrative: a `div` in XHTML, and only XHTML below it.
+    let mut in_narrative = 0usize;
     loop {
-        match reader.read_resolved_event_into(&mut buf) {
-            Ok((namespace, Event::Start(element) | Event::Empty(element))) => {
-                match namespace {
-                    ResolveResult::Bound(Namespace(ns)) if ns == FHIR || ns == XHTML => {}
-                    _ => return Err(malformed("an element outside the XHTML namespace".into())),
+        let (namespace, event) = reader
+            .read_resolved_event_into(&mut buf)
+            .map_err(|e| malformed(&e.to_string()))?;
+        match event {
+            Event::Start(ref element) | Event::Empty(ref element) => {
+                let is =
+                    |ns: &[u8]| matches!(namespace, ResolveResult::Bound(Namespace(n)) if n == ns);
+                let is_div = element.local_name().as_ref() == b"div";
+                let allowed = if in_narrative > 0 {
+                    is(XHTML)
+                } else {
+                    (is(FHIR) && !is_div) || (is(XHTML) && is_div)
+                };
+                if !allowed {
+                    return Err(malformed("an element outside XHTML in a narrative"));
                 }
                 for attribute in element.attributes() {
-                    attribute.map_err(|e| malformed(e.to_string()))?;
+                    attribute.map_err(|e| malformed(&e.to_string()))?;
+                }
+                if matches!(event, Event::Start(_)) && (in_narrative > 0 || is(XHTML)) {
+                    in_narrative += 1;
                 }
             }
-            Ok((_, Event::Eof)) => return Ok(()),
-            Ok(_) => {}
-            Err(e) => return Err(malformed(e.to_string())),
+            Event::End(_) => in_narrative = in_narrative.saturating_sub(1),
+            Event::Eof => return Ok(()),
+            _ => {}
         }
         buf.clear();
     }
@@ -279,6 +294,11 @@ mod tests {
         let other_namespace = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
             "div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p xmlns=\"grid\">x</p></div>"}}"#;
         assert!(json_to_xml(other_namespace).is_err());
+        // Found by fuzzing too: a div whose xmlns attribute is misspelt
+        // inherits FHIR's namespace.
+        let no_xhtml = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
+            "div":"<div xmlnsxmlns=\"http://www.w3.org/1999/xhtml\"><p>x</p></div>"}}"#;
+        assert!(json_to_xml(no_xhtml).is_err());
         let fine = br#"{"resourceType":"Patient","id":"p","text":{"status":"generated",
             "div":"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p a=\"1\">x</p></div>"}}"#;
         assert!(json_to_xml(fine).is_ok());
