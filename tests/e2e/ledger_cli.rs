@@ -36,7 +36,8 @@ fn seal_prove_verify_and_find_from_the_command_line() {
         inkan(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let p_json = d.join("p.json");
-    let seal_p_json = || {
+    // `inkan ledger seal` of Patient/123 at `version` from `file`.
+    let seal = |version: &str, file: &std::path::Path| {
         run(&[
             "seal",
             "--type",
@@ -44,28 +45,19 @@ fn seal_prove_verify_and_find_from_the_command_line() {
             "--id",
             "123",
             "--version",
-            "2",
+            version,
             "--resource",
-            p_json.to_str().unwrap(),
+            file.to_str().unwrap(),
         ])
     };
+    let seal_p_json = || seal("2", &p_json);
     let (ok, out) = seal_p_json();
     assert!(ok && out.starts_with("leaf 0 commitment "), "{out}");
     let (ok, again) = seal_p_json();
     assert!(ok && again.contains("(already sealed)"), "{again}");
     // A file that names another version than --version could never be
     // verified: refused, nothing sealed.
-    let (ok, refused) = run(&[
-        "seal",
-        "--type",
-        "Patient",
-        "--id",
-        "123",
-        "--version",
-        "3",
-        "--resource",
-        p_json.to_str().unwrap(),
-    ]);
+    let (ok, refused) = seal("3", &p_json);
     assert!(
         !ok && refused.contains("meta.versionId is \"2\""),
         "{refused}"
@@ -73,17 +65,7 @@ fn seal_prove_verify_and_find_from_the_command_line() {
     // The same key with other content is a conflict, not "already sealed".
     let altered = d.join("altered.json");
     std::fs::write(&altered, json.replace("1970-01-01", "1970-01-02")).unwrap();
-    let (ok, conflict) = run(&[
-        "seal",
-        "--type",
-        "Patient",
-        "--id",
-        "123",
-        "--version",
-        "2",
-        "--resource",
-        altered.to_str().unwrap(),
-    ]);
+    let (ok, conflict) = seal("2", &altered);
     assert!(!ok && conflict.contains("different content"), "{conflict}");
     let (ok, note) = run(&["checkpoint"]);
     assert!(ok && note.starts_with("cli.test/inkan\n1\n"), "{note}");
