@@ -183,7 +183,7 @@ impl WriterLock {
             Ok(()) => Ok(WriterLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::Store(format!(
                 "another process is writing the ledger in {} (it holds {}); \
-                 one writer per ledger directory — stop it, or share a ledger with [ledger] store = \"postgres\"",
+                 one writer per ledger directory: stop it first",
                 dir.display(),
                 path.display()
             ))),
@@ -946,9 +946,16 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         let mut file = &file;
         file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
     }
-    // Durable before the checkpoint that covers it is stored.
+    // Durable before the checkpoint that covers it is stored: the bytes,
+    // then the rename (the directory entry).
     file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| io_error(parent, e))?;
+    }
+    Ok(())
 }
 
 /// Writes a file via a temporary name and a rename, fsync'd.

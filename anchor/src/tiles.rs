@@ -108,8 +108,8 @@ pub fn write_tile_files(dir: &Path, tiles: Vec<(PathBuf, Vec<u8>)>) -> Result<()
         {
             continue;
         }
-        // Not fsync'd: tiles are a projection of the database, rewritten at
-        // the next checkpoint and checked by fsck; only the rename is atomic.
+        // Written and fsync'd (file and directory) before the checkpoint row
+        // that covers it is stored (Ledger::checkpoint_only).
         crate::ledger::write_replacing(&path, &data)?;
     }
     Ok(())

@@ -406,6 +406,10 @@ pub struct Limits {
     /// Requests handled at once; more get 503 with `Retry-After`. Default 1,024.
     /// Open client connections at most; past it new connections wait in
     /// the kernel's accept queue. Default 10000.
+    /// Requests with a body being read or served at once; more get 503
+    /// at once. Bodies are read before admission, so this bounds their
+    /// memory: at most this many times `max_request_body_bytes`. Default 64.
+    pub max_bodies_in_progress: usize,
     pub max_connections: usize,
     pub max_concurrent_requests: usize,
     /// Largest FHIR JSON/XML response the gateway buffers to rewrite base
@@ -430,6 +434,7 @@ impl Default for Limits {
             client_body_timeout_ms: 60_000,
             max_concurrent_requests: 1024,
             max_connections: 10_000,
+            max_bodies_in_progress: 64,
             max_inspected_response_bytes: 64 * 1024 * 1024,
             verify_requests_per_minute: 120,
             shutdown_grace_seconds: 30,
@@ -557,6 +562,11 @@ impl Config {
         if self.limits.max_header_bytes < 8192 {
             return Err(ConfigError::Invalid(
                 "limits.max_header_bytes must be at least 8192".into(),
+            ));
+        }
+        if self.limits.max_bodies_in_progress == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_bodies_in_progress must be at least 1".into(),
             ));
         }
         if self.limits.max_connections == 0 {

@@ -58,6 +58,8 @@ pub struct Gateway {
     pub rewriter: Rewriter,
     pub metrics: Metrics,
     admission: Arc<Semaphore>,
+    /// Requests whose body is being read or held (see step 4).
+    body_slots: Arc<Semaphore>,
     xml_support: AtomicU8,
     /// `Authorization` value the gateway sends instead of the client's.
     upstream_authorization: Option<HeaderValue>,
@@ -198,6 +200,7 @@ impl Gateway {
             sealer,
             fault_seal_delay,
             admission: Arc::new(Semaphore::new(config.limits.max_concurrent_requests)),
+            body_slots: Arc::new(Semaphore::new(config.limits.max_bodies_in_progress)),
             listener_tls: config.tls.is_some(),
             upstream,
             upstream_base,
@@ -264,6 +267,17 @@ impl Gateway {
         if self.shutting_down.load(Ordering::SeqCst) {
             return self.fail(GatewayError::ShuttingDown, &exchange, started);
         }
+        // Bodies are buffered before admission, so their number has its own
+        // bound (`limits.max_bodies_in_progress`): memory stays at most that
+        // many times `max_request_body_bytes`. Bodiless requests need none.
+        let _body_slot = if request.body().is_end_stream() {
+            None
+        } else {
+            match self.body_slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => return self.fail(GatewayError::Overloaded, &exchange, started),
+            }
+        };
         let (mut parts, body) = request.into_parts();
         let body = match self.read_client_body(&mut parts.headers, body).await {
             Ok(body) => body,
@@ -1477,10 +1491,11 @@ impl Gateway {
             (Interaction::Vread, [t, id, "_history", v]) => (Some(*t), Some(*id), Some(*v)),
             _ => (None, None, None),
         };
+        // `_summary=false` asks for the whole resource: not a subset.
         let subset_requested = exchange.query.as_deref().is_some_and(|query| {
             query.split('&').any(|pair| {
-                let name = pair.split('=').next().unwrap_or("");
-                name == "_summary" || name == "_elements"
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                name == "_elements" || (name == "_summary" && value != "false")
             })
         });
         crate::verify_read::ReadRequest {

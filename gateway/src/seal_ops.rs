@@ -225,8 +225,9 @@ pub fn caller_key(authorization: Option<&HeaderValue>, peer: std::net::IpAddr) -
 }
 
 /// A fixed-window limit per caller: at most `limit` requests per minute.
-/// The table is emptied when it holds more than `MAX_CALLERS` callers, so
-/// many callers cost bounded memory (at the price of a fresh window).
+/// At most `MAX_CALLERS` callers are tracked; past that, windows of earlier
+/// minutes are dropped and, if the current minute alone fills the table,
+/// new callers are refused until it turns.
 #[derive(Debug)]
 pub struct RateLimiter {
     limit: u32,
@@ -250,8 +251,14 @@ impl RateLimiter {
 
     fn admit_at(&self, caller: [u8; 32], minute: u64) -> bool {
         let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.len() > MAX_CALLERS {
-            windows.clear();
+        if windows.len() >= MAX_CALLERS && !windows.contains_key(&caller) {
+            // Forget finished minutes; if this minute alone fills the table,
+            // refuse newcomers (a flood of made-up callers must not buy
+            // everyone a fresh window).
+            windows.retain(|_, (seen, _)| *seen == minute);
+            if windows.len() >= MAX_CALLERS {
+                return false;
+            }
         }
         let window = windows.entry(caller).or_insert((minute, 0));
         if window.0 != minute {

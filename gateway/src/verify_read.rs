@@ -392,9 +392,33 @@ pub fn check_read(
     let head = serde_json::from_slice::<ResourceHead>(body);
     let Some(newest) = newest else {
         // Never sealed: compare what can be compared, as before.
+        // The path's resource was never sealed; the body may still be
+        // another resource's sealed version (an insider answering a read
+        // of B with A's bytes): that is not `verified`.
         return Ok(match head.ok().and_then(|h| stored_key(h, request)) {
             Some(key) => match ledger.check_version(&key, body, Format::Json)? {
                 VersionCheck::Unsealed => ReadCheck::Checked(reference, VersionCheck::Unsealed),
+                VersionCheck::Verified { leaf_index, .. }
+                    if key.resource_type != *path_type
+                        || key.id != *path_id
+                        || request
+                            .version_id
+                            .as_ref()
+                            .is_some_and(|v| *v != key.version_id)
+                        || request
+                            .etag_version
+                            .as_ref()
+                            .is_some_and(|v| *v != key.version_id) =>
+                {
+                    ReadCheck::Checked(
+                        reference,
+                        VersionCheck::Tampered {
+                            leaf_index,
+                            reason: "the answer is another sealed version than the one asked for"
+                                .into(),
+                        },
+                    )
+                }
                 other => ReadCheck::Checked(key.to_string(), other),
             },
             None => ReadCheck::Unchecked,
@@ -469,6 +493,25 @@ pub fn check_read(
                     reason: format!(
                         "rolled back: version {} is sealed as newer",
                         newest.key.version_id
+                    ),
+                },
+            ));
+        }
+        // A version id never sealed but older (numerically) than the newest
+        // seal is not a write around the gateway: it is a forged id.
+        let forged_older = check == VersionCheck::Unsealed
+            && matches!(
+                (key.version_id.parse::<u64>(), newest.key.version_id.parse::<u64>()),
+                (Ok(returned), Ok(sealed)) if returned < sealed
+            );
+        if forged_older {
+            return Ok(ReadCheck::Checked(
+                reference,
+                VersionCheck::Tampered {
+                    leaf_index: newest.leaf_index,
+                    reason: format!(
+                        "version id {} was never sealed and is older than the sealed version {}",
+                        key.version_id, newest.key.version_id
                     ),
                 },
             ));
@@ -767,6 +810,9 @@ mod tests {
             ("duplicate id member",        request("a", None, None, false),      r#"{"resourceType":"Patient","id":"b","id":"a","meta":{"versionId":"2"},"gender":"other"}"#, t),
             ("another resource",           request("a", None, None, false),      P2,          t),
             ("never sealed",               request("b", None, None, false),      P2,          us),
+            ("B answered with A's bytes",  request("b", None, None, false),      A2,          t),
+            ("forged older version id",    request("a", None, None, false),      r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"0"},"gender":"other"}"#, t),
+            ("a newer unsealed version",   request("a", None, None, false),      r#"{"resourceType":"Patient","id":"a","meta":{"versionId":"3"},"gender":"x"}"#, us),
             ("never sealed, no version",   request("b", None, None, false),      r#"{"resourceType":"Patient","id":"b"}"#, uc),
         ];
         for (what, read, body, want) in cases {

@@ -95,7 +95,7 @@ fn trickled_bodies_hold_no_permit_and_slow_heads_are_cut_off() {
     let hfs = Hfs::start();
     let gateway = Gateway::start(
         &hfs.url,
-        "[limits]\nmax_concurrent_requests = 1\nclient_idle_timeout_ms = 1000\nclient_body_timeout_ms = 5000\n",
+        "[limits]\nmax_concurrent_requests = 1\nmax_bodies_in_progress = 2\nclient_idle_timeout_ms = 1000\nclient_body_timeout_ms = 5000\n",
     );
     // Two clients trickle a body (declared 1000 bytes, 10 sent).
     let mut tricklers: Vec<TcpStream> = (0..2)
@@ -111,6 +111,15 @@ fn trickled_bodies_hold_no_permit_and_slow_heads_are_cut_off() {
     for _ in 0..3 {
         still_serves(&gateway);
     }
+    // Bodies have their own bound (2 here): a third body is refused at once
+    // instead of adding to the memory the tricklers hold.
+    let third = client()
+        .post(format!("{}/Patient", gateway.base))
+        .header("content-type", "application/fhir+json")
+        .body(r#"{"resourceType":"Patient"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(third.status(), 503);
     // A slowloris head (never finished) is closed after the idle timeout.
     let mut slow = TcpStream::connect(("127.0.0.1", gateway.port)).unwrap();
     slow.write_all(b"GET /fhir/metadata HTTP/1.1\r\nHost: x\r\n")
