@@ -296,12 +296,37 @@ pub fn verify_response(
                     }
                     (version, _) => version.clone(),
                 };
+                // An entry without a checkable version whose resource is
+                // sealed (its versionId removed, or members duplicated) is
+                // not excused as `unchecked` either.
+                let excuse = (version == EntryVersion::Unchecked && !request.subset_requested)
+                    .then(|| {
+                        entry
+                            .resource_bytes()
+                            .map(|b| sealed_resource_of(ledger, b))
+                    })
+                    .flatten()
+                    .transpose()
+                    .map_err(ledger_error)?
+                    .flatten();
+                let (version, check) = match excuse {
+                    Some(record) => (
+                        EntryVersion::Stored(record.key),
+                        Some(VersionCheck::Tampered {
+                            leaf_index: record.leaf_index,
+                            reason: "a sealed resource without a checkable meta.versionId".into(),
+                        }),
+                    ),
+                    None => {
+                        let check = check_entry(ledger, &version, entry.resource_bytes())
+                            .map_err(ledger_error)?;
+                        (version, check)
+                    }
+                };
                 if version == EntryVersion::Unchecked {
                     summary.unchecked += 1;
                 }
-                let Some(check) =
-                    check_entry(ledger, &version, entry.resource_bytes()).map_err(ledger_error)?
-                else {
+                let Some(check) = check else {
                     continue;
                 };
                 summary.count(&check);
@@ -562,6 +587,22 @@ pub fn check_missing(
                 },
             )
         }))
+}
+
+/// The newest seal of the resource a Bundle entry holds, read leniently
+/// (type and id only; duplicate members allowed, the last wins), for
+/// entries that name no checkable version.
+fn sealed_resource_of(
+    ledger: &Ledger,
+    bytes: &[u8],
+) -> Result<Option<anchor::store::IndexRecord>, anchor::Error> {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
+        return Ok(None);
+    };
+    match (value["resourceType"].as_str(), value["id"].as_str()) {
+        (Some(resource_type), Some(id)) => ledger.store().newest_sealed(resource_type, id),
+        _ => Ok(None),
+    }
 }
 
 /// The key a resource head names, when it names one.
@@ -953,6 +994,29 @@ mod tests {
         )
         .unwrap();
         assert_eq!(summary.unchecked, 1, "{summary:?}");
+    }
+
+    // A removed versionId or duplicate members in a search entry forced
+    // `unchecked` for a sealed resource.
+    #[test]
+    fn a_sealed_search_entry_without_a_checkable_version_is_tampered() {
+        let (_dir, ledger) = ledger();
+        seal(&ledger, P1);
+        let stripped = r#"{"resourceType":"Patient","id":"a","gender":"male"}"#;
+        let duplicated = r#"{"resourceType":"Patient","id":"a","id":"a","meta":{"versionId":"1"},"gender":"male"}"#;
+        let unsealed = r#"{"resourceType":"Patient","id":"zz","gender":"male"}"#;
+        let body = format!(
+            r#"{{"resourceType":"Bundle","type":"searchset","entry":[{{"resource":{stripped}}},{{"resource":{duplicated}}},{{"resource":{unsealed}}}]}}"#
+        );
+        let (summary, _) = annotate_bundle(&ledger, &body);
+        assert_eq!(
+            summary,
+            ReadVerification {
+                tampered: 2,
+                unchecked: 1,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
