@@ -1435,17 +1435,7 @@ impl Gateway {
                 ..Default::default()
             };
             self.count_verifications(&summary);
-            if let (
-                anchor::ledger::VersionCheck::Tampered { leaf_index, reason },
-                VerifyReads::Block,
-            ) = (&check, policy)
-            {
-                return Err(GatewayError::TamperedVersion {
-                    reference,
-                    leaf_index: *leaf_index,
-                    reason: reason.clone(),
-                });
-            }
+            crate::verify_read::refuse_in_block_mode(&reference, &check, policy)?;
             return Ok((body, Some(summary)));
         }
         if status != StatusCode::OK || format != WireFormat::Json {
@@ -1481,15 +1471,15 @@ impl Gateway {
         exchange: &Exchange,
         response_headers: &http::HeaderMap,
     ) -> crate::verify_read::ReadRequest {
-        let segments: Vec<&str> = exchange
-            .fhir_path
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
-        let (resource_type, id, version_id) = match (exchange.interaction, segments.as_slice()) {
-            (Interaction::Read, [t, id]) => (Some(*t), Some(*id), None),
-            (Interaction::Vread, [t, id, "_history", v]) => (Some(*t), Some(*id), Some(*v)),
-            _ => (None, None, None),
+        let named = match exchange.interaction {
+            Interaction::Read | Interaction::Vread => {
+                crate::seal::parse_version_path(&exchange.fhir_path)
+            }
+            _ => None,
+        };
+        let (resource_type, id, version_id) = match named {
+            Some((resource_type, id, version_id)) => (Some(resource_type), Some(id), version_id),
+            None => (None, None, None),
         };
         // `_summary=false` asks for the whole resource: not a subset.
         let subset_requested = exchange.query.as_deref().is_some_and(|query| {
@@ -1499,9 +1489,9 @@ impl Gateway {
             })
         });
         crate::verify_read::ReadRequest {
-            resource_type: resource_type.map(str::to_owned),
-            id: id.map(str::to_owned),
-            version_id: version_id.map(str::to_owned),
+            resource_type,
+            id,
+            version_id,
             etag_version: response_headers
                 .get(http::header::ETAG)
                 .and_then(|v| v.to_str().ok())

@@ -520,7 +520,7 @@ pub(crate) fn etag_version(etag: &str) -> Option<String> {
 
 /// `/Patient/123` or `Patient/123/_history/2` (query ignored) →
 /// (type, id, version?).
-fn parse_version_path(path: &str) -> Option<(String, String, Option<String>)> {
+pub(crate) fn parse_version_path(path: &str) -> Option<(String, String, Option<String>)> {
     let path = path.split(['?', '#']).next()?;
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let n = segments.len();

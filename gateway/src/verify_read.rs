@@ -100,6 +100,15 @@ struct MetaHead {
     tag: Vec<Coding>,
 }
 
+impl MetaHead {
+    /// Tagged `SUBSETTED` (`_summary`, `_elements`): not the whole version.
+    fn subsetted(&self) -> bool {
+        self.tag
+            .iter()
+            .any(|t| t.code.as_deref() == Some("SUBSETTED"))
+    }
+}
+
 #[derive(Deserialize)]
 struct Coding {
     code: Option<String>,
@@ -363,8 +372,20 @@ pub enum ReadCheck {
     Checked(String, VersionCheck),
 }
 
+/// A checked read found tampered: `reference` against the seal at
+/// `leaf_index`, for `reason`.
+fn tampered(reference: String, leaf_index: u64, reason: impl Into<String>) -> ReadCheck {
+    ReadCheck::Checked(
+        reference,
+        VersionCheck::Tampered {
+            leaf_index,
+            reason: reason.into(),
+        },
+    )
+}
+
 /// `block` mode withholds a tampered answer (502).
-fn refuse_in_block_mode(
+pub fn refuse_in_block_mode(
     reference: &str,
     check: &VersionCheck,
     policy: VerifyReads,
@@ -405,18 +426,8 @@ pub fn check_read(
         Some(version) => format!("{path_type}/{path_id}/_history/{version}"),
         None => format!("{path_type}/{path_id}"),
     };
-    let tampered = |leaf_index: u64, reason: &str| {
-        Ok(ReadCheck::Checked(
-            reference.clone(),
-            VersionCheck::Tampered {
-                leaf_index,
-                reason: reason.to_owned(),
-            },
-        ))
-    };
     let head = serde_json::from_slice::<ResourceHead>(body);
     let Some(newest) = newest else {
-        // Never sealed: compare what can be compared, as before.
         // The path's resource was never sealed; the body may still be
         // another resource's sealed version (an insider answering a read
         // of B with A's bytes): that is not `verified`.
@@ -435,13 +446,10 @@ pub fn check_read(
                             .as_ref()
                             .is_some_and(|v| *v != key.version_id) =>
                 {
-                    ReadCheck::Checked(
+                    tampered(
                         reference,
-                        VersionCheck::Tampered {
-                            leaf_index,
-                            reason: "the answer is another sealed version than the one asked for"
-                                .into(),
-                        },
+                        leaf_index,
+                        "the answer is another sealed version than the one asked for",
                     )
                 }
                 other => ReadCheck::Checked(key.to_string(), other),
@@ -451,48 +459,52 @@ pub fn check_read(
     };
     let sealed_at_leaf = newest.leaf_index;
     let Ok(head) = head else {
-        return tampered(
+        return Ok(tampered(
+            reference,
             sealed_at_leaf,
             "the answer is not valid FHIR JSON (a duplicate member?)",
-        );
+        ));
     };
     if head.resource_type.as_deref() != Some(path_type.as_str())
         || head.id.as_deref() != Some(path_id.as_str())
     {
-        return tampered(
+        return Ok(tampered(
+            reference,
             sealed_at_leaf,
             "the answer is another resource than the one asked for",
-        );
+        ));
     }
-    let subsetted = head
-        .meta
-        .as_ref()
-        .is_some_and(|m| m.tag.iter().any(|t| t.code.as_deref() == Some("SUBSETTED")));
-    if subsetted && request.subset_requested {
+    if request.subset_requested && head.meta.as_ref().is_some_and(MetaHead::subsetted) {
         return Ok(ReadCheck::Unchecked);
     }
     let Some(version_id) = head.meta.and_then(|m| m.version_id) else {
-        return tampered(
+        return Ok(tampered(
+            reference,
             sealed_at_leaf,
             "meta.versionId was removed from a sealed resource",
-        );
+        ));
     };
     if request
         .version_id
         .as_ref()
         .is_some_and(|v| *v != version_id)
     {
-        return tampered(
+        return Ok(tampered(
+            reference,
             sealed_at_leaf,
             "the answer is another version than the one asked for",
-        );
+        ));
     }
     if request
         .etag_version
         .as_ref()
         .is_some_and(|v| *v != version_id)
     {
-        return tampered(sealed_at_leaf, "meta.versionId does not match the ETag");
+        return Ok(tampered(
+            reference,
+            sealed_at_leaf,
+            "meta.versionId does not match the ETag",
+        ));
     }
     let key = VersionKey {
         resource_type: path_type.clone(),
@@ -511,15 +523,13 @@ pub fn check_read(
             VersionCheck::Unsealed => false,
         };
         if older {
-            return Ok(ReadCheck::Checked(
+            return Ok(tampered(
                 reference,
-                VersionCheck::Tampered {
-                    leaf_index: newest.leaf_index,
-                    reason: format!(
-                        "rolled back: version {} is sealed as newer",
-                        newest.key.version_id
-                    ),
-                },
+                newest.leaf_index,
+                format!(
+                    "rolled back: version {} is sealed as newer",
+                    newest.key.version_id
+                ),
             ));
         }
         // A version id never sealed but older (numerically) than the newest
@@ -530,25 +540,21 @@ pub fn check_read(
                 (Ok(returned), Ok(sealed)) if returned < sealed
             );
         if forged_older {
-            return Ok(ReadCheck::Checked(
+            return Ok(tampered(
                 reference,
-                VersionCheck::Tampered {
-                    leaf_index: newest.leaf_index,
-                    reason: format!(
-                        "version id {} was never sealed and is older than the sealed version {}",
-                        key.version_id, newest.key.version_id
-                    ),
-                },
+                newest.leaf_index,
+                format!(
+                    "version id {} was never sealed and is older than the sealed version {}",
+                    key.version_id, newest.key.version_id
+                ),
             ));
         }
         if newest.leaf.kind == anchor::leaf::LeafKind::Tombstone && check == VersionCheck::Unsealed
         {
-            return Ok(ReadCheck::Checked(
+            return Ok(tampered(
                 reference,
-                VersionCheck::Tampered {
-                    leaf_index: newest.leaf_index,
-                    reason: "the resource is sealed as deleted".into(),
-                },
+                newest.leaf_index,
+                "the resource is sealed as deleted",
             ));
         }
     }
@@ -608,11 +614,7 @@ fn sealed_resource_of(
 /// The key a resource head names, when it names one.
 fn stored_key(head: ResourceHead, request: &ReadRequest) -> Option<VersionKey> {
     let meta = head.meta?;
-    let subsetted = meta
-        .tag
-        .iter()
-        .any(|t| t.code.as_deref() == Some("SUBSETTED"));
-    if subsetted && request.subset_requested {
+    if request.subset_requested && meta.subsetted() {
         return None;
     }
     Some(VersionKey {
@@ -636,11 +638,7 @@ pub fn resource_version(bytes: &[u8]) -> EntryVersion {
     let Some(meta) = head.meta else {
         return EntryVersion::Unchecked;
     };
-    if meta
-        .tag
-        .iter()
-        .any(|t| t.code.as_deref() == Some("SUBSETTED"))
-    {
+    if meta.subsetted() {
         return EntryVersion::Unchecked;
     }
     match meta.version_id {
