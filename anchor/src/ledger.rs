@@ -989,23 +989,32 @@ fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, Error> {
 
 /// A signing key that group or others can read has leaked already: refuse.
 fn refuse_shared_key(path: &Path) -> Result<(), Error> {
+    match shared_secret_file(path, "the log's signing key") {
+        Ok(None) => Ok(()),
+        Ok(Some(problem)) => Err(Error::Store(problem)),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+/// The one rule for secret files (signing keys here; tokens, passwords and
+/// TLS keys in the gateway): group or others may neither read nor write
+/// them. `Some(why)` names `what` and the fix when the file breaks it.
+pub fn shared_secret_file(path: &Path, what: &str) -> std::io::Result<Option<String>> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| io_error(path, e))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::Store(format!(
-                "the log's signing key {} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {}`",
+            return Ok(Some(format!(
+                "{what} {} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {}`",
                 path.display(),
                 path.display()
             )));
         }
     }
-    Ok(())
+    #[cfg(not(unix))]
+    let _ = (path, what);
+    Ok(None)
 }
 
 /// Creates a file readable by its owner only (0600), failing if it exists.

@@ -24,26 +24,17 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, ConfigError> {
         .map_err(|_| ConfigError::Invalid(format!("{what} ({}) is not UTF-8", path.display())))
 }
 
-/// Refuses a file that group or others may read or write (Unix modes).
+/// Refuses a file that group or others may read or write (Unix modes):
+/// the ledger's rule for its signing key (`anchor::ledger`), applied here.
 pub fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let metadata = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+    match anchor::ledger::shared_secret_file(path, what) {
+        Ok(None) => Ok(()),
+        Ok(Some(problem)) => Err(ConfigError::Invalid(problem)),
+        Err(source) => Err(ConfigError::Read {
             path: path.to_owned(),
             source,
-        })?;
-        let mode = metadata.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(ConfigError::Invalid(format!(
-                "{what} {} is readable or writable by group or others (mode {mode:o}); \
-                 run `chmod 600 {}`",
-                path.display(),
-                path.display()
-            )));
-        }
+        }),
     }
-    Ok(())
 }
 
 #[cfg(all(test, unix))]
