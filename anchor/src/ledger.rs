@@ -597,13 +597,12 @@ impl Ledger {
             Ok(receipt) => {
                 self.store
                     .store_receipt(latest.size, backend.name(), &receipt)?;
-                self.store.record_anchor_attempt(backend.name(), None)?;
                 Ok(true)
             }
             Err(error) => {
                 let _ = self
                     .store
-                    .record_anchor_attempt(backend.name(), Some(&error.to_string()));
+                    .record_anchor_failure(backend.name(), &error.to_string());
                 Err(error)
             }
         }

@@ -143,7 +143,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     /// The oldest checkpoint whose size is at least `size`.
     fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error>;
     /// Records an anchor receipt for the checkpoint of `size` (idempotent
-    /// per backend and size).
+    /// per backend and size) and, in the same transaction, the backend's
+    /// success in its health: a reader never sees the receipt beside the
+    /// failure count it replaces.
     fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error>;
     /// Receipts for the checkpoint of exactly `size`: `(backend, receipt)`.
     fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error>;
@@ -153,8 +155,9 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error>;
     /// Unix seconds when the checkpoint of `size` was signed, if recorded.
     fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error>;
-    /// Records the outcome of an anchoring attempt.
-    fn record_anchor_attempt(&self, backend: &str, error: Option<&str>) -> Result<(), Error>;
+    /// Records a failed anchoring attempt (a success is recorded by
+    /// [`LedgerStore::store_receipt`]).
+    fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error>;
     /// Every backend's recorded health.
     fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error>;
 }
@@ -748,19 +751,14 @@ impl LedgerStore for SqliteStore {
         })
     }
 
-    fn record_anchor_attempt(&self, backend: &str, error: Option<&str>) -> Result<(), Error> {
+    fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error> {
         let now = crate::clock::unix_seconds();
-        self.read(|c| match error {
-            None => c.execute(
-                "INSERT INTO anchor_status (backend, last_success_at, failures) VALUES (?1, ?2, 0)
-                 ON CONFLICT(backend) DO UPDATE SET last_success_at = ?2, failures = 0",
-                params![backend, now],
-            ),
-            Some(error) => c.execute(
+        self.read(|c| {
+            c.execute(
                 "INSERT INTO anchor_status (backend, last_error, last_error_at, failures) VALUES (?1, ?2, ?3, 1)
                  ON CONFLICT(backend) DO UPDATE SET last_error = ?2, last_error_at = ?3, failures = failures + 1",
                 params![backend, error, now],
-            ),
+            )
         })?;
         Ok(())
     }
@@ -829,11 +827,19 @@ impl LedgerStore for SqliteStore {
     }
 
     fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error> {
+        let now = crate::clock::unix_seconds();
         self.read(|c| {
-            c.execute(
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
                 "INSERT OR IGNORE INTO receipts (size, backend, receipt) VALUES (?1, ?2, ?3)",
                 params![size, backend, receipt],
-            )
+            )?;
+            tx.execute(
+                "INSERT INTO anchor_status (backend, last_success_at, failures) VALUES (?1, ?2, 0)
+                 ON CONFLICT(backend) DO UPDATE SET last_success_at = ?2, failures = 0",
+                params![backend, now],
+            )?;
+            tx.commit()
         })?;
         Ok(())
     }
