@@ -519,7 +519,9 @@ impl Gateway {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
-            // The default ledger directory is relative: keep it in the tempdir.
+            // The default ledger directory is under $XDG_DATA_HOME: keep it
+            // in the tempdir (a test's own `[ledger] dir` still wins).
+            .env("XDG_DATA_HOME", dir.path())
             .current_dir(dir.path())
             .envs(env.iter().copied());
         let process = spawn_logged(command, &dir.path().join("inkan.log"));

@@ -194,6 +194,10 @@ impl WriterLock {
 
 /// Creates `dir` (and parents) and leaves it owner-only (0700).
 fn make_private_dir(dir: &Path) -> Result<(), Error> {
+    // An empty path would put the ledger wherever the process was started.
+    if dir.as_os_str().is_empty() {
+        return Err(Error::Store("no ledger directory was given".into()));
+    }
     std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     #[cfg(unix)]
     {
@@ -669,10 +673,10 @@ impl Ledger {
                             break;
                         };
                         if let Err(error) = ledger.checkpoint_only() {
-                            eprintln!("inkan ledger: checkpoint failed: {error}");
+                            tracing::error!(%error, "checkpoint failed");
                         }
                         if let Err(error) = ledger.anchor_with(0) {
-                            eprintln!("inkan ledger: local anchoring failed: {error}");
+                            tracing::error!(%error, "local anchoring failed");
                         }
                     }
                 })
@@ -709,7 +713,7 @@ impl Ledger {
                                 Err(error) => {
                                     let jitter = rand::random::<f64>() * 0.5 + 0.75;
                                     let wait = backoff.mul_f64(jitter);
-                                    eprintln!("inkan ledger: anchoring with backend {index} failed, retrying in {wait:?}: {error}");
+                                    tracing::warn!(backend = index, retry_in = ?wait, %error, "anchoring failed; will retry");
                                     next_try = Instant::now() + wait;
                                     backoff = (backoff * 2).min(Duration::from_secs(300));
                                 }

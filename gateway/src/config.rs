@@ -264,7 +264,9 @@ impl Default for JapaneseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LedgerConfig {
     /// Directory of the ledger (SQLite index, tiles, keys). Default
-    /// `inkan-data/ledger`.
+    /// `$XDG_DATA_HOME/inkan/ledger`, else `$HOME/.local/share/inkan/ledger`
+    /// (never a directory relative to wherever the gateway was started:
+    /// with neither variable set, `ledger.dir` is required).
     pub dir: PathBuf,
     /// The log's origin: the first line of every checkpoint and the signing
     /// key's name. Set it to something unique to your site, e.g.
@@ -302,7 +304,7 @@ pub enum VerifyReads {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            dir: PathBuf::from("inkan-data/ledger"),
+            dir: default_ledger_dir(|name| std::env::var_os(name)).unwrap_or_default(),
             origin: "localhost/inkan".to_owned(),
             key_file: None,
             checkpoint_interval_ms: 1_000,
@@ -310,6 +312,16 @@ impl Default for LedgerConfig {
             verify_reads: VerifyReads::Annotate,
         }
     }
+}
+
+/// The documented default ledger directory under the user's data
+/// directory (XDG base directories), if the environment names one. A
+/// relative value is ignored, as the XDG specification asks.
+pub fn default_ledger_dir(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let absolute = |name: &str| env(name).map(PathBuf::from).filter(|p| p.is_absolute());
+    absolute("XDG_DATA_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local/share")))
+        .map(|data| data.join("inkan/ledger"))
 }
 
 impl LedgerConfig {
@@ -535,6 +547,12 @@ impl Config {
 
     /// Checks what serde cannot: required values and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let needs_ledger = self.ledger.seal_writes;
+        if needs_ledger && self.ledger.dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "ledger.dir is required (or INKAN_LEDGER_DIR): neither $XDG_DATA_HOME nor $HOME names a data directory for the default".into(),
+            ));
+        }
         if self.upstream.url.is_empty() {
             return Err(ConfigError::Invalid(
                 "upstream.url is required (or --upstream / INKAN_UPSTREAM_URL)".into(),
@@ -635,6 +653,29 @@ mod tests {
         let config = Config::load(Some(&path), |_| None)?;
         config.validate()?;
         Ok(config)
+    }
+
+    #[test]
+    fn the_default_ledger_dir_is_under_the_users_data_directory_never_relative() {
+        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+            (&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/a")], Some("/data/inkan/ledger")),
+            (&[("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
+            (&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
+            (&[("HOME", "relative")], None),
+            (&[], None),
+        ];
+        for (env, expected) in table {
+            let found = default_ledger_dir(|name| {
+                env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into())
+            });
+            assert_eq!(found.as_deref(), expected.map(Path::new), "{env:?}");
+        }
+        let mut config = Config::default();
+        config.upstream.url = "http://127.0.0.1:9/fhir".into();
+        config.ledger.dir = PathBuf::new();
+        assert!(config.validate().is_err(), "no directory: refuse to start");
+        config.ledger.seal_writes = false;
+        config.validate().unwrap();
     }
 
     #[test]

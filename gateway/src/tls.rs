@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
@@ -15,12 +16,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+    let pem = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let certs: Result<Vec<_>, _> =
-        rustls_pemfile::certs(&mut std::io::BufReader::new(file)).collect();
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
     let certs = certs.map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(ConfigError::Tls(format!(
@@ -33,13 +33,16 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> 
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
     crate::secret_file::check_private(path, "the TLS private key")?;
-    let file = std::fs::File::open(path).map_err(|source| ConfigError::Read {
+    let pem = std::fs::read(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    rustls_pemfile::private_key(&mut std::io::BufReader::new(file))
-        .map_err(|e| ConfigError::Tls(format!("{}: {e}", path.display())))?
-        .ok_or_else(|| ConfigError::Tls(format!("{}: no PEM private key found", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => {
+            ConfigError::Tls(format!("{}: no PEM private key found", path.display()))
+        }
+        e => ConfigError::Tls(format!("{}: {e}", path.display())),
+    })
 }
 
 fn root_store(ca_file: Option<&Path>) -> Result<RootCertStore, ConfigError> {
