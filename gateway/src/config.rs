@@ -657,7 +657,8 @@ mod tests {
 
     #[test]
     fn the_default_ledger_dir_is_under_the_users_data_directory_never_relative() {
-        let table: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Env = &'static [(&'static str, &'static str)];
+        let table: &[(Env, Option<&str>)] = &[
             (&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/a")], Some("/data/inkan/ledger")),
             (&[("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
             (&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
