@@ -505,6 +505,7 @@ impl Gateway {
         let config = dir.path().join("inkan.toml");
         let admin_token_file = dir.path().join("admin.token");
         write_private(&admin_token_file, ADMIN_TOKEN.as_bytes());
+        let extra_toml = with_ledger_dir(extra_toml, &dir.path().join("ledger"));
         std::fs::write(
             &config,
             format!(
@@ -519,8 +520,7 @@ impl Gateway {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
-            // The default ledger directory is under $XDG_DATA_HOME: keep it
-            // in the tempdir (a test's own `[ledger] dir` still wins).
+            // Never the user's data directory, whatever the config says.
             .env("XDG_DATA_HOME", dir.path())
             .current_dir(dir.path())
             .envs(env.iter().copied());
@@ -679,6 +679,27 @@ impl TsaShim {
         } = self;
         process.kill();
         TsaShim::serve(dir, port, tls)
+    }
+}
+
+/// `extra_toml` with `[ledger] dir` naming `ledger` unless it names one:
+/// the gateway and every CLI command run with its config file share the
+/// ledger in the test's temporary directory.
+fn with_ledger_dir(extra_toml: &str, ledger: &Path) -> String {
+    let dir_line = format!("dir = \"{}\"", ledger.display());
+    let mut in_ledger = false;
+    let mut named = false;
+    for line in extra_toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_ledger = line == "[ledger]";
+        } else if in_ledger && line.starts_with("dir") {
+            named = true;
+        }
+    }
+    match (named, extra_toml.contains("[ledger]")) {
+        (true, _) => extra_toml.to_owned(),
+        (false, true) => extra_toml.replacen("[ledger]", &format!("[ledger]\n{dir_line}"), 1),
+        (false, false) => format!("{extra_toml}\n[ledger]\n{dir_line}\n"),
     }
 }
 

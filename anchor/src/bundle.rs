@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::anchor::note_digest;
+use crate::backends::note_digest;
 use crate::leaf::{self, Leaf, LeafKind, Salt};
 use crate::merkle::{self, Hash};
 use crate::note::{Checkpoint, NoteVerifier};

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 use std::sync::Mutex;
 
-use crate::anchor::{AnchorBackend, LocalFileAnchor};
+use crate::backends::{AnchorBackend, LocalFileAnchor};
 use crate::bundle::{AnchorReceipt, ProofBundle};
+use crate::durable::{io_error, write_replacing};
 use crate::leaf::{self, Leaf, LeafKind};
 use crate::merkle::{self, Hash, MemoryTree};
 use crate::note::{Checkpoint, NoteSigner, NoteVerifier};
@@ -279,7 +280,7 @@ impl Ledger {
                 options.origin
             )));
         }
-        write_atomically(
+        write_replacing(
             &dir.join("log.pub"),
             format!("{}\n", signer.verifier().to_key_string()).as_bytes(),
         )?;
@@ -565,7 +566,7 @@ impl Ledger {
         // before the row leaves tiles that the next round writes again.
         tiles::write_tile_files(&self.tiles_dir(), changed_tiles)?;
         self.store.store_checkpoint(&stored)?;
-        write_atomically(&self.tiles_dir().join("checkpoint"), stored.note.as_bytes())?;
+        write_replacing(&self.tiles_dir().join("checkpoint"), stored.note.as_bytes())?;
         Ok(Some(stored))
     }
 
@@ -930,48 +931,6 @@ pub fn disk_usage(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-fn io_error(path: &Path, e: std::io::Error) -> Error {
-    Error::Store(format!("{}: {e}", path.display()))
-}
-
-/// Writes a file via a temporary name and a rename (readers never see a
-/// partial file), without waiting for the disk.
-pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    {
-        use std::io::Write;
-        let mut file = &file;
-        file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
-    }
-    // Durable before the checkpoint that covers it is stored: the bytes,
-    // then the rename (the directory entry).
-    file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| io_error(parent, e))?;
-    }
-    Ok(())
-}
-
-/// Writes a file via a temporary name and a rename, fsync'd.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write;
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
-    file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
 }
 
 fn load_or_create_key(path: &Path, origin: &str) -> Result<NoteSigner, Error> {

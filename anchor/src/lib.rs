@@ -1,23 +1,39 @@
-//! The seal: canonical form, salted commitments, the RFC 6962 Merkle log,
-//! signed C2SP checkpoints and proofs. Hashing, proof and checkpoint code is
-//! pure (no IO, no async) so verification can run anywhere, offline;
-//! [`store`], [`ledger`], [`tiles`] and [`anchor`] are the parts that touch
-//! disk.
+//! The ledger of inkan's seals, and the means to anchor and check it.
+//!
+//! - Pure (no IO, no clock, no async, so verification runs anywhere,
+//!   offline): the canonical form ([`canonical`], [`narrative`],
+//!   [`resource`]), leaves and commitments ([`leaf`]), RFC 6962 proofs
+//!   ([`merkle`]), signed C2SP notes and checkpoints ([`note`]), proof
+//!   bundles ([`bundle`]), and the checks of anchor receipts ([`tsa`],
+//!   [`evm`]).
+//! - Operational: the log itself ([`ledger`]: appends, group commit, the
+//!   checkpointer), its storage ([`store`]), the published tiles
+//!   ([`tiles`]).
+//! - [`backends`]: where checkpoints are anchored, and the obligations of
+//!   every backend.
+//!
+//! Arrows point from operational to pure, never back.
 
-pub mod anchor;
+// Pure: no IO, no clock, no async — verification can run anywhere.
 pub mod bundle;
 pub mod canonical;
-pub mod clock;
 pub mod evm;
 pub mod leaf;
-pub mod ledger;
 pub mod merkle;
 pub mod narrative;
 pub mod note;
 pub mod resource;
+pub mod tsa;
+
+// Operational: the log on disk, its storage, its checkpointer.
+pub mod clock;
+mod durable;
+pub mod ledger;
 pub mod store;
 pub mod tiles;
-pub mod tsa;
+
+// Where checkpoints are sent.
+pub mod backends;
 
 /// Errors of this crate. Each names what did not match.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +63,37 @@ pub enum Error {
     /// A signed note or checkpoint is malformed or its signature is wrong.
     #[error("signed note rejected: {0}")]
     Note(String),
+}
+
+/// Which side an [`Error`] blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The input handed in: a resource, a proof, a bundle, a receipt.
+    Input,
+    /// The ledger's own storage (disk, SQLite).
+    Storage,
+}
+
+impl Error {
+    /// A stable name for the error, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Canonical { .. } => "canonical",
+            Error::Proof(_) => "proof",
+            Error::Leaf(_) => "leaf",
+            Error::Store(_) => "store",
+            Error::Bundle(_) => "bundle",
+            Error::NotFound(_) => "not_found",
+            Error::Anchor(_) => "anchor",
+            Error::Note(_) => "note",
+        }
+    }
+
+    /// Which side is at fault: what was handed in, or the ledger itself.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Error::Store(_) => Fault::Storage,
+            _ => Fault::Input,
+        }
+    }
 }

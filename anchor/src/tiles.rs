@@ -110,7 +110,7 @@ pub fn write_tile_files(dir: &Path, tiles: Vec<(PathBuf, Vec<u8>)>) -> Result<()
         }
         // Written and fsync'd (file and directory) before the checkpoint row
         // that covers it is stored (Ledger::checkpoint_only).
-        crate::ledger::write_replacing(&path, &data)?;
+        crate::durable::write_replacing(&path, &data)?;
     }
     Ok(())
 }

@@ -250,7 +250,7 @@ struct FlakyBackend {
     calls: std::sync::atomic::AtomicUsize,
 }
 
-impl anchor::anchor::AnchorBackend for FlakyBackend {
+impl anchor::backends::AnchorBackend for FlakyBackend {
     fn name(&self) -> &str {
         "flaky"
     }
@@ -282,7 +282,7 @@ fn a_failing_backend_never_loses_a_checkpoint_and_is_caught_up() {
     let flaky = std::sync::Arc::new(FlakyBackend::default());
     #[derive(Debug)]
     struct Shared(std::sync::Arc<FlakyBackend>);
-    impl anchor::anchor::AnchorBackend for Shared {
+    impl anchor::backends::AnchorBackend for Shared {
         fn name(&self) -> &str {
             self.0.name()
         }

@@ -82,3 +82,62 @@ where
     }
     Ok(Buffered::Whole(collected.freeze()))
 }
+
+/// A body that yields `head` and then the rest of `rest`.
+pub fn prepend<B>(head: Bytes, rest: B) -> ResponseBody
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let head = Full::new(head).map_err(|never| match never {});
+    let stream = chain::Chain::new(head, rest.map_err(Into::into));
+    stream.boxed_unsync()
+}
+
+mod chain {
+    //! A two-part body (no extra dependency for one adapter).
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+
+    use crate::body::BoxError;
+
+    #[derive(Debug)]
+    pub(super) struct Chain<A, B> {
+        first: Option<A>,
+        second: B,
+    }
+
+    impl<A, B> Chain<A, B> {
+        pub(super) fn new(first: A, second: B) -> Self {
+            Chain {
+                first: Some(first),
+                second,
+            }
+        }
+    }
+
+    impl<A, B> Body for Chain<A, B>
+    where
+        A: Body<Data = Bytes, Error = BoxError> + Unpin,
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if let Some(first) = self.first.as_mut() {
+                match Pin::new(first).poll_frame(cx) {
+                    Poll::Ready(None) => self.first = None,
+                    other => return other,
+                }
+            }
+            Pin::new(&mut self.second).poll_frame(cx)
+        }
+    }
+}

@@ -659,15 +659,26 @@ mod tests {
     fn the_default_ledger_dir_is_under_the_users_data_directory_never_relative() {
         type Env = &'static [(&'static str, &'static str)];
         let table: &[(Env, Option<&str>)] = &[
-            (&[("XDG_DATA_HOME", "/data"), ("HOME", "/home/a")], Some("/data/inkan/ledger")),
-            (&[("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
-            (&[("XDG_DATA_HOME", "rel"), ("HOME", "/home/a")], Some("/home/a/.local/share/inkan/ledger")),
+            (
+                &[("XDG_DATA_HOME", "/data"), ("HOME", "/home/a")],
+                Some("/data/inkan/ledger"),
+            ),
+            (
+                &[("HOME", "/home/a")],
+                Some("/home/a/.local/share/inkan/ledger"),
+            ),
+            (
+                &[("XDG_DATA_HOME", "rel"), ("HOME", "/home/a")],
+                Some("/home/a/.local/share/inkan/ledger"),
+            ),
             (&[("HOME", "relative")], None),
             (&[], None),
         ];
         for (env, expected) in table {
             let found = default_ledger_dir(|name| {
-                env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).into())
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).into())
             });
             assert_eq!(found.as_deref(), expected.map(Path::new), "{env:?}");
         }

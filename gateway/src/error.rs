@@ -81,11 +81,11 @@ pub enum GatewayError {
     /// `$proof` for a version the ledger has no seal for (yet).
     #[error("no proof: {detail}")]
     NoProof { detail: String },
-    /// The ledger could not be read or written. `detail` (SQLite text,
+    /// The ledger could not be read or written. The cause (SQLite text,
     /// paths) goes to the log only; the client gets the fixed text and the
     /// request id.
     #[error("the seal ledger failed; the gateway's log has the detail under this request's X-Request-Id")]
-    Ledger { detail: String },
+    Ledger { source: anchor::Error },
     /// An admin endpoint without the admin bearer token, or a wrong one.
     #[error("this admin endpoint needs the admin bearer token")]
     AdminUnauthorized,
@@ -217,12 +217,88 @@ impl GatewayError {
         }
     }
 
+    /// A ledger failure (its cause is logged, never sent).
+    pub fn ledger(source: anchor::Error) -> GatewayError {
+        GatewayError::Ledger { source }
+    }
+
     /// What the log gets beside the client-visible text: internal detail
     /// that must not reach clients.
-    pub fn internal_detail(&self) -> Option<&str> {
+    pub fn internal_detail(&self) -> Option<String> {
         match self {
-            GatewayError::Ledger { detail } => Some(detail),
+            GatewayError::Ledger { source } => Some(source.to_string()),
             _ => None,
+        }
+    }
+
+    /// Which side is at fault, for logs and alerts.
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamProtocol
+            | GatewayError::ResponseConversion { .. }
+            | GatewayError::ResponseTooLarge { .. }
+            | GatewayError::TamperedVersion { .. }
+            | GatewayError::CallerMayNotRead { .. } => Fault::Upstream,
+            GatewayError::Ledger { .. }
+            | GatewayError::Overloaded
+            | GatewayError::ShuttingDown
+            | GatewayError::AdminClosed => Fault::Gateway,
+            _ => Fault::Client,
+        }
+    }
+
+    /// A stable name for each error: the `kind` label of the error metric
+    /// and of the log line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamProtocol => "upstream_protocol",
+            GatewayError::ResponseConversion { .. } => "response_conversion",
+            GatewayError::ResponseTooLarge { .. } => "response_too_large",
+            GatewayError::BodyTooLarge { .. } => "body_too_large",
+            GatewayError::BodyTimeout { .. } => "body_timeout",
+            GatewayError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            GatewayError::NotAcceptable { .. } => "not_acceptable",
+            GatewayError::MalformedRequest { .. } => "malformed_request",
+            GatewayError::NotFound { .. } => "not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::NoSuchLogFile { .. } => "no_such_log_file",
+            GatewayError::InvalidText { .. } => "invalid_text",
+            GatewayError::JpCoreViolations { .. } => "jp_core_violations",
+            GatewayError::PrivateUseCharacter { .. } => "private_use_character",
+            GatewayError::TamperedVersion { .. } => "tampered_version",
+            GatewayError::NoProof { .. } => "no_proof",
+            GatewayError::Ledger { .. } => "ledger",
+            GatewayError::AdminUnauthorized => "admin_unauthorized",
+            GatewayError::AdminClosed => "admin_closed",
+            GatewayError::CallerMayNotRead { .. } => "caller_may_not_read",
+            GatewayError::RateLimited => "rate_limited",
+            GatewayError::Overloaded => "overloaded",
+            GatewayError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Which side caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request: fix it and send again (4xx).
+    Client,
+    /// The upstream server or what it returned.
+    Upstream,
+    /// The gateway itself: its ledger, its limits, its state.
+    Gateway,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Gateway => "gateway",
         }
     }
 }

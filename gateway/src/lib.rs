@@ -9,8 +9,6 @@
 //! - [`fhir`]: formats, interactions, OperationOutcome, URL rewriting, XML.
 //! - [`config`], [`error`], [`metrics`], [`admin`], [`headers`], [`body`].
 
-pub mod admin;
-pub mod anchors;
 pub mod body;
 pub mod coding;
 pub mod commands;
@@ -21,11 +19,8 @@ pub mod headers;
 pub mod japanese;
 pub mod metrics;
 pub mod pipeline;
-pub mod recovery;
 pub mod seal;
-pub mod seal_ops;
 pub mod secret_file;
 pub mod server;
 pub mod tls;
 pub mod upstream;
-pub mod verify_read;

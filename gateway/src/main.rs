@@ -136,7 +136,7 @@ async fn run(config: Config) -> ExitCode {
         .map(|a| a.to_string())
         .unwrap_or_default();
     let gateway = match Gateway::new(config) {
-        Ok(gateway) => Arc::new(gateway),
+        Ok(gateway) => Arc::new(gateway.with_faults(test_faults())),
         Err(error) => return fail(&error),
     };
     tracing::info!(
@@ -151,21 +151,42 @@ async fn run(config: Config) -> ExitCode {
     if let Err(error) = gateway.probe_capabilities().await {
         tracing::warn!(%error, "upstream CapabilityStatement not available yet");
     }
-    if gateway.sealer.is_some() {
+    if let Some(sealer) = gateway.sealer() {
         // Completes seals a crash or a failed seal left open: at start, then
         // every 30 s for intents older than any request can be in flight.
         let in_flight_bound = std::time::Duration::from_millis(
             gateway.config.upstream.response_timeout_ms
                 + gateway.config.limits.client_body_timeout_ms,
         ) + std::time::Duration::from_secs(10);
-        tokio::spawn(inkan::recovery::run_periodically(
-            gateway.clone(),
+        let recovered = gateway
+            .metrics
+            .seals
+            .get_or_create(&inkan::metrics::KindLabels { kind: "recovered" })
+            .clone();
+        tokio::spawn(inkan::seal::recovery::run_periodically(
+            sealer.clone(),
+            gateway.upstream().clone(),
+            recovered,
             std::time::Duration::from_secs(30),
             in_flight_bound,
         ));
     }
     inkan::server::serve(gateway, listener, tls, shutdown_signal()).await;
     ExitCode::SUCCESS
+}
+
+/// Faults for the crash tests, from `INKAN_FAULT_SEAL_DELAY_MS`. Debug
+/// builds only: a release binary injects nothing, whatever its
+/// environment says.
+fn test_faults() -> inkan::pipeline::Faults {
+    let mut faults = inkan::pipeline::Faults::default();
+    if cfg!(debug_assertions) {
+        faults.seal_delay = std::env::var("INKAN_FAULT_SEAL_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis);
+    }
+    faults
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! the one retry policy: only GET and HEAD are retried, only when no
 //! connection could be made, so a request is never sent twice.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::config::UpstreamConfig;
 use crate::error::{ConfigError, GatewayError};
+use crate::fhir::rewrite::{BaseUrl, Rewriter};
 
 /// The `Authorization` value the gateway sends upstream instead of the
 /// client's, from `upstream.bearer_token_file`.
@@ -32,6 +34,15 @@ pub fn configured_authorization(
     // Never indexed by HTTP/2 header compression, never shown in Debug.
     value.set_sensitive(true);
     Ok(Some(value))
+}
+
+/// The one `Authorization` policy: the gateway's own upstream token when
+/// one is configured, else whatever the client sent.
+pub fn upstream_authorization<'a>(
+    gateway_token: Option<&'a HeaderValue>,
+    client: Option<&'a HeaderValue>,
+) -> Option<&'a HeaderValue> {
+    gateway_token.or(client)
 }
 
 /// The path and query of a URL, without its scheme and authority: what
@@ -56,6 +67,40 @@ pub fn redact_url(url: &str) -> String {
     let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
     let scheme = uri.scheme_str().unwrap_or("http");
     format!("{scheme}://{host}{port}{}", uri.path())
+}
+
+/// Why one of the gateway's own reads of the upstream failed. The text
+/// names the path after the upstream's address, never the address.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The URL could not be made into a request.
+    #[error("cannot build a request for {path}")]
+    BadUrl { path: String },
+    /// No answer: unreachable, timed out, or not HTTP.
+    #[error("GET {path} failed: {source}")]
+    Send {
+        path: String,
+        source: Box<GatewayError>,
+    },
+    /// The upstream answered, but not with 2xx.
+    #[error("the upstream answered {status} to GET {path}")]
+    Refused {
+        path: String,
+        status: http::StatusCode,
+    },
+    /// The body broke off or exceeded the internal read limit.
+    #[error("GET {path}: the body broke off or exceeds the limit")]
+    Body { path: String },
+    /// A content coding the gateway cannot undo, or corrupt coded bytes.
+    #[error("GET {path}: cannot decode its Content-Encoding {coding:?}")]
+    Coding { path: String, coding: String },
+    /// The answer is not the FHIR JSON that was asked for.
+    #[error("the answer to GET {path} is not {expected}")]
+    NotFhir {
+        path: String,
+        expected: &'static str,
+    },
 }
 
 /// The most a compressed answer to the gateway's own reads may decode to.
@@ -92,18 +137,20 @@ impl Upstream {
     }
 
     /// GETs `url` as FHIR JSON (with `authorization` when given) and reads
-    /// the whole body; the reason in words when it is not a 2xx. Reasons
-    /// name the path, never the upstream's address (they can reach clients
-    /// in `Inkan-Seal` and OperationOutcomes).
+    /// the whole body; an error when it is not a 2xx. Errors name the
+    /// path, never the upstream's address (they can reach clients in
+    /// `Inkan-Seal` and OperationOutcomes).
     pub async fn get_fhir_json(
         &self,
         url: &str,
         authorization: Option<&HeaderValue>,
-    ) -> Result<Bytes, String> {
-        let path = path_of(url);
+    ) -> Result<Bytes, ReadError> {
         let (status, _, body) = self.get_fhir_json_answer(url, authorization).await?;
         if !status.is_success() {
-            return Err(format!("the upstream answered {status} to GET {path}"));
+            return Err(ReadError::Refused {
+                path: path_of(url).to_owned(),
+                status,
+            });
         }
         Ok(body)
     }
@@ -115,19 +162,19 @@ impl Upstream {
         &self,
         url: &str,
         authorization: Option<&HeaderValue>,
-    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), String> {
-        let path = path_of(url);
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), ReadError> {
+        let path = || path_of(url).to_owned();
         let mut request = Request::get(url)
             .header(ACCEPT, "application/fhir+json")
             .body(Full::new(Bytes::new()))
-            .map_err(|_| format!("cannot build a request for {path}"))?;
+            .map_err(|_| ReadError::BadUrl { path: path() })?;
         if let Some(auth) = authorization {
             request.headers_mut().insert(AUTHORIZATION, auth.clone());
         }
-        let response = self
-            .send(request)
-            .await
-            .map_err(|e| format!("GET {path} failed: {e}"))?;
+        let response = self.send(request).await.map_err(|source| ReadError::Send {
+            path: path(),
+            source: Box::new(source),
+        })?;
         let (parts, body) = response.into_parts();
         let coding = crate::coding::body_coding(&parts.headers);
         // Bounded: an upstream (or whoever answers in its name) cannot make
@@ -136,21 +183,23 @@ impl Upstream {
             .collect()
             .await
             .map(|c| c.to_bytes())
-            .map_err(|_| format!("GET {path}: the body broke off or exceeds the limit"))?;
+            .map_err(|_| ReadError::Body { path: path() })?;
         // The gateway asks for identity; a server may compress anyway.
         let body = match coding {
             crate::coding::BodyCoding::Identity => body,
             crate::coding::BodyCoding::Known(coding) => {
                 crate::coding::decode(coding, &body, INTERNAL_READ_LIMIT)
                     .map(Bytes::from)
-                    .map_err(|e| {
-                        format!("GET {path}: cannot decode its {}: {e:?}", coding.token())
+                    .map_err(|_| ReadError::Coding {
+                        path: path(),
+                        coding: coding.token().to_owned(),
                     })?
             }
             crate::coding::BodyCoding::Unsupported(named) => {
-                return Err(format!(
-                    "GET {path}: answered in an unknown Content-Encoding {named:?}"
-                ))
+                return Err(ReadError::Coding {
+                    path: path(),
+                    coding: named,
+                })
             }
         };
         Ok((parts.status, parts.headers, body))
@@ -221,6 +270,137 @@ impl<B> CloneParts for Request<B> {
             Ok(request) => request.into_parts().0,
             Err(_) => Request::new(()).into_parts().0,
         }
+    }
+}
+
+/// The upstream as the gateway reads it for itself (seals, recovery,
+/// verification, audits): the client, the base it connects to, the
+/// rewriter that knows the bases the upstream calls itself, and the
+/// `Authorization` to read with. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UpstreamReader {
+    client: Upstream,
+    /// The configured base URL, without a trailing slash.
+    base: Arc<str>,
+    rewriter: Arc<Rewriter>,
+    authorization: Option<HeaderValue>,
+}
+
+impl UpstreamReader {
+    /// A reader of the configured upstream with the gateway's own
+    /// `Authorization` (`upstream.bearer_token_file`), if any.
+    pub fn new(config: &UpstreamConfig) -> Result<UpstreamReader, ConfigError> {
+        let mut bases = Vec::new();
+        for url in std::iter::once(&config.url).chain(&config.also_known_as) {
+            bases.push(BaseUrl::parse(url).ok_or_else(|| {
+                ConfigError::Invalid(format!("not an absolute http(s) base URL: {url:?}"))
+            })?);
+        }
+        Ok(UpstreamReader {
+            client: Upstream::new(config)?,
+            base: Arc::from(config.url.trim_end_matches('/')),
+            rewriter: Arc::new(Rewriter::new(bases)),
+            authorization: configured_authorization(config)?,
+        })
+    }
+
+    /// The HTTP client, for forwarding requests.
+    pub fn client(&self) -> &Upstream {
+        &self.client
+    }
+
+    /// The configured base, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The rewriter between the upstream's bases and a public one.
+    pub fn rewriter(&self) -> &Rewriter {
+        &self.rewriter
+    }
+
+    /// The gateway's own `Authorization`, if configured.
+    pub fn gateway_authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
+    }
+
+    /// This reader acting for a client whose request carried `client`:
+    /// the [`upstream_authorization`] policy decides which one it sends.
+    pub fn acting_for(&self, client: Option<&HeaderValue>) -> UpstreamReader {
+        UpstreamReader {
+            authorization: upstream_authorization(self.authorization.as_ref(), client).cloned(),
+            ..self.clone()
+        }
+    }
+
+    /// This reader sending exactly `authorization`, never the gateway's
+    /// own token: for reads that must be decided for the caller alone.
+    pub fn with_authorization(&self, authorization: Option<&HeaderValue>) -> UpstreamReader {
+        UpstreamReader {
+            authorization: authorization.cloned(),
+            ..self.clone()
+        }
+    }
+
+    /// The upstream URL of a path after the base (`/Patient/1`).
+    pub fn url(&self, fhir_path: &str) -> String {
+        format!("{}{fhir_path}", self.base)
+    }
+
+    /// GETs a path after the base (query included) as FHIR JSON: the body
+    /// of a 2xx answer.
+    pub async fn get(&self, fhir_path: &str) -> Result<Bytes, ReadError> {
+        self.get_url(&self.url(fhir_path)).await
+    }
+
+    /// GETs an absolute upstream URL (a `next` link already followed with
+    /// [`UpstreamReader::follow`]) as FHIR JSON.
+    pub async fn get_url(&self, url: &str) -> Result<Bytes, ReadError> {
+        self.client
+            .get_fhir_json(url, self.authorization.as_ref())
+            .await
+    }
+
+    /// GETs a path after the base and returns whatever the upstream
+    /// answered (status, headers, body).
+    pub async fn get_answer(
+        &self,
+        fhir_path: &str,
+    ) -> Result<(http::StatusCode, http::HeaderMap, Bytes), ReadError> {
+        self.client
+            .get_fhir_json_answer(&self.url(fhir_path), self.authorization.as_ref())
+            .await
+    }
+
+    /// A paging link (`next`) as the upstream wrote it, made into a URL
+    /// the gateway can connect to: links use the base the upstream
+    /// advertises, which may differ from the configured one.
+    pub fn follow(&self, link: &str) -> String {
+        self.rewriter
+            .rewrite_url(link, &self.base)
+            .unwrap_or_else(|| link.to_owned())
+    }
+
+    /// The upstream's CapabilityStatement (JSON). Learns the base it
+    /// advertises (`implementation.url`), so its links can be followed.
+    pub async fn capability_statement(&self) -> Result<serde_json::Value, ReadError> {
+        let body = self.get("/metadata").await?;
+        let not_fhir = || ReadError::NotFhir {
+            path: path_of(&self.url("/metadata")).to_owned(),
+            expected: "a CapabilityStatement",
+        };
+        let capability: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| not_fhir())?;
+        if capability["resourceType"] != "CapabilityStatement" {
+            return Err(not_fhir());
+        }
+        if let Some(base) = capability["implementation"]["url"]
+            .as_str()
+            .and_then(BaseUrl::parse)
+        {
+            self.rewriter.learn(base);
+        }
+        Ok(capability)
     }
 }
 

@@ -463,8 +463,6 @@ fn tampering_in_the_database_is_caught_on_read_and_by_the_audit(kind: UpstreamKi
             "--report",
         ])
         .arg(&report)
-        // The gateway's ledger directory is relative to where it runs.
-        .current_dir(field.gateway.dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -45,7 +45,7 @@ fn status(args: &AnchorsArgs) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::load(args.config.as_deref(), |v| std::env::var(v).ok())?;
     let mut ledger = Ledger::open_reader(&config.ledger.dir, &config.ledger.options())?;
     // Configured backends are listed even before their first attempt.
-    for backend in crate::anchors::backends(&config.anchors, &config.ledger.dir)? {
+    for backend in crate::seal::backends::backends(&config.anchors, &config.ledger.dir)? {
         ledger.add_backend(backend);
     }
     let lags = ledger.anchor_status()?;

@@ -24,9 +24,10 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::fhir::rewrite::{BaseUrl, Rewriter};
-use crate::upstream::Upstream;
-use crate::verify_read::{check_entry, scan_bundle, EntryVersion};
+use crate::fhir::bundle::{scan_bundle, EntryVersion};
+use crate::seal::recovery::first_seen_request;
+use crate::seal::verify_read::check_entry;
+use crate::upstream::UpstreamReader;
 
 /// What to sweep and where the ledger is.
 #[derive(Debug, Args)]
@@ -269,22 +270,11 @@ async fn sweep_upstream(
     mode: Mode,
     state_file: &Path,
 ) -> Result<Sweep, SweepError> {
-    let upstream = Upstream::new(&config.upstream)?;
-    let authorization = crate::upstream::configured_authorization(&config.upstream)?;
-    let upstream_base = config.upstream.url.trim_end_matches('/').to_owned();
     // History `next` links use the base the upstream advertises, which may
-    // differ from the address we connect to.
-    let rewriter = Rewriter::new(BaseUrl::parse(&upstream_base));
-    let metadata = upstream
-        .get_fhir_json(&format!("{upstream_base}/metadata"), authorization.as_ref())
-        .await?;
-    let capability: serde_json::Value = serde_json::from_slice(&metadata)?;
-    if let Some(base) = capability["implementation"]["url"]
-        .as_str()
-        .and_then(BaseUrl::parse)
-    {
-        rewriter.learn(base);
-    }
+    // differ from the address we connect to: the reader learns it here.
+    let upstream = UpstreamReader::new(&config.upstream)?;
+    upstream.capability_statement().await?;
+    let upstream_base = upstream.base().to_owned();
 
     let mut state = match load_state(state_file, args, &upstream_base) {
         Some(state) if !args.restart => {
@@ -315,7 +305,7 @@ async fn sweep_upstream(
         }
         pages += 1;
         let fetch_started = Instant::now();
-        let page = upstream.get_fhir_json(&url, authorization.as_ref()).await?;
+        let page = upstream.get_url(&url).await?;
         state.upstream_seconds += fetch_started.elapsed().as_secs_f64();
 
         let verify_started = Instant::now();
@@ -357,10 +347,8 @@ async fn sweep_upstream(
                                     resource_has_seals: has_seals,
                                 });
                             }
-                            to_seal.push(crate::recovery::first_seen_request(
-                                &entry.version,
-                                entry.resource_bytes(),
-                            ));
+                            to_seal
+                                .push(first_seen_request(&entry.version, entry.resource_bytes()));
                         }
                     }
                 }
@@ -379,11 +367,7 @@ async fn sweep_upstream(
 
         // Advance the queue only after the page is fully processed, so a
         // resumed sweep re-reads at most one page.
-        let next = bundle.next.as_deref().map(|next| {
-            rewriter
-                .rewrite_url(next, &upstream_base)
-                .unwrap_or_else(|| next.to_owned())
-        });
+        let next = bundle.next.as_deref().map(|next| upstream.follow(next));
         match next {
             Some(next) => state.queue[0] = next,
             None => {

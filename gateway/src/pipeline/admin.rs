@@ -1,4 +1,6 @@
-//! Admin endpoints under `/-/`, never forwarded upstream:
+//! Step 2, admin. Runs first, for paths under `/-/`, which no FHIR path
+//! can start with. Answers them itself and never forwards them; changes
+//! nothing. The endpoints:
 //!
 //! | path          | answer                                                        |
 //! |---------------|---------------------------------------------------------------|
@@ -14,16 +16,17 @@
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 
+use super::observe::error_response;
+use super::state::token_digest;
+use super::Gateway;
 use crate::body::{self, ResponseBody};
 use crate::error::GatewayError;
 use crate::fhir::format::WireFormat;
-use crate::pipeline::{error_response, Gateway};
 
-/// SHA-256 of an admin token, the form the gateway keeps and compares.
-pub fn token_digest(token: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).into()
-}
+/// The admin prefix. No FHIR path segment can start with `-` (resource
+/// types, `$operations`, `_history`, `_search` and `metadata` never do), so
+/// nothing under it can collide with the FHIR API.
+pub const ADMIN_PREFIX: &str = "/-/";
 
 /// True for the admin paths that need the admin token. `/-/livez` and the
 /// log are public; unknown paths get the same 404 with or without a token.
@@ -50,7 +53,13 @@ fn authorize(gateway: &Gateway, headers: &http::HeaderMap) -> Result<(), Gateway
     }
 }
 
-pub async fn handle<B>(gateway: &Gateway, request: &http::Request<B>) -> Response<ResponseBody> {
+impl Gateway {
+    pub(super) async fn admin<B>(&self, request: &http::Request<B>) -> Response<ResponseBody> {
+        admin(self, request).await
+    }
+}
+
+async fn admin<B>(gateway: &Gateway, request: &http::Request<B>) -> Response<ResponseBody> {
     let method = request.method();
     let path = request.uri().path();
     if is_protected(path) {
@@ -81,7 +90,7 @@ pub async fn handle<B>(gateway: &Gateway, request: &http::Request<B>) -> Respons
         },
         "/-/metrics" => {
             if let Some(sealer) = &gateway.sealer {
-                refresh_anchor_gauges(gateway, &sealer.ledger);
+                refresh_anchor_gauges(gateway, sealer.ledger());
             }
             let mut response = Response::new(body::full(gateway.metrics.encode()));
             response.headers_mut().insert(
@@ -93,7 +102,7 @@ pub async fn handle<B>(gateway: &Gateway, request: &http::Request<B>) -> Respons
             response
         }
         _ if path.starts_with("/-/log/") && gateway.sealer.is_some() => {
-            let tiles = gateway.sealer.as_ref().map(|s| s.ledger.tiles_dir());
+            let tiles = gateway.sealer.as_ref().map(|s| s.ledger().tiles_dir());
             log_file(tiles.as_deref(), &path["/-/log/".len()..])
         }
         _ => error_response(
@@ -127,7 +136,7 @@ fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<Respons
                 .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)));
     let file = tiles
         .filter(|_| allowed)
-        .and_then(|dir| std::fs::read(dir.join(relative)).ok());
+        .and_then(|dir| crate::seal::blocking(|| std::fs::read(dir.join(relative)).ok()));
     match file {
         Some(bytes) => {
             let mut response = Response::new(body::full(bytes));
@@ -161,7 +170,7 @@ fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<Respons
 
 /// Reads each anchor backend's lag from the ledger into the gauges.
 fn refresh_anchor_gauges(gateway: &Gateway, ledger: &anchor::ledger::Ledger) {
-    let Ok(lags) = ledger.anchor_status() else {
+    let Ok(lags) = crate::seal::blocking(|| ledger.anchor_status()) else {
         return;
     };
     let metrics = &gateway.metrics;

@@ -1,4 +1,4 @@
-//! Step 8a of the pipeline: sealing successful writes in the ledger.
+//! Sealing successful writes in the ledger (the pipeline's seal step).
 //!
 //! When it runs: after the upstream answered 2xx to a create, update,
 //! patch or delete (conditional forms included) or to a batch or
@@ -25,22 +25,20 @@
 //! upstream committed but some version is not sealed; the client still
 //! gets the upstream's answer and the write is left for repair).
 
-use std::sync::Arc;
-
-use anchor::ledger::{Checkpointer, Ledger, SealRequest};
+use anchor::ledger::SealRequest;
 use anchor::resource::Format;
 use anchor::store::VersionKey;
 use http::header::{HeaderValue, CONTENT_LOCATION, ETAG, LOCATION};
 use http::HeaderMap;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
-use crate::config::LedgerConfig;
-use crate::error::ConfigError;
+use super::{SealError, Sealer};
+use crate::fhir::bundle::{
+    resource_version, scan_bundle, BatchRequest, BatchResponse, EntryVersion,
+};
 use crate::fhir::interaction::Interaction;
+use crate::fhir::path::{etag_version, version_path, ResourcePath};
 use crate::fhir::rewrite::Rewriter;
-use crate::upstream::Upstream;
-use crate::verify_read::{resource_version, scan_bundle, EntryVersion};
+use crate::upstream::UpstreamReader;
 
 pub const INKAN_SEAL: &str = "inkan-seal";
 pub const INKAN_LEAF_INDEX: &str = "inkan-leaf-index";
@@ -49,13 +47,6 @@ pub const INKAN_COMMITMENT: &str = "inkan-commitment";
 /// The `Inkan-Seal` failure reason when a version key is already sealed
 /// with different content.
 pub const SEAL_CONFLICT: &str = "conflict";
-
-/// The open ledger and its checkpointer.
-#[derive(Debug)]
-pub struct Sealer {
-    pub ledger: Arc<Ledger>,
-    _checkpointer: Checkpointer,
-}
 
 /// What step 8a did: the leaves appended (in entry order for a Bundle)
 /// and what could not be sealed.
@@ -146,35 +137,10 @@ pub fn wants_representation(interaction: Interaction, client_prefer: Option<&str
 }
 
 impl Sealer {
-    /// Opens the ledger with its anchor backends and starts its
-    /// checkpointer.
-    pub fn open(
-        config: &LedgerConfig,
-        anchors: &crate::config::AnchorsConfig,
-    ) -> Result<Sealer, ConfigError> {
-        let mut ledger = Ledger::open(&config.dir, &config.options()).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "cannot open the ledger in {}: {e}",
-                config.dir.display()
-            ))
-        })?;
-        for backend in crate::anchors::backends(anchors, &config.dir)? {
-            ledger.add_backend(backend);
-        }
-        let ledger = Arc::new(ledger);
-        let checkpointer = ledger.spawn_checkpointer(std::time::Duration::from_millis(
-            config.checkpoint_interval_ms,
-        ));
-        Ok(Sealer {
-            ledger,
-            _checkpointer: checkpointer,
-        })
-    }
-
     /// Seals the versions a successful write produced.
     pub async fn seal_write(
         &self,
-        upstream: &UpstreamView<'_>,
+        upstream: &UpstreamReader,
         request: WrittenRequest<'_>,
         response_headers: &HeaderMap,
         response_body: Option<&[u8]>,
@@ -182,33 +148,30 @@ impl Sealer {
         let mut requests = Vec::new();
         let mut failures = Vec::new();
         match request.interaction {
-            Interaction::Delete => match upstream.deleted_version(request.fhir_path).await {
+            Interaction::Delete => match find_deleted_version(upstream, request.fhir_path).await {
                 Ok(key) => requests.push(tombstone(key)),
-                Err(reason) => failures.push(reason),
+                Err(error) => failures.push(error.to_string()),
             },
             Interaction::ConditionalDelete => {
                 for (resource_type, id) in request.matched {
-                    match upstream
-                        .deleted_version(&format!("/{resource_type}/{id}"))
-                        .await
-                    {
+                    match find_deleted_version(upstream, &format!("/{resource_type}/{id}")).await {
                         Ok(key) => requests.push(tombstone(key)),
-                        Err(reason) => failures.push(reason),
+                        Err(error) => failures.push(error.to_string()),
                     }
                 }
             }
             Interaction::BatchOrTransaction => {
-                upstream
-                    .bundle_versions(
-                        request.sent_body,
-                        response_body,
-                        &mut requests,
-                        &mut failures,
-                    )
-                    .await;
+                bundle_versions(
+                    upstream,
+                    request.sent_body,
+                    response_body,
+                    &mut requests,
+                    &mut failures,
+                )
+                .await;
             }
-            _ => match written_version(upstream.rewriter, request.fhir_path, response_headers) {
-                Some(key) => match upstream.stored_bytes(&key, response_body).await {
+            _ => match written_version(upstream.rewriter(), request.fhir_path, response_headers) {
+                Some(key) => match stored_bytes(upstream, &key, response_body).await {
                     Ok(bytes) => requests.push(SealRequest::Version {
                         key,
                         bytes,
@@ -216,7 +179,7 @@ impl Sealer {
                         original_digest: request.original_digest,
                         backfilled: false,
                     }),
-                    Err(reason) => failures.push(reason),
+                    Err(error) => failures.push(error.to_string()),
                 },
                 None => failures.push(
                     "the upstream did not say which version it stored (no Location/ETag)".into(),
@@ -230,13 +193,8 @@ impl Sealer {
             };
         }
         let keys: Vec<VersionKey> = requests.iter().map(|r| r.key().clone()).collect();
-        // No blocking thread: the appender answers through a oneshot.
-        let (answer, sealed) = tokio::sync::oneshot::channel();
-        self.ledger.seal_then(requests, move |result| {
-            let _ = answer.send(result);
-        });
-        match sealed.await {
-            Ok(Ok(receipts)) => {
+        match self.append(requests).await {
+            Ok(receipts) => {
                 let mut failures = failures;
                 for (receipt, key) in receipts.iter().zip(&keys).filter(|(r, _)| r.conflict) {
                     // The upstream answered a version key that is already
@@ -258,12 +216,11 @@ impl Sealer {
                     failures,
                 }
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 // Ledger internals (SQLite text, paths) go to the log only.
-                tracing::error!(%error, "sealing failed");
-                SealOutcome::failed("the ledger could not store the seal".into())
+                tracing::error!(%error, detail = error.internal_detail(), "sealing failed");
+                SealOutcome::failed(error.to_string())
             }
-            Err(_) => SealOutcome::failed("the ledger's appender stopped".into()),
         }
     }
 }
@@ -290,197 +247,147 @@ pub struct WrittenRequest<'a> {
     pub matched: &'a [(String, String)],
 }
 
-/// The upstream as step 8a reads it: the client, its base, the base
-/// rewriter and the `Authorization` the write went upstream with.
-#[derive(Debug, Clone, Copy)]
-pub struct UpstreamView<'a> {
-    pub upstream: &'a Upstream,
-    pub base: &'a str,
-    pub rewriter: &'a Rewriter,
-    pub authorization: Option<&'a HeaderValue>,
+/// The bytes of version `key` as stored: the upstream's answer when it
+/// is that very version (`Prefer: return=representation`), else read
+/// back with a vread.
+async fn stored_bytes(
+    upstream: &UpstreamReader,
+    key: &VersionKey,
+    response_body: Option<&[u8]>,
+) -> Result<Vec<u8>, SealError> {
+    if let Some(body) = response_body {
+        if resource_version(body) == EntryVersion::Stored(key.clone()) {
+            return Ok(body.to_vec());
+        }
+    }
+    Ok(upstream.get(&version_path(key)).await?.to_vec())
 }
 
-impl UpstreamView<'_> {
-    /// The bytes of version `key` as stored: the upstream's answer when it
-    /// is that very version (`Prefer: return=representation`), else read
-    /// back with a vread.
-    async fn stored_bytes(
-        &self,
-        key: &VersionKey,
-        response_body: Option<&[u8]>,
-    ) -> Result<Vec<u8>, String> {
-        if let Some(body) = response_body {
-            if resource_version(body) == EntryVersion::Stored(key.clone()) {
-                return Ok(body.to_vec());
-            }
+/// The version a delete of `/Type/id` created: the newest DELETE entry
+/// of the instance's history, version from its `response.etag`.
+async fn find_deleted_version(
+    upstream: &UpstreamReader,
+    fhir_path: &str,
+) -> Result<VersionKey, SealError> {
+    let resource = ResourcePath::parse(fhir_path).ok_or(SealError::Unknowable(
+        "cannot tell which resource was deleted",
+    ))?;
+    let history = upstream
+        .get(&format!("{}?_count=5", resource.history_path()))
+        .await?;
+    let bundle = scan_bundle(&history).ok_or(SealError::Unknowable(
+        "the instance history is not a Bundle",
+    ))?;
+    bundle
+        .entries
+        .into_iter()
+        .find_map(|entry| match entry.version {
+            EntryVersion::Deleted(key) => Some(key),
+            _ => None,
+        })
+        .ok_or(SealError::Unknowable(
+            "the upstream's history shows no DELETE version",
+        ))
+}
+
+/// The versions a batch or transaction wrote, from its response
+/// Bundle (entries answer the request entries in order).
+async fn bundle_versions(
+    upstream: &UpstreamReader,
+    sent: &[u8],
+    response_body: Option<&[u8]>,
+    requests: &mut Vec<SealRequest>,
+    failures: &mut Vec<String>,
+) {
+    let Some(response_body) = response_body else {
+        failures.push("the batch/transaction response was not read".into());
+        return;
+    };
+    let (Ok(sent), Ok(answered)) = (
+        serde_json::from_slice::<BatchRequest>(sent),
+        serde_json::from_slice::<BatchResponse>(response_body),
+    ) else {
+        failures.push("the batch/transaction or its response is not a Bundle".into());
+        return;
+    };
+    for (position, (asked, answer)) in sent.entry.iter().zip(&answered.entry).enumerate() {
+        let method = asked.request.method.to_ascii_uppercase();
+        let status_ok = answer.response.status.trim_start().starts_with('2');
+        if !status_ok || method == "GET" || method == "HEAD" {
+            continue;
         }
-        let url = format!(
-            "{}/{}/{}/_history/{}",
-            self.base, key.resource_type, key.id, key.version_id
-        );
-        self.upstream
-            .get_fhir_json(&url, self.authorization)
-            .await
-            .map(|b| b.to_vec())
-    }
-
-    /// The version a delete of `/Type/id` created: the newest DELETE entry
-    /// of the instance's history, version from its `response.etag`.
-    async fn deleted_version(&self, fhir_path: &str) -> Result<VersionKey, String> {
-        let (resource_type, id, _) = parse_version_path(fhir_path)
-            .ok_or_else(|| "cannot tell which resource was deleted".to_owned())?;
-        let history = self
-            .upstream
-            .get_fhir_json(
-                &format!("{}/{resource_type}/{id}/_history?_count=5", self.base),
-                self.authorization,
-            )
-            .await?;
-        let bundle = scan_bundle(&history).ok_or("the instance history is not a Bundle")?;
-        bundle
-            .entries
-            .into_iter()
-            .find_map(|entry| match entry.version {
-                EntryVersion::Deleted(key) => Some(key),
-                _ => None,
-            })
-            .ok_or_else(|| "the upstream's history shows no DELETE version".to_owned())
-    }
-
-    /// The versions a batch or transaction wrote, from its response
-    /// Bundle (entries answer the request entries in order).
-    async fn bundle_versions(
-        &self,
-        sent: &[u8],
-        response_body: Option<&[u8]>,
-        requests: &mut Vec<SealRequest>,
-        failures: &mut Vec<String>,
-    ) {
-        let Some(response_body) = response_body else {
-            failures.push("the batch/transaction response was not read".into());
-            return;
-        };
-        let (Ok(sent), Ok(answered)) = (
-            serde_json::from_slice::<RequestBundle>(sent),
-            serde_json::from_slice::<ResponseBundle>(response_body),
-        ) else {
-            failures.push("the batch/transaction or its response is not a Bundle".into());
-            return;
-        };
-        for (position, (asked, answer)) in sent.entry.iter().zip(&answered.entry).enumerate() {
-            let method = asked.request.method.to_ascii_uppercase();
-            let status_ok = answer.response.status.trim_start().starts_with('2');
-            if !status_ok || method == "GET" || method == "HEAD" {
-                continue;
-            }
-            if method == "DELETE" {
-                if asked.request.url.contains('?') {
-                    failures.push(format!(
-                        "entry {position}: a conditional delete inside a Bundle is not sealed"
-                    ));
-                    continue;
-                }
-                match self
-                    .deleted_version(&format!("/{}", asked.request.url))
-                    .await
-                {
-                    Ok(key) => requests.push(tombstone(key)),
-                    Err(reason) => failures.push(format!("entry {position}: {reason}")),
-                }
-                continue;
-            }
-            let mut headers = HeaderMap::new();
-            for (name, value) in [
-                (LOCATION, answer.response.location.as_deref()),
-                (ETAG, answer.response.etag.as_deref()),
-            ] {
-                if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-                    headers.insert(name, v);
-                }
-            }
-            let path = format!("/{}", asked.request.url);
-            let Some(key) = written_version(self.rewriter, &path, &headers) else {
+        if method == "DELETE" {
+            if asked.request.url.contains('?') {
                 failures.push(format!(
-                    "entry {position}: no location or etag in the response"
+                    "entry {position}: a conditional delete inside a Bundle is not sealed"
                 ));
                 continue;
-            };
-            let resource = answer.resource.map(|r| r.get().as_bytes());
-            match self.stored_bytes(&key, resource).await {
-                Ok(bytes) => requests.push(SealRequest::Version {
-                    key,
-                    bytes,
-                    format: Format::Json,
-                    original_digest: None,
-                    backfilled: false,
-                }),
-                Err(reason) => failures.push(format!("entry {position}: {reason}")),
+            }
+            match find_deleted_version(upstream, &format!("/{}", asked.request.url)).await {
+                Ok(key) => requests.push(tombstone(key)),
+                Err(error) => failures.push(format!("entry {position}: {error}")),
+            }
+            continue;
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (LOCATION, answer.response.location.as_deref()),
+            (ETAG, answer.response.etag.as_deref()),
+        ] {
+            if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, v);
             }
         }
-    }
-
-    /// Conditional delete: the resources `[type]?[query]` matches now.
-    pub async fn conditional_matches(
-        &self,
-        fhir_path: &str,
-        query: &str,
-    ) -> Result<Vec<(String, String)>, String> {
-        let url = format!("{}{fhir_path}?{query}", self.base);
-        // The reason is logged and sent in a header: search values are
-        // health data, so the query is left out of it.
-        let body = self
-            .upstream
-            .get_fhir_json(&url, self.authorization)
-            .await
-            .map_err(|reason| reason.replace(query, "<query>"))?;
-        let bundle = scan_bundle(&body).ok_or("the search answer is not a Bundle")?;
-        Ok(bundle
-            .entries
-            .into_iter()
-            .filter_map(|entry| match entry.version {
-                EntryVersion::Stored(key) => Some((key.resource_type, key.id)),
-                _ => None,
-            })
-            .collect())
+        let path = format!("/{}", asked.request.url);
+        let Some(key) = written_version(upstream.rewriter(), &path, &headers) else {
+            failures.push(format!(
+                "entry {position}: no location or etag in the response"
+            ));
+            continue;
+        };
+        let resource = answer.resource.map(|r| r.get().as_bytes());
+        match stored_bytes(upstream, &key, resource).await {
+            Ok(bytes) => requests.push(SealRequest::Version {
+                key,
+                bytes,
+                format: Format::Json,
+                original_digest: None,
+                backfilled: false,
+            }),
+            Err(error) => failures.push(format!("entry {position}: {error}")),
+        }
     }
 }
 
-#[derive(Deserialize)]
-struct RequestBundle {
-    #[serde(default)]
-    entry: Vec<RequestEntry>,
+/// Conditional delete: the resources `[type]?[query]` matches now.
+pub async fn conditional_matches(
+    upstream: &UpstreamReader,
+    fhir_path: &str,
+    query: &str,
+) -> Result<Vec<(String, String)>, ConditionalMatchError> {
+    // The reason is logged and sent in a header: search values are
+    // health data, so the query is left out of it.
+    let body = upstream
+        .get(&format!("{fhir_path}?{query}"))
+        .await
+        .map_err(|error| ConditionalMatchError(error.to_string().replace(query, "<query>")))?;
+    let bundle = scan_bundle(&body)
+        .ok_or_else(|| ConditionalMatchError("the search answer is not a Bundle".into()))?;
+    Ok(bundle
+        .entries
+        .into_iter()
+        .filter_map(|entry| match entry.version {
+            EntryVersion::Stored(key) => Some((key.resource_type, key.id)),
+            _ => None,
+        })
+        .collect())
 }
 
-#[derive(Deserialize)]
-struct RequestEntry {
-    request: EntryRequest,
-}
-
-#[derive(Deserialize)]
-struct EntryRequest {
-    method: String,
-    url: String,
-}
-
-#[derive(Deserialize)]
-struct ResponseBundle<'a> {
-    #[serde(borrow, default)]
-    entry: Vec<ResponseEntry<'a>>,
-}
-
-#[derive(Deserialize)]
-struct ResponseEntry<'a> {
-    #[serde(borrow)]
-    resource: Option<&'a RawValue>,
-    response: EntryResponse,
-}
-
-#[derive(Deserialize)]
-struct EntryResponse {
-    status: String,
-    location: Option<String>,
-    etag: Option<String>,
-}
+/// Why the resources a conditional delete matches could not be found
+/// (the query is redacted from the text: search values are health data).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConditionalMatchError(String);
 
 /// Which version a successful write produced: type and id from the
 /// upstream's `Location`/`Content-Location` (or the request path), version
@@ -495,10 +402,14 @@ pub fn written_version(
         .filter_map(|name| headers.get(name)?.to_str().ok())
         .find_map(|url| {
             let path = rewriter.upstream_path(url).unwrap_or(url);
-            parse_version_path(path)
+            ResourcePath::parse(path)
         });
-    let (resource_type, id, version) = from_header.or_else(|| parse_version_path(fhir_path))?;
-    let version_id = match version {
+    let ResourcePath {
+        resource_type,
+        id,
+        version_id,
+    } = from_header.or_else(|| ResourcePath::parse(fhir_path))?;
+    let version_id = match version_id {
         Some(v) => v,
         None => etag_version(headers.get(ETAG)?.to_str().ok()?)?,
     };
@@ -510,32 +421,6 @@ pub fn written_version(
         id,
         version_id,
     })
-}
-
-/// The version id in an ETag: `W/"3"` → `3`.
-pub(crate) fn etag_version(etag: &str) -> Option<String> {
-    let version = etag.trim().trim_start_matches("W/").trim_matches('"');
-    (!version.is_empty()).then(|| version.to_owned())
-}
-
-/// `/Patient/123` or `Patient/123/_history/2` (query ignored) →
-/// (type, id, version?).
-pub(crate) fn parse_version_path(path: &str) -> Option<(String, String, Option<String>)> {
-    let path = path.split(['?', '#']).next()?;
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let n = segments.len();
-    let is_type = |s: &str| s.starts_with(|c: char| c.is_ascii_uppercase());
-    if n >= 4 && segments[n - 2] == "_history" && is_type(segments[n - 4]) {
-        return Some((
-            segments[n - 4].into(),
-            segments[n - 3].into(),
-            Some(segments[n - 1].into()),
-        ));
-    }
-    if n >= 2 && is_type(segments[n - 2]) && !segments[n - 1].starts_with(['$', '_']) {
-        return Some((segments[n - 2].into(), segments[n - 1].into(), None));
-    }
-    None
 }
 
 #[cfg(test)]

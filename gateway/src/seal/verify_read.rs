@@ -1,4 +1,4 @@
-//! Step 8b of the pipeline: verify-on-read.
+//! Verify-on-read (the pipeline's verify step).
 //!
 //! When it runs: on a 200 answer in FHIR JSON to read, vread, history or
 //! search, when the ledger is open and `ledger.verify_reads` is not `off`,
@@ -22,11 +22,11 @@
 use anchor::ledger::{Ledger, VersionCheck};
 use anchor::resource::Format;
 use anchor::store::VersionKey;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::config::VerifyReads;
 use crate::error::GatewayError;
+use crate::fhir::bundle::{scan_bundle, EntryVersion, MetaHead, ResourceHead};
 
 /// Response header with the counts, e.g.
 /// `verified=3, tampered=0, unsealed=1, unchecked=0`.
@@ -83,154 +83,6 @@ pub enum Shape {
     Bundle,
 }
 
-/// The fields of a resource that name its version.
-#[derive(Deserialize)]
-struct ResourceHead {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<String>,
-    id: Option<String>,
-    meta: Option<MetaHead>,
-}
-
-#[derive(Deserialize)]
-struct MetaHead {
-    #[serde(rename = "versionId")]
-    version_id: Option<String>,
-    #[serde(default)]
-    tag: Vec<Coding>,
-}
-
-impl MetaHead {
-    /// Tagged `SUBSETTED` (`_summary`, `_elements`): not the whole version.
-    fn subsetted(&self) -> bool {
-        self.tag
-            .iter()
-            .any(|t| t.code.as_deref() == Some("SUBSETTED"))
-    }
-}
-
-#[derive(Deserialize)]
-struct Coding {
-    code: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct BundleHead<'a> {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<String>,
-    #[serde(borrow, default)]
-    entry: Vec<&'a RawValue>,
-    #[serde(default)]
-    link: Vec<BundleLink>,
-}
-
-#[derive(Deserialize)]
-struct BundleLink {
-    relation: Option<String>,
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct EntryHead<'a> {
-    #[serde(borrow)]
-    resource: Option<&'a RawValue>,
-    #[serde(borrow)]
-    extension: Option<&'a RawValue>,
-    request: Option<EntryRequest>,
-    response: Option<EntryResponse>,
-}
-
-#[derive(Deserialize)]
-struct EntryRequest {
-    method: Option<String>,
-    url: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct EntryResponse {
-    etag: Option<String>,
-}
-
-/// Which version a resource or Bundle entry is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryVersion {
-    /// A resource with type, id and `meta.versionId`.
-    Stored(VersionKey),
-    /// A history entry for a deletion (`request.method` DELETE, version
-    /// from `response.etag`).
-    Deleted(VersionKey),
-    /// A resource that cannot be compared with a seal: subsetted
-    /// (`_summary`, `_elements`), or without a version id.
-    Unchecked,
-    /// Not a version: an OperationOutcome in a searchset, an empty entry.
-    NotAVersion,
-}
-
-/// One entry of a Bundle, as slices of the Bundle's bytes.
-#[derive(Debug)]
-pub struct ScannedEntry<'a> {
-    raw: &'a RawValue,
-    extension: Option<&'a RawValue>,
-    resource: Option<&'a RawValue>,
-    pub version: EntryVersion,
-}
-
-impl<'a> ScannedEntry<'a> {
-    /// The entry's resource, byte for byte as in the Bundle.
-    pub fn resource_bytes(&self) -> Option<&'a [u8]> {
-        self.resource.map(|r| r.get().as_bytes())
-    }
-}
-
-/// A Bundle's entries and its `next` link.
-#[derive(Debug)]
-pub struct ScannedBundle<'a> {
-    pub entries: Vec<ScannedEntry<'a>>,
-    pub next: Option<String>,
-}
-
-/// Reads the entries of a FHIR JSON Bundle without copying resources.
-/// `None` when `body` is not a Bundle.
-pub fn scan_bundle(body: &[u8]) -> Option<ScannedBundle<'_>> {
-    let bundle = serde_json::from_slice::<BundleHead>(body).ok()?;
-    if bundle.resource_type.as_deref() != Some("Bundle") {
-        return None;
-    }
-    let next = bundle
-        .link
-        .into_iter()
-        .find(|l| l.relation.as_deref() == Some("next"))
-        .and_then(|l| l.url);
-    let entries = bundle
-        .entry
-        .into_iter()
-        .map(|raw| {
-            let Ok(head) = serde_json::from_str::<EntryHead>(raw.get()) else {
-                return ScannedEntry {
-                    raw,
-                    extension: None,
-                    resource: None,
-                    version: EntryVersion::NotAVersion,
-                };
-            };
-            let version = match (head.resource, &head.request) {
-                (Some(resource), _) => resource_version(resource.get().as_bytes()),
-                (None, Some(request)) if request.method.as_deref() == Some("DELETE") => {
-                    deleted_version(request, head.response.as_ref())
-                }
-                _ => EntryVersion::NotAVersion,
-            };
-            ScannedEntry {
-                raw,
-                extension: head.extension,
-                resource: head.resource,
-                version,
-            }
-        })
-        .collect();
-    Some(ScannedBundle { entries, next })
-}
-
 /// Compares one version found in a response with the ledger.
 pub fn check_entry(
     ledger: &Ledger,
@@ -268,7 +120,7 @@ pub struct ReadRequest {
 
 /// Verifies the versions in `body` (upstream FHIR JSON). Returns the
 /// counts and, when entries were annotated or replaced, the new body.
-pub fn verify_response(
+pub fn verify_answer(
     ledger: &Ledger,
     body: &[u8],
     shape: Shape,
@@ -624,58 +476,8 @@ fn stored_key(head: ResourceHead, request: &ReadRequest) -> Option<VersionKey> {
     })
 }
 
-/// Which version a resource's bytes are.
-pub fn resource_version(bytes: &[u8]) -> EntryVersion {
-    let Ok(head) = serde_json::from_slice::<ResourceHead>(bytes) else {
-        return EntryVersion::Unchecked;
-    };
-    let (Some(resource_type), Some(id)) = (head.resource_type, head.id) else {
-        return EntryVersion::NotAVersion;
-    };
-    if resource_type == "OperationOutcome" {
-        return EntryVersion::NotAVersion;
-    }
-    let Some(meta) = head.meta else {
-        return EntryVersion::Unchecked;
-    };
-    if meta.subsetted() {
-        return EntryVersion::Unchecked;
-    }
-    match meta.version_id {
-        Some(version_id) => EntryVersion::Stored(VersionKey {
-            resource_type,
-            id,
-            version_id,
-        }),
-        None => EntryVersion::Unchecked,
-    }
-}
-
-/// The version a history entry for a deletion names.
-fn deleted_version(request: &EntryRequest, response: Option<&EntryResponse>) -> EntryVersion {
-    let url = request.url.as_deref().unwrap_or("");
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let mut segments = path.rsplit('/');
-    let (Some(id), Some(resource_type)) = (segments.next(), segments.next()) else {
-        return EntryVersion::NotAVersion;
-    };
-    let version_id = response
-        .and_then(|r| r.etag.as_deref())
-        .and_then(crate::seal::etag_version);
-    match version_id {
-        Some(version_id) => EntryVersion::Deleted(VersionKey {
-            resource_type: resource_type.to_owned(),
-            id: id.to_owned(),
-            version_id,
-        }),
-        None => EntryVersion::Unchecked,
-    }
-}
-
 fn ledger_error(error: anchor::Error) -> GatewayError {
-    GatewayError::Ledger {
-        detail: error.to_string(),
-    }
+    GatewayError::ledger(error)
 }
 
 /// Byte-range edits of a JSON body, applied in one pass. Positions come
@@ -789,7 +591,7 @@ mod tests {
     }
 
     fn annotate_bundle(ledger: &Ledger, body: &str) -> (ReadVerification, Option<Vec<u8>>) {
-        verify_response(
+        verify_answer(
             ledger,
             body.as_bytes(),
             Shape::Bundle,
@@ -855,7 +657,7 @@ mod tests {
             ("never sealed, no version",   request("b", None, None, false),      r#"{"resourceType":"Patient","id":"b"}"#, uc),
         ];
         for (what, read, body, want) in cases {
-            let (got, edited) = verify_response(
+            let (got, edited) = verify_answer(
                 &ledger,
                 body.as_bytes(),
                 Shape::Resource,
@@ -872,7 +674,7 @@ mod tests {
             };
             assert_eq!(got, *want, "{what}");
             assert!(edited.is_none(), "a single resource is never edited");
-            let blocked = verify_response(
+            let blocked = verify_answer(
                 &ledger,
                 body.as_bytes(),
                 Shape::Resource,
@@ -949,7 +751,7 @@ mod tests {
             "resource bytes unchanged"
         );
 
-        let (_, blocked) = verify_response(
+        let (_, blocked) = verify_answer(
             &ledger,
             body.as_bytes(),
             Shape::Bundle,
@@ -983,7 +785,7 @@ mod tests {
             subset_requested: true,
             ..ReadRequest::default()
         };
-        let (summary, _) = verify_response(
+        let (summary, _) = verify_answer(
             &ledger,
             body.as_bytes(),
             Shape::Bundle,

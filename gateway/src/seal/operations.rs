@@ -1,5 +1,5 @@
-//! Step 4a of the pipeline: the FHIR operations the gateway answers itself
-//! from the ledger (never forwarded). Documented as OperationDefinitions in
+//! The FHIR operations the gateway answers itself from the ledger (never
+//! forwarded; the pipeline's seal-operations step). Documented as OperationDefinitions in
 //! `docs/fhir/` and listed in the rewritten CapabilityStatement.
 //!
 //! - `GET [base]/{type}/{id}/_history/{vid}/$proof`: the proof bundle of
@@ -35,19 +35,23 @@ use anchor::ledger::{Ledger, VersionCheck};
 use anchor::resource::Format;
 use anchor::store::VersionKey;
 use bytes::Bytes;
-use http::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
 
+use super::verify_read::INKAN_VERIFY;
+use super::{blocking, Sealer};
 use crate::body::{self, ResponseBody};
 use crate::error::GatewayError;
+use crate::fhir::bundle::{resource_version, EntryVersion};
 use crate::fhir::format::{Wanted, WireFormat};
+use crate::fhir::path::{is_resource_type, segments, version_path};
 use crate::fhir::xml_bridge;
-use crate::verify_read::{resource_version, EntryVersion, INKAN_VERIFY};
+use crate::upstream::UpstreamReader;
 
 pub const PROOF_DEFINITION: &str =
-    include_str!("../../docs/fhir/OperationDefinition-inkan-proof.json");
+    include_str!("../../../docs/fhir/OperationDefinition-inkan-proof.json");
 pub const VERIFY_DEFINITION: &str =
-    include_str!("../../docs/fhir/OperationDefinition-inkan-verify.json");
+    include_str!("../../../docs/fhir/OperationDefinition-inkan-verify.json");
 
 /// Canonical URLs, as listed in the CapabilityStatement.
 pub const PROOF_CANONICAL: &str = "https://inkan.dev/fhir/OperationDefinition/inkan-proof";
@@ -69,9 +73,8 @@ pub enum SealOperation {
 /// Recognises a seal operation from the method and the path after the
 /// FHIR base. `None`: not one of ours, forward it.
 pub fn classify(method: &Method, fhir_path: &str) -> Option<SealOperation> {
-    let segments: Vec<&str> = fhir_path.split('/').filter(|s| !s.is_empty()).collect();
-    let is_type = |s: &str| s.starts_with(|c: char| c.is_ascii_uppercase());
-    match (method, segments.as_slice()) {
+    let is_type = |s: &str| is_resource_type(s);
+    match (method, segments(fhir_path).as_slice()) {
         (&Method::GET, [t, id, "_history", vid, "$proof"]) if is_type(t) => {
             Some(SealOperation::ProofOfVersion(VersionKey {
                 resource_type: (*t).to_owned(),
@@ -95,6 +98,109 @@ pub fn classify(method: &Method, fhir_path: &str) -> Option<SealOperation> {
     }
 }
 
+/// What an operation needs to know about its request.
+#[derive(Debug, Clone, Copy)]
+pub struct OperationRequest<'a> {
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    pub wanted: Wanted,
+    /// The client's address, for the per-caller limit when it sent no
+    /// credentials.
+    pub peer: std::net::IpAddr,
+}
+
+/// Answers a seal operation from the ledger, bound to the caller (see the
+/// module documentation). `upstream` is read with the caller's own
+/// `Authorization`, never the gateway's upstream token: the upstream
+/// decides whether *this caller* may read the version before anything
+/// about its seal (the salt above all) is released.
+pub async fn answer(
+    sealer: &Sealer,
+    upstream: &UpstreamReader,
+    limiter: &RateLimiter,
+    operation: SealOperation,
+    request: OperationRequest<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let caller = request.headers.get(AUTHORIZATION);
+    let as_caller = upstream.with_authorization(caller);
+    let ledger = sealer.ledger();
+    match operation {
+        SealOperation::ProofOfVersion(key) => {
+            let check = caller_check(ledger, &as_caller, &key).await?;
+            let mut response = blocking(|| proof_response(ledger, &key, request.headers))?;
+            mark_check(&mut response, &check);
+            Ok(response)
+        }
+        SealOperation::ProofOfCurrent { resource_type, id } => {
+            let answer = read_as_caller(&as_caller, &format!("/{resource_type}/{id}")).await?;
+            let current = caller_may_read(&answer)?;
+            let EntryVersion::Stored(key) = resource_version(&current) else {
+                return Err(GatewayError::NoProof {
+                    detail: "the upstream's copy has no meta.versionId".into(),
+                });
+            };
+            if key.resource_type != resource_type || key.id != id {
+                return Err(GatewayError::NoProof {
+                    detail: "the upstream answered with another resource".into(),
+                });
+            }
+            let check = require_verified(
+                &key,
+                blocking(|| ledger.check_version(&key, &current, Format::Json)),
+            )?;
+            let mut response = blocking(|| proof_response(ledger, &key, request.headers))?;
+            mark_check(&mut response, &check);
+            Ok(response)
+        }
+        SealOperation::Verify => {
+            if !limiter.admit(caller_key(caller, request.peer)) {
+                return Err(GatewayError::RateLimited);
+            }
+            let key = posted_version(request.body)?;
+            // Only about versions the caller may read: the same check as
+            // `$proof`, without which `$verify` is an oracle for guesses.
+            let answer = read_as_caller(&as_caller, &version_path(&key)).await?;
+            if answer.0 != StatusCode::GONE {
+                caller_may_read(&answer)?;
+            }
+            blocking(|| verify_posted_resource(ledger, request.body, request.wanted))
+        }
+        SealOperation::Definition(definition) => definition_response(definition, request.wanted),
+    }
+}
+
+/// GETs `fhir_path` from the upstream as the caller and returns whatever
+/// it answered; 502 when no complete answer came (the reason is logged,
+/// not sent).
+async fn read_as_caller(
+    as_caller: &UpstreamReader,
+    fhir_path: &str,
+) -> Result<(StatusCode, HeaderMap, Bytes), GatewayError> {
+    as_caller.get_answer(fhir_path).await.map_err(|error| {
+        tracing::warn!(%error, "a seal operation's read as the caller failed");
+        GatewayError::UpstreamProtocol
+    })
+}
+
+/// Asks the upstream, as the caller, for version `key` and checks that
+/// what it returns is what was sealed. A sealed deletion counts when the
+/// upstream answers 410 Gone.
+async fn caller_check(
+    ledger: &Ledger,
+    as_caller: &UpstreamReader,
+    key: &VersionKey,
+) -> Result<VersionCheck, GatewayError> {
+    let answer = read_as_caller(as_caller, &version_path(key)).await?;
+    if answer.0 == StatusCode::GONE {
+        return require_verified(key, blocking(|| ledger.check_deletion(key)));
+    }
+    let bytes = caller_may_read(&answer)?;
+    require_verified(
+        key,
+        blocking(|| ledger.check_version(key, &bytes, Format::Json)),
+    )
+}
+
 /// `$proof`: the bundle of `key`, as JSON or as tlog-proof text.
 pub fn proof_response(
     ledger: &Ledger,
@@ -103,9 +209,7 @@ pub fn proof_response(
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let bundle = ledger.proof_bundle(key).map_err(|error| match error {
         anchor::Error::NotFound(detail) => GatewayError::NoProof { detail },
-        other => GatewayError::Ledger {
-            detail: other.to_string(),
-        },
+        other => GatewayError::ledger(other),
     })?;
     let wants_text = request_headers
         .get_all(ACCEPT)
@@ -120,9 +224,8 @@ pub fn proof_response(
             "text/plain; charset=utf-8",
         )
     } else {
-        let json = serde_json::to_vec_pretty(&bundle).map_err(|e| GatewayError::Ledger {
-            detail: e.to_string(),
-        })?;
+        // A bundle is plain data: serializing it cannot fail.
+        let json = serde_json::to_vec_pretty(&bundle).unwrap_or_default();
         (json, "application/json")
     };
     Ok(plain_response(StatusCode::OK, content_type, body))
@@ -165,9 +268,7 @@ pub fn require_verified(
             leaf_index,
             reason,
         }),
-        Err(error) => Err(GatewayError::Ledger {
-            detail: error.to_string(),
-        }),
+        Err(error) => Err(GatewayError::ledger(error)),
     }
 }
 
@@ -270,7 +371,7 @@ impl RateLimiter {
 }
 
 /// `$verify`: compares the posted resource with its seal.
-pub fn verify_response(
+pub fn verify_posted_resource(
     ledger: &Ledger,
     body: &[u8],
     wanted: Wanted,
@@ -298,14 +399,10 @@ pub fn verify_response(
             anchor::Error::Canonical { .. } => GatewayError::MalformedRequest {
                 detail: format!("the body is not a FHIR resource: {e}"),
             },
-            other => GatewayError::Ledger {
-                detail: other.to_string(),
-            },
+            other => GatewayError::ledger(other),
         })?;
     let parameters = verification_parameters(&key, &check);
-    let json = serde_json::to_vec(&parameters).map_err(|e| GatewayError::Ledger {
-        detail: e.to_string(),
-    })?;
+    let json = serde_json::to_vec(&parameters).unwrap_or_default();
     let mut response = fhir_response(json, wanted)?;
     if let Ok(v) = HeaderValue::from_str(check.as_str()) {
         response.headers_mut().insert(INKAN_VERIFY, v);

@@ -1,5 +1,5 @@
 //! Anchor backends that talk to the outside world. The trait and its
-//! obligations are in `anchor::anchor`; the RFC 3161 protocol and token
+//! obligations are in `anchor::backends`; the RFC 3161 protocol and token
 //! validation in `anchor::tsa` (pure). Here: the HTTP exchange.
 //!
 //! Each backend runs in its own ledger thread at its own pace, so a TSA
@@ -9,7 +9,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use anchor::anchor::AnchorBackend;
+use anchor::backends::AnchorBackend;
 use anchor::store::StoredCheckpoint;
 use anchor::tsa::{self, TrustAnchors};
 
@@ -184,6 +184,31 @@ impl AnchorBackend for Rfc3161Anchor {
     }
 }
 
+/// Why an exchange with an EVM chain did not give a receipt.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The JSON-RPC endpoint could not be reached, or answered an error
+    /// or something that is not JSON-RPC.
+    #[error("{0}")]
+    Rpc(String),
+    /// The chain contradicts the anchoring (wrong chain, not mined yet,
+    /// reverted, not the receipt's transaction).
+    #[error("{0}")]
+    Refused(String),
+    /// The pending-transaction file could not be kept.
+    #[error("the pending transaction file: {0}")]
+    State(#[from] std::io::Error),
+    #[error("the pending transaction file: {0}")]
+    StateFormat(#[from] serde_json::Error),
+    /// The configured address is not hex.
+    #[error("the account address: {0}")]
+    Address(#[from] hex::FromHexError),
+    /// Building or signing the transaction failed.
+    #[error(transparent)]
+    Transaction(#[from] anchor::Error),
+}
+
 /// An EVM chain reached by JSON-RPC: one EIP-1559 transaction per
 /// anchoring, carrying the checkpoint's payload (anchor::evm), signed
 /// locally, sent to the account itself.
@@ -278,7 +303,11 @@ impl EvmAnchor {
         })
     }
 
-    fn rpc(&self, method: &str, params: serde_json::Value) -> Result<serde_json::Value, String> {
+    fn rpc(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, ChainError> {
         json_rpc(&self.agent, &self.rpc_url, method, params)
     }
 
@@ -286,25 +315,23 @@ impl EvmAnchor {
         serde_json::from_slice(&std::fs::read(&self.pending_file).ok()?).ok()
     }
 
-    fn save_pending(&self, pending: Option<&PendingTx>) -> Result<(), String> {
+    fn save_pending(&self, pending: Option<&PendingTx>) -> Result<(), ChainError> {
         match pending {
             Some(p) => {
                 let tmp = self.pending_file.with_extension("tmp");
-                let bytes = serde_json::to_vec(p).map_err(|e| e.to_string())?;
-                std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-                std::fs::File::open(&tmp)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| e.to_string())?;
-                std::fs::rename(&tmp, &self.pending_file).map_err(|e| e.to_string())
+                let bytes = serde_json::to_vec(p)?;
+                std::fs::write(&tmp, bytes)?;
+                std::fs::File::open(&tmp).and_then(|f| f.sync_all())?;
+                std::fs::rename(&tmp, &self.pending_file).map_err(ChainError::from)
             }
             None => match std::fs::remove_file(&self.pending_file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             },
         }
     }
 
-    fn tx_state(&self, tx_hash: &str) -> Result<TxState, String> {
+    fn tx_state(&self, tx_hash: &str) -> Result<TxState, ChainError> {
         let receipt = self.rpc("eth_getTransactionReceipt", serde_json::json!([tx_hash]))?;
         if receipt.is_null() {
             let tx = self.rpc("eth_getTransactionByHash", serde_json::json!([tx_hash]))?;
@@ -348,7 +375,7 @@ impl EvmAnchor {
         size: u64,
         note: &str,
         replacing: Option<&PendingTx>,
-    ) -> Result<PendingTx, String> {
+    ) -> Result<PendingTx, ChainError> {
         let nonce = match replacing {
             Some(stuck) => stuck.nonce,
             None => quantity(&self.rpc(
@@ -361,16 +388,14 @@ impl EvmAnchor {
             None => fee,
         };
         let latest = self.rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))?;
-        let data = anchor::evm::payload(note).map_err(|e| e.to_string())?;
+        let data = anchor::evm::payload(note)?;
         let data_hex = format!("0x{}", hex::encode(&data));
         let gas = quantity(&self.rpc(
             "eth_estimateGas",
             serde_json::json!([{"from": self.address, "to": self.address, "data": data_hex}]),
         )?)? as u64;
         let mut to = [0u8; 20];
-        to.copy_from_slice(
-            &hex::decode(self.address.trim_start_matches("0x")).map_err(|e| e.to_string())?,
-        );
+        to.copy_from_slice(&hex::decode(self.address.trim_start_matches("0x"))?);
         // EIP-1559 where the chain has a base fee; a legacy EIP-155
         // transaction where it has none.
         let offered;
@@ -410,8 +435,7 @@ impl EvmAnchor {
                 }
                 .sign(&self.key)
             }
-        }
-        .map_err(|e| e.to_string())?;
+        }?;
         let tx_hash = format!("0x{}", hex::encode(hash));
         let sent = self.rpc(
             "eth_sendRawTransaction",
@@ -421,9 +445,9 @@ impl EvmAnchor {
             .as_str()
             .is_some_and(|h| !h.eq_ignore_ascii_case(&tx_hash))
         {
-            return Err(format!(
+            return Err(ChainError::Refused(format!(
                 "the node names the transaction {sent}, we computed {tx_hash}"
-            ));
+            )));
         }
         let pending = PendingTx {
             size,
@@ -460,39 +484,40 @@ impl EvmAnchor {
         block_hash: &str,
         node_chain: u128,
         note: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, ChainError> {
         let receipt = self.receipt(pending, block_number, block_hash);
         // The claims of the receipt as written, so what is stored is what was checked.
-        let value: serde_json::Value = serde_json::from_str(&receipt).map_err(|e| e.to_string())?;
-        let claims = anchor::evm::ReceiptClaims::from_receipt(&value).map_err(|e| e.to_string())?;
+        let value: serde_json::Value = serde_json::from_str(&receipt)?;
+        let claims = anchor::evm::ReceiptClaims::from_receipt(&value)
+            .map_err(|e| ChainError::Refused(format!("the receipt as written: {e}")))?;
         let tx = self.rpc(
             "eth_getTransactionByHash",
             serde_json::json!([pending.tx_hash]),
         )?;
         if tx.is_null() {
-            return Err(format!(
+            return Err(ChainError::Refused(format!(
                 "transaction {} is no longer on chain; it will be re-submitted",
                 pending.tx_hash
-            ));
+            )));
         }
         claims
             .check_transaction(&tx, node_chain, note)
             .map_err(|e| {
-                format!(
+                ChainError::Refused(format!(
                     "transaction {} does not back a receipt: {e}; it will be re-submitted",
                     pending.tx_hash
-                )
+                ))
             })?;
         Ok(receipt)
     }
 
-    fn anchor_note(&self, checkpoint: &StoredCheckpoint) -> Result<String, String> {
+    fn anchor_note(&self, checkpoint: &StoredCheckpoint) -> Result<String, ChainError> {
         let chain = quantity(&self.rpc("eth_chainId", serde_json::json!([]))?)?;
         if chain != u128::from(self.chain_id) {
-            return Err(format!(
+            return Err(ChainError::Refused(format!(
                 "the node is on chain {chain}, not the configured {}",
                 self.chain_id
-            ));
+            )));
         }
         let deadline = std::time::Instant::now() + self.timeout;
         let mut pending = self.load_pending();
@@ -521,10 +546,10 @@ impl EvmAnchor {
                 }
                 TxState::Reverted => {
                     self.save_pending(None)?;
-                    return Err(format!(
+                    return Err(ChainError::Refused(format!(
                         "transaction {} reverted; it will be re-submitted",
                         current.tx_hash
-                    ));
+                    )));
                 }
                 TxState::Missing => {
                     self.save_pending(None)?;
@@ -532,10 +557,10 @@ impl EvmAnchor {
                     continue;
                 }
                 TxState::Mined { confirmations } if std::time::Instant::now() >= deadline => {
-                    return Err(format!(
+                    return Err(ChainError::Refused(format!(
                         "transaction {} has {confirmations} of {} confirmations; waiting",
                         current.tx_hash, self.confirmations
-                    ));
+                    )));
                 }
                 TxState::Pending
                     if anchor::clock::unix_seconds()
@@ -549,10 +574,10 @@ impl EvmAnchor {
                         Some(self.submit(checkpoint.size, &checkpoint.note, Some(&current))?);
                 }
                 TxState::Pending if std::time::Instant::now() >= deadline => {
-                    return Err(format!(
+                    return Err(ChainError::Refused(format!(
                         "transaction {} not mined yet; waiting",
                         current.tx_hash
-                    ));
+                    )));
                 }
                 TxState::Mined { .. } | TxState::Pending => {
                     pending = Some(current);
@@ -588,27 +613,27 @@ fn json_rpc(
     url: &str,
     method: &str,
     params: serde_json::Value,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, ChainError> {
     let request =
         serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     let response = agent
         .post(url)
         .set("Content-Type", "application/json")
         .send_string(&request.to_string())
-        .map_err(|e| format!("{method}: {}", describe_http_error(&e)))?;
+        .map_err(|e| ChainError::Rpc(format!("{method}: {}", describe_http_error(&e))))?;
     let mut body = Vec::new();
     response
         .into_reader()
         .take(4 * 1024 * 1024)
         .read_to_end(&mut body)
-        .map_err(|e| format!("{method}: {e}"))?;
-    let value: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| format!("{method}: not JSON-RPC: {e}"))?;
+        .map_err(|e| ChainError::Rpc(format!("{method}: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ChainError::Rpc(format!("{method}: not JSON-RPC: {e}")))?;
     if let Some(error) = value.get("error") {
-        return Err(format!(
+        return Err(ChainError::Refused(format!(
             "{method}: {}",
             error["message"].as_str().unwrap_or("error")
-        ));
+        )));
     }
     Ok(value["result"].clone())
 }
@@ -626,12 +651,12 @@ fn describe_http_error(error: &ureq::Error) -> String {
 }
 
 /// A JSON-RPC quantity (`"0x1a"`).
-fn quantity(value: &serde_json::Value) -> Result<u128, String> {
+fn quantity(value: &serde_json::Value) -> Result<u128, ChainError> {
     let text = value
         .as_str()
-        .ok_or_else(|| format!("expected a hex quantity, got {value}"))?;
+        .ok_or_else(|| ChainError::Rpc(format!("expected a hex quantity, got {value}")))?;
     u128::from_str_radix(text.trim_start_matches("0x"), 16)
-        .map_err(|_| format!("not a hex quantity: {text}"))
+        .map_err(|_| ChainError::Rpc(format!("not a hex quantity: {text}")))
 }
 
 /// `inkan verify --evm-rpc`: checks an `evm` receipt of a bundle on chain —
@@ -639,11 +664,11 @@ fn quantity(value: &serde_json::Value) -> Result<u128, String> {
 /// chain, was sent by the receipt's sender to itself and carries this
 /// checkpoint's payload (anchor::evm::ReceiptClaims); it succeeded, sits
 /// in the recorded block, and has the recorded number of confirmations.
-pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<String, String> {
-    let receipt: serde_json::Value =
-        serde_json::from_str(receipt).map_err(|_| "the evm receipt is not JSON".to_owned())?;
+pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<String, ChainError> {
+    let receipt: serde_json::Value = serde_json::from_str(receipt)
+        .map_err(|_| ChainError::Refused("the evm receipt is not JSON".to_owned()))?;
     let claims = anchor::evm::ReceiptClaims::from_receipt(&receipt)
-        .map_err(|e| format!("the evm receipt: {e}"))?;
+        .map_err(|e| ChainError::Refused(format!("the evm receipt: {e}")))?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
@@ -661,11 +686,13 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         serde_json::json!([tx_hash]),
     )?;
     if tx.is_null() {
-        return Err(format!("transaction {tx_hash} is not on this chain"));
+        return Err(ChainError::Refused(format!(
+            "transaction {tx_hash} is not on this chain"
+        )));
     }
     claims
         .check_transaction(&tx, node_chain, note)
-        .map_err(|e| format!("transaction {tx_hash}: {e}"))?;
+        .map_err(|e| ChainError::Refused(format!("transaction {tx_hash}: {e}")))?;
     let on_chain = json_rpc(
         &agent,
         rpc_url,
@@ -673,12 +700,14 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
         serde_json::json!([tx_hash]),
     )?;
     if on_chain["status"].as_str() != Some("0x1") {
-        return Err(format!("transaction {tx_hash} did not succeed"));
+        return Err(ChainError::Refused(format!(
+            "transaction {tx_hash} did not succeed"
+        )));
     }
     if on_chain["blockHash"] != receipt["blockHash"] {
-        return Err(format!(
+        return Err(ChainError::Refused(format!(
             "transaction {tx_hash} is no longer in the recorded block"
-        ));
+        )));
     }
     let block = quantity(&on_chain["blockNumber"])?;
     let latest = quantity(&json_rpc(
@@ -690,9 +719,9 @@ pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<Str
     let confirmations = latest.saturating_sub(block) + 1;
     let required = u128::from(receipt["confirmations"].as_u64().unwrap_or(1));
     if confirmations < required {
-        return Err(format!(
+        return Err(ChainError::Refused(format!(
             "transaction {tx_hash} has {confirmations} of {required} confirmations"
-        ));
+        )));
     }
     Ok(format!(
         "evm: checkpoint anchored by transaction {tx_hash} from 0x{} in block {block} of chain {}, {confirmations} confirmations (checked on chain)",

@@ -1,0 +1,145 @@
+//! The seal subsystem: everything the gateway does with the ledger while
+//! it serves requests.
+//!
+//! - [`write`]: sealing a successful write's versions, as the upstream
+//!   stored them, before the client hears the answer;
+//! - [`journal`]: the intent journal, recorded before a write leaves so
+//!   that a crash between the upstream's commit and the seal is repaired;
+//! - [`recovery`]: that repair, at start and periodically;
+//! - [`verify_read`]: verify-on-read, comparing returned versions with
+//!   their seals;
+//! - [`operations`]: `$proof` and `$verify`, answered from the ledger;
+//! - [`backends`]: the RFC 3161 and EVM anchor backends' HTTP clients.
+//!
+//! Arrows point one way: this subsystem uses FHIR knowledge
+//! ([`crate::fhir`]) and the upstream client ([`crate::upstream`]), never
+//! the request pipeline; the pipeline uses it only through [`Sealer`] and
+//! the functions of these modules, never the ledger's storage directly.
+//!
+//! Bridging to the synchronous ledger happens in two places only, here:
+//! appends (and journal entries) go through the ledger's group-commit
+//! appender and are awaited without holding a thread ([`Sealer::append`],
+//! [`Sealer::begin_write`]); everything else (point lookups, intent
+//! updates) runs through [`blocking`].
+
+pub mod backends;
+pub mod journal;
+pub mod operations;
+pub mod recovery;
+pub mod verify_read;
+pub mod write;
+
+use std::sync::Arc;
+
+use anchor::ledger::{Checkpointer, Ledger, SealReceipt, SealRequest};
+
+use crate::config::{AnchorsConfig, LedgerConfig};
+use crate::error::ConfigError;
+
+/// Why a seal, a journal entry or a recovery did not happen.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// Reading the upstream failed (the write's versions, a history).
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::ReadError),
+    /// The upstream's answers do not say which version was written.
+    #[error("{0}")]
+    Unknowable(&'static str),
+    /// The ledger failed. The text is fixed (it reaches clients in
+    /// `Inkan-Seal`); [`SealError::internal_detail`] has the cause.
+    #[error("the ledger could not store the seal")]
+    Ledger(#[source] anchor::Error),
+    /// The ledger's appender thread is gone (the process is stopping).
+    #[error("the ledger's appender stopped")]
+    AppenderStopped,
+}
+
+impl SealError {
+    /// Detail for the log only: storage errors name paths and SQLite text.
+    pub fn internal_detail(&self) -> Option<String> {
+        match self {
+            SealError::Ledger(error) => Some(error.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// How a seal error is answered when it stops a request (the journal
+/// could not be written): ledger failures as 500 with the cause logged,
+/// a stopped appender as 503 (only shutdown stops it).
+impl From<SealError> for crate::error::GatewayError {
+    fn from(error: SealError) -> Self {
+        use crate::error::GatewayError;
+        match error {
+            SealError::Ledger(source) => GatewayError::ledger(source),
+            SealError::AppenderStopped => GatewayError::ShuttingDown,
+            SealError::Upstream(_) | SealError::Unknowable(_) => GatewayError::UpstreamProtocol,
+        }
+    }
+}
+
+/// The one bridge for the ledger's blocking calls (SQLite lookups, intent
+/// updates) from async code. On the multi-threaded runtime the worker
+/// first hands its other tasks to a sibling (`block_in_place`), so a slow
+/// disk stalls no other request; elsewhere (current-thread runtimes in
+/// tests, the CLI) the call simply runs.
+pub fn blocking<T>(call: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(call)
+        }
+        _ => call(),
+    }
+}
+
+/// The open ledger and its checkpointer.
+#[derive(Debug)]
+pub struct Sealer {
+    ledger: Arc<Ledger>,
+    _checkpointer: Checkpointer,
+}
+
+impl Sealer {
+    /// Opens the ledger with its anchor backends and starts its
+    /// checkpointer.
+    pub fn open(config: &LedgerConfig, anchors: &AnchorsConfig) -> Result<Sealer, ConfigError> {
+        let mut ledger = Ledger::open(&config.dir, &config.options()).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "cannot open the ledger in {}: {e}",
+                config.dir.display()
+            ))
+        })?;
+        for backend in backends::backends(anchors, &config.dir)? {
+            ledger.add_backend(backend);
+        }
+        let ledger = Arc::new(ledger);
+        let checkpointer = ledger.spawn_checkpointer(std::time::Duration::from_millis(
+            config.checkpoint_interval_ms,
+        ));
+        Ok(Sealer {
+            ledger,
+            _checkpointer: checkpointer,
+        })
+    }
+
+    /// The ledger, for lookups and proofs (call them through [`blocking`]
+    /// from async code).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Appends seals durably in the ledger's next group commit; awaits the
+    /// receipts without holding a thread.
+    pub async fn append(&self, requests: Vec<SealRequest>) -> Result<Vec<SealReceipt>, SealError> {
+        let (answer, receipts) = tokio::sync::oneshot::channel();
+        self.ledger.seal_then(requests, move |result| {
+            let _ = answer.send(result);
+        });
+        receipts
+            .await
+            .map_err(|_| SealError::AppenderStopped)?
+            .map_err(SealError::Ledger)
+    }
+}
