@@ -37,21 +37,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let limits = gateway.config.limits.clone();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.client_idle_timeout())
-        .max_buf_size(limits.max_header_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        builder: http_builder(&limits),
+        tls,
+        idle_timeout: limits.client_idle_timeout(),
+        epoch: Instant::now(),
+    });
     let graceful = GracefulShutdown::new();
-    let epoch = Instant::now();
     tokio::pin!(shutdown);
     // At most `limits.max_connections` open client connections: past it the
     // gateway stops accepting (new ones wait in the kernel's backlog) rather
@@ -78,67 +70,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = tcp.set_nodelay(true);
-        let gateway = gateway.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        let idle_timeout = limits.client_idle_timeout();
+        let connection = serve_connection(
+            tcp,
+            peer,
+            gateway.clone(),
+            shared.clone(),
+            graceful.watcher(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
-            let activity = Arc::new(Activity::new(epoch));
-            let io = ActivityIo {
-                inner: tcp,
-                activity: activity.clone(),
-            };
-            // TLS first (bounded by the idle timeout), then HTTP on whichever stream.
-            let io = match tls {
-                None => ClientIo::Plain(io),
-                Some(acceptor) => {
-                    match tokio::time::timeout(idle_timeout, acceptor.accept(io)).await {
-                        Ok(Ok(stream)) => ClientIo::Tls(Box::new(stream)),
-                        Ok(Err(error)) => {
-                            tracing::info!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::info!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            let conn_info = Connection {
-                peer,
-                tls: matches!(io, ClientIo::Tls(_)),
-            };
-            let service_activity = activity.clone();
-            let service = service_fn(move |request| {
-                let gateway = gateway.clone();
-                let conn_info = conn_info.clone();
-                let activity = service_activity.clone();
-                async move {
-                    // A guard, not a pair of calls: an HTTP/2 stream reset
-                    // drops this future midway, and the count must still
-                    // come down (else the connection never counts as idle).
-                    let _in_flight = InFlight::enter(activity.clone());
-                    let response = gateway.handle(request, conn_info).await;
-                    activity.touch();
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let connection = watcher.watch(
-                builder
-                    .serve_connection(TokioIo::new(io), service)
-                    .into_owned(),
-            );
-            tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                }
-                () = activity.idle_for(idle_timeout) => tracing::debug!(%peer, "closed idle connection"),
-            }
+            connection.await;
         });
     }
     drop(listener);
@@ -151,6 +92,97 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    idle_timeout: Duration,
+    /// The clock connections measure idleness against.
+    epoch: Instant,
+}
+
+/// HTTP/1.1 and HTTP/2 with the header limits and timeouts.
+fn http_builder(limits: &crate::config::Limits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.client_idle_timeout())
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    builder
+}
+
+/// One client connection: TLS first (bounded by the idle timeout), then
+/// HTTP on whichever stream, until it ends, idles out or shutdown drains it.
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    gateway: Arc<Gateway>,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let activity = Arc::new(Activity::new(shared.epoch));
+    let io = ActivityIo {
+        inner: tcp,
+        activity: activity.clone(),
+    };
+    let io = match &shared.tls {
+        None => ClientIo::Plain(io),
+        Some(acceptor) => {
+            match tokio::time::timeout(shared.idle_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => ClientIo::Tls(Box::new(stream)),
+                Ok(Err(error)) => {
+                    tracing::info!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let conn_info = Connection {
+        peer,
+        tls: matches!(io, ClientIo::Tls(_)),
+    };
+    let service_activity = activity.clone();
+    let service = service_fn(move |request| {
+        let gateway = gateway.clone();
+        let conn_info = conn_info.clone();
+        let activity = service_activity.clone();
+        async move {
+            // A guard, not a pair of calls: an HTTP/2 stream reset
+            // drops this future midway, and the count must still
+            // come down (else the connection never counts as idle).
+            let _in_flight = InFlight::enter(activity.clone());
+            let response = gateway.handle(request, conn_info).await;
+            activity.touch();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = watcher.watch(
+        shared
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned(),
+    );
+    tokio::select! {
+        result = connection => {
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        }
+        () = activity.idle_for(shared.idle_timeout) => tracing::debug!(%peer, "closed idle connection"),
     }
 }
 

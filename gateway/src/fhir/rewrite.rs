@@ -305,32 +305,14 @@ fn rewrite_json_strings(
     let mut i = 0;
     while i < input.len() {
         match input[i] {
-            b'{' | b'[' => {
-                let container_key = match stack.last() {
-                    Some(Frame::Object { key, .. }) => key.clone(),
-                    Some(Frame::Array { container_key }) => container_key.clone(),
-                    None => None,
-                };
-                stack.push(if input[i] == b'{' {
-                    Frame::Object {
-                        container_key,
-                        key: None,
-                        expecting_key: true,
-                    }
-                } else {
-                    Frame::Array { container_key }
-                });
-                i += 1;
-            }
+            open @ (b'{' | b'[') => push_frame(&mut stack, open),
             b'}' | b']' => {
                 stack.pop();
-                i += 1;
             }
             b':' => {
                 if let Some(Frame::Object { expecting_key, .. }) = stack.last_mut() {
                     *expecting_key = false;
                 }
-                i += 1;
             }
             b',' => {
                 if let Some(Frame::Object {
@@ -340,62 +322,89 @@ fn rewrite_json_strings(
                     *expecting_key = true;
                     *key = None;
                 }
-                i += 1;
             }
             b'"' => {
                 let start = i;
-                i += 1;
-                let mut escaped = false;
-                loop {
-                    match input.get(i)? {
-                        b'\\' => {
-                            escaped = true;
-                            i += 2;
-                        }
-                        b'"' => break,
-                        _ => i += 1,
-                    }
-                }
-                i += 1;
-                let raw = &input[start..i];
-                let decode = || -> Option<Cow<'_, str>> {
-                    if escaped {
-                        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
-                    } else {
-                        std::str::from_utf8(&raw[1..raw.len() - 1])
-                            .ok()
-                            .map(Cow::Borrowed)
-                    }
-                };
+                let (end, escaped) = string_end(input, start)?;
+                i = end;
+                let raw = &input[start..end];
                 match stack.last_mut() {
                     Some(Frame::Object {
                         expecting_key: true,
                         key,
                         ..
-                    }) => *key = Some(decode()?),
+                    }) => *key = Some(decode_string(raw, escaped)?),
                     Some(Frame::Object {
                         container_key,
                         key: Some(key),
                         ..
                     }) => {
-                        let value = decode()?;
+                        let value = decode_string(raw, escaped)?;
                         if let Some(new) = replace(container_key.as_deref(), key, &value) {
                             let buffer =
                                 out.get_or_insert_with(|| Vec::with_capacity(input.len() + 256));
                             buffer.extend_from_slice(&input[copied_upto..start]);
                             buffer.extend_from_slice(serde_json::to_string(&new).ok()?.as_bytes());
-                            copied_upto = i;
+                            copied_upto = end;
                         }
                     }
                     _ => {}
                 }
+                continue;
             }
-            _ => i += 1,
+            _ => {}
         }
+        i += 1;
     }
     let mut buffer = out?;
     buffer.extend_from_slice(&input[copied_upto..]);
     Some(buffer)
+}
+
+/// Opens an object or array under the key the current frame is at.
+fn push_frame<'a>(stack: &mut Vec<Frame<'a>>, open: u8) {
+    let container_key = match stack.last() {
+        Some(Frame::Object { key, .. }) => key.clone(),
+        Some(Frame::Array { container_key }) => container_key.clone(),
+        None => None,
+    };
+    stack.push(if open == b'{' {
+        Frame::Object {
+            container_key,
+            key: None,
+            expecting_key: true,
+        }
+    } else {
+        Frame::Array { container_key }
+    });
+}
+
+/// The end (one past the closing quote) of the JSON string starting at
+/// `start`, and whether it has escapes; `None` when it never closes.
+fn string_end(input: &[u8], start: usize) -> Option<(usize, bool)> {
+    let mut i = start + 1;
+    let mut escaped = false;
+    loop {
+        match input.get(i)? {
+            b'\\' => {
+                escaped = true;
+                i += 2;
+            }
+            b'"' => return Some((i + 1, escaped)),
+            _ => i += 1,
+        }
+    }
+}
+
+/// A JSON string token's value (quotes included in `raw`).
+fn decode_string(raw: &[u8], escaped: bool) -> Option<Cow<'_, str>> {
+    if escaped {
+        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
+    } else {
+        std::str::from_utf8(&raw[1..raw.len() - 1])
+            .ok()
+            .map(Cow::Borrowed)
+    }
 }
 
 /// The table in the module docs, as code: is `key` (inside an element named

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 use crate::config::VerifyReads;
 use crate::error::GatewayError;
-use crate::fhir::bundle::{scan_bundle, EntryVersion, MetaHead, ResourceHead};
+use crate::fhir::bundle::{scan_bundle, EntryVersion, MetaHead, ResourceHead, ScannedEntry};
 
 /// Response header with the counts, e.g.
 /// `verified=3, tampered=0, unsealed=1, unchecked=0`.
@@ -146,44 +146,7 @@ pub fn verify_answer(
             };
             let mut splices = Splices::new(body);
             for entry in &bundle.entries {
-                // A SUBSETTED tag nobody asked for does not excuse an entry
-                // from the check (an insider could add it to any row).
-                let version = match (&entry.version, entry.resource_bytes()) {
-                    (EntryVersion::Unchecked, Some(bytes)) if !request.subset_requested => {
-                        serde_json::from_slice::<ResourceHead>(bytes)
-                            .ok()
-                            .and_then(|head| stored_key(head, request))
-                            .map_or(EntryVersion::Unchecked, EntryVersion::Stored)
-                    }
-                    (version, _) => version.clone(),
-                };
-                // An entry without a checkable version whose resource is
-                // sealed (its versionId removed, or members duplicated) is
-                // not excused as `unchecked` either.
-                let excuse = (version == EntryVersion::Unchecked && !request.subset_requested)
-                    .then(|| {
-                        entry
-                            .resource_bytes()
-                            .map(|b| sealed_resource_of(ledger, b))
-                    })
-                    .flatten()
-                    .transpose()
-                    .map_err(ledger_error)?
-                    .flatten();
-                let (version, check) = match excuse {
-                    Some(record) => (
-                        EntryVersion::Stored(record.key),
-                        Some(VersionCheck::Tampered {
-                            leaf_index: record.leaf_index,
-                            reason: "a sealed resource without a checkable meta.versionId".into(),
-                        }),
-                    ),
-                    None => {
-                        let check = check_entry(ledger, &version, entry.resource_bytes())
-                            .map_err(ledger_error)?;
-                        (version, check)
-                    }
-                };
+                let (version, check) = check_bundle_entry(ledger, entry, request)?;
                 if version == EntryVersion::Unchecked {
                     summary.unchecked += 1;
                 }
@@ -192,25 +155,68 @@ pub fn verify_answer(
                 };
                 summary.count(&check);
                 splices.annotate(entry.raw, entry.extension, check.as_str());
-                if let (
-                    EntryVersion::Stored(key),
-                    VersionCheck::Tampered { leaf_index, reason },
-                    VerifyReads::Block,
-                    Some(resource),
-                ) = (&version, &check, policy, entry.resource)
+                if let (EntryVersion::Stored(key), VerifyReads::Block, Some(resource)) =
+                    (&version, policy, entry.resource)
                 {
-                    let error = GatewayError::TamperedVersion {
-                        reference: key.to_string(),
-                        leaf_index: *leaf_index,
-                        reason: reason.clone(),
-                    };
-                    let outcome =
-                        crate::fhir::outcome::render(&error, crate::fhir::format::WireFormat::Json);
-                    splices.replace(resource, &outcome);
+                    withhold_if_tampered(&mut splices, key, &check, resource);
                 }
             }
             Ok((summary, splices.apply()))
         }
+    }
+}
+
+/// One history or searchset entry against the ledger: the version it is
+/// taken to be, and the result (`None`: nothing to compare).
+fn check_bundle_entry(
+    ledger: &Ledger,
+    entry: &ScannedEntry<'_>,
+    request: &ReadRequest,
+) -> Result<(EntryVersion, Option<VersionCheck>), GatewayError> {
+    // A SUBSETTED tag nobody asked for does not excuse an entry from the
+    // check (an insider could add it to any row).
+    let version = match (&entry.version, entry.resource_bytes()) {
+        (EntryVersion::Unchecked, Some(bytes)) if !request.subset_requested => {
+            serde_json::from_slice::<ResourceHead>(bytes)
+                .ok()
+                .and_then(|head| stored_key(head, request))
+                .map_or(EntryVersion::Unchecked, EntryVersion::Stored)
+        }
+        (version, _) => version.clone(),
+    };
+    // An entry without a checkable version whose resource is sealed (its
+    // versionId removed, or members duplicated) is not excused as
+    // `unchecked` either.
+    if version == EntryVersion::Unchecked && !request.subset_requested {
+        if let Some(bytes) = entry.resource_bytes() {
+            if let Some(record) = sealed_resource_of(ledger, bytes).map_err(ledger_error)? {
+                let check = VersionCheck::Tampered {
+                    leaf_index: record.leaf_index,
+                    reason: "a sealed resource without a checkable meta.versionId".into(),
+                };
+                return Ok((EntryVersion::Stored(record.key), Some(check)));
+            }
+        }
+    }
+    let check = check_entry(ledger, &version, entry.resource_bytes()).map_err(ledger_error)?;
+    Ok((version, check))
+}
+
+/// `block` mode: a tampered entry's resource becomes an OperationOutcome.
+fn withhold_if_tampered(
+    splices: &mut Splices<'_>,
+    key: &VersionKey,
+    check: &VersionCheck,
+    resource: &RawValue,
+) {
+    if let VersionCheck::Tampered { leaf_index, reason } = check {
+        let error = GatewayError::TamperedVersion {
+            reference: key.to_string(),
+            leaf_index: *leaf_index,
+            reason: reason.clone(),
+        };
+        let outcome = crate::fhir::outcome::render(&error, crate::fhir::format::WireFormat::Json);
+        splices.replace(resource, &outcome);
     }
 }
 
@@ -280,137 +286,146 @@ pub fn check_read(
     };
     let head = serde_json::from_slice::<ResourceHead>(body);
     let Some(newest) = newest else {
-        // The path's resource was never sealed; the body may still be
-        // another resource's sealed version (an insider answering a read
-        // of B with A's bytes): that is not `verified`.
-        return Ok(match head.ok().and_then(|h| stored_key(h, request)) {
-            Some(key) => match ledger.check_version(&key, body, Format::Json)? {
-                VersionCheck::Unsealed => ReadCheck::Checked(reference, VersionCheck::Unsealed),
-                VersionCheck::Verified { leaf_index, .. }
-                    if key.resource_type != *path_type
-                        || key.id != *path_id
-                        || request
-                            .version_id
-                            .as_ref()
-                            .is_some_and(|v| *v != key.version_id)
-                        || request
-                            .etag_version
-                            .as_ref()
-                            .is_some_and(|v| *v != key.version_id) =>
-                {
-                    tampered(
-                        reference,
-                        leaf_index,
-                        "the answer is another sealed version than the one asked for",
-                    )
-                }
-                other => ReadCheck::Checked(key.to_string(), other),
-            },
-            None => ReadCheck::Unchecked,
-        });
+        return check_never_sealed(ledger, body, head.ok(), request, reference);
     };
-    let sealed_at_leaf = newest.leaf_index;
+    let key = match answered_version(head, request) {
+        Ok(Some(key)) => key,
+        Ok(None) => return Ok(ReadCheck::Unchecked),
+        Err(reason) => return Ok(tampered(reference, newest.leaf_index, reason)),
+    };
+    let check = ledger.check_version(&key, body, Format::Json)?;
+    if request.version_id.is_none() {
+        if let Some(rolled_back) = check_current(&key, &check, &newest, request) {
+            return Ok(rolled_back);
+        }
+    }
+    Ok(ReadCheck::Checked(key.to_string(), check))
+}
+
+/// The path's resource was never sealed; the body may still be another
+/// resource's sealed version (an insider answering a read of B with A's
+/// bytes): that is not `verified`.
+fn check_never_sealed(
+    ledger: &Ledger,
+    body: &[u8],
+    head: Option<ResourceHead>,
+    request: &ReadRequest,
+    reference: String,
+) -> Result<ReadCheck, anchor::Error> {
+    let Some(key) = head.and_then(|h| stored_key(h, request)) else {
+        return Ok(ReadCheck::Unchecked);
+    };
+    let asked_for = |key: &VersionKey| {
+        request.resource_type.as_ref() == Some(&key.resource_type)
+            && request.id.as_ref() == Some(&key.id)
+            && [&request.version_id, &request.etag_version]
+                .iter()
+                .all(|v| v.as_ref().is_none_or(|v| *v == key.version_id))
+    };
+    Ok(match ledger.check_version(&key, body, Format::Json)? {
+        VersionCheck::Unsealed => ReadCheck::Checked(reference, VersionCheck::Unsealed),
+        VersionCheck::Verified { leaf_index, .. } if !asked_for(&key) => tampered(
+            reference,
+            leaf_index,
+            "the answer is another sealed version than the one asked for",
+        ),
+        other => ReadCheck::Checked(key.to_string(), other),
+    })
+}
+
+/// The version a read's answer claims to be, checked against the request:
+/// type and id as in the path, `meta.versionId` present and equal to the
+/// vread's and the `ETag`'s, no `SUBSETTED` tag nobody asked for, JSON a
+/// strict reader accepts. `Ok(None)`: a subset the client asked for.
+fn answered_version(
+    head: Result<ResourceHead, serde_json::Error>,
+    request: &ReadRequest,
+) -> Result<Option<VersionKey>, &'static str> {
     let Ok(head) = head else {
-        return Ok(tampered(
-            reference,
-            sealed_at_leaf,
-            "the answer is not valid FHIR JSON (a duplicate member?)",
-        ));
+        return Err("the answer is not valid FHIR JSON (a duplicate member?)");
     };
-    if head.resource_type.as_deref() != Some(path_type.as_str())
-        || head.id.as_deref() != Some(path_id.as_str())
-    {
-        return Ok(tampered(
-            reference,
-            sealed_at_leaf,
-            "the answer is another resource than the one asked for",
-        ));
+    if head.resource_type != request.resource_type || head.id != request.id {
+        return Err("the answer is another resource than the one asked for");
     }
     if request.subset_requested && head.meta.as_ref().is_some_and(MetaHead::subsetted) {
-        return Ok(ReadCheck::Unchecked);
+        return Ok(None);
     }
     let Some(version_id) = head.meta.and_then(|m| m.version_id) else {
-        return Ok(tampered(
-            reference,
-            sealed_at_leaf,
-            "meta.versionId was removed from a sealed resource",
-        ));
+        return Err("meta.versionId was removed from a sealed resource");
     };
     if request
         .version_id
         .as_ref()
         .is_some_and(|v| *v != version_id)
     {
-        return Ok(tampered(
-            reference,
-            sealed_at_leaf,
-            "the answer is another version than the one asked for",
-        ));
+        return Err("the answer is another version than the one asked for");
     }
     if request
         .etag_version
         .as_ref()
         .is_some_and(|v| *v != version_id)
     {
-        return Ok(tampered(
+        return Err("meta.versionId does not match the ETag");
+    }
+    Ok(head
+        .resource_type
+        .zip(head.id)
+        .map(|(resource_type, id)| VersionKey {
+            resource_type,
+            id,
+            version_id,
+        }))
+}
+
+/// A read answers the current version: one older than the newest seal
+/// (sealed before this request started) is a rollback; a never-sealed
+/// version id older than it is forged; an unsealed version of a resource
+/// sealed as deleted is tampered. `None` when none of these.
+fn check_current(
+    key: &VersionKey,
+    check: &VersionCheck,
+    newest: &anchor::store::IndexRecord,
+    request: &ReadRequest,
+) -> Option<ReadCheck> {
+    let newest_settled = newest.sealed_at < request.started_at;
+    if !newest_settled || newest.key == *key {
+        return None;
+    }
+    let reference = key.to_string();
+    let older = match check {
+        VersionCheck::Verified { leaf_index, .. } | VersionCheck::Tampered { leaf_index, .. } => {
+            *leaf_index < newest.leaf_index
+        }
+        VersionCheck::Unsealed => false,
+    };
+    if older {
+        let reason = format!(
+            "rolled back: version {} is sealed as newer",
+            newest.key.version_id
+        );
+        return Some(tampered(reference, newest.leaf_index, reason));
+    }
+    let unsealed = *check == VersionCheck::Unsealed;
+    let forged_older = unsealed
+        && matches!(
+            (key.version_id.parse::<u64>(), newest.key.version_id.parse::<u64>()),
+            (Ok(returned), Ok(sealed)) if returned < sealed
+        );
+    if forged_older {
+        let reason = format!(
+            "version id {} was never sealed and is older than the sealed version {}",
+            key.version_id, newest.key.version_id
+        );
+        return Some(tampered(reference, newest.leaf_index, reason));
+    }
+    if unsealed && newest.leaf.kind == anchor::leaf::LeafKind::Tombstone {
+        return Some(tampered(
             reference,
-            sealed_at_leaf,
-            "meta.versionId does not match the ETag",
+            newest.leaf_index,
+            "the resource is sealed as deleted",
         ));
     }
-    let key = VersionKey {
-        resource_type: path_type.clone(),
-        id: path_id.clone(),
-        version_id,
-    };
-    let check = ledger.check_version(&key, body, Format::Json)?;
-    let reference = key.to_string();
-    // A read answers the current version: one older than the newest seal
-    // (sealed before this request started) is a rollback.
-    let newest_settled = newest.sealed_at < request.started_at;
-    if request.version_id.is_none() && newest_settled && newest.key != key {
-        let older = match &check {
-            VersionCheck::Verified { leaf_index, .. }
-            | VersionCheck::Tampered { leaf_index, .. } => *leaf_index < newest.leaf_index,
-            VersionCheck::Unsealed => false,
-        };
-        if older {
-            return Ok(tampered(
-                reference,
-                newest.leaf_index,
-                format!(
-                    "rolled back: version {} is sealed as newer",
-                    newest.key.version_id
-                ),
-            ));
-        }
-        // A version id never sealed but older (numerically) than the newest
-        // seal is not a write around the gateway: it is a forged id.
-        let forged_older = check == VersionCheck::Unsealed
-            && matches!(
-                (key.version_id.parse::<u64>(), newest.key.version_id.parse::<u64>()),
-                (Ok(returned), Ok(sealed)) if returned < sealed
-            );
-        if forged_older {
-            return Ok(tampered(
-                reference,
-                newest.leaf_index,
-                format!(
-                    "version id {} was never sealed and is older than the sealed version {}",
-                    key.version_id, newest.key.version_id
-                ),
-            ));
-        }
-        if newest.leaf.kind == anchor::leaf::LeafKind::Tombstone && check == VersionCheck::Unsealed
-        {
-            return Ok(tampered(
-                reference,
-                newest.leaf_index,
-                "the resource is sealed as deleted",
-            ));
-        }
-    }
-    Ok(ReadCheck::Checked(reference, check))
+    None
 }
 
 /// A read or vread answered 404 or 410: reported when the ledger holds

@@ -145,47 +145,8 @@ impl Sealer {
         response_headers: &HeaderMap,
         response_body: Option<&[u8]>,
     ) -> SealOutcome {
-        let mut requests = Vec::new();
-        let mut failures = Vec::new();
-        match request.interaction {
-            Interaction::Delete => match find_deleted_version(upstream, request.fhir_path).await {
-                Ok(key) => requests.push(tombstone(key)),
-                Err(error) => failures.push(error.to_string()),
-            },
-            Interaction::ConditionalDelete => {
-                for (resource_type, id) in request.matched {
-                    match find_deleted_version(upstream, &format!("/{resource_type}/{id}")).await {
-                        Ok(key) => requests.push(tombstone(key)),
-                        Err(error) => failures.push(error.to_string()),
-                    }
-                }
-            }
-            Interaction::BatchOrTransaction => {
-                bundle_versions(
-                    upstream,
-                    request.sent_body,
-                    response_body,
-                    &mut requests,
-                    &mut failures,
-                )
-                .await;
-            }
-            _ => match written_version(upstream.rewriter(), request.fhir_path, response_headers) {
-                Some(key) => match stored_bytes(upstream, &key, response_body).await {
-                    Ok(bytes) => requests.push(SealRequest::Version {
-                        key,
-                        bytes,
-                        format: Format::Json,
-                        original_digest: request.original_digest,
-                        backfilled: false,
-                    }),
-                    Err(error) => failures.push(error.to_string()),
-                },
-                None => failures.push(
-                    "the upstream did not say which version it stored (no Location/ETag)".into(),
-                ),
-            },
-        }
+        let (requests, failures) =
+            versions_written(upstream, request, response_headers, response_body).await;
         if requests.is_empty() {
             return SealOutcome {
                 sealed: Vec::new(),
@@ -194,34 +155,85 @@ impl Sealer {
         }
         let keys: Vec<VersionKey> = requests.iter().map(|r| r.key().clone()).collect();
         match self.append(requests).await {
-            Ok(receipts) => {
-                let mut failures = failures;
-                for (receipt, key) in receipts.iter().zip(&keys).filter(|(r, _)| r.conflict) {
-                    // The upstream answered a version key that is already
-                    // sealed with other content: a version rewritten in
-                    // place. The first seal stands; `inkan audit` finds it.
-                    tracing::error!(
-                        resource_type = %key.resource_type, id = %key.id, version = %key.version_id,
-                        leaf_index = receipt.leaf_index,
-                        "seal conflict: this version key is already sealed with different content"
-                    );
-                    failures.insert(0, SEAL_CONFLICT.to_owned());
-                }
-                SealOutcome {
-                    sealed: receipts
-                        .iter()
-                        .filter(|r| !r.conflict)
-                        .map(|r| (r.leaf_index, r.commitment))
-                        .collect(),
-                    failures,
-                }
-            }
+            Ok(receipts) => outcome_of(&receipts, &keys, failures),
             Err(error) => {
                 // Ledger internals (SQLite text, paths) go to the log only.
                 tracing::error!(%error, detail = error.internal_detail(), "sealing failed");
                 SealOutcome::failed(error.to_string())
             }
         }
+    }
+}
+
+/// The seals a successful write calls for, and why some version cannot
+/// be sealed.
+async fn versions_written(
+    upstream: &UpstreamReader,
+    request: WrittenRequest<'_>,
+    response_headers: &HeaderMap,
+    response_body: Option<&[u8]>,
+) -> (Vec<SealRequest>, Vec<String>) {
+    let mut requests = Vec::new();
+    let mut failures = Vec::new();
+    match request.interaction {
+        Interaction::Delete => match find_deleted_version(upstream, request.fhir_path).await {
+            Ok(key) => requests.push(tombstone(key)),
+            Err(error) => failures.push(error.to_string()),
+        },
+        Interaction::ConditionalDelete => {
+            for (resource_type, id) in request.matched {
+                match find_deleted_version(upstream, &format!("/{resource_type}/{id}")).await {
+                    Ok(key) => requests.push(tombstone(key)),
+                    Err(error) => failures.push(error.to_string()),
+                }
+            }
+        }
+        Interaction::BatchOrTransaction => {
+            let sent = request.sent_body;
+            bundle_versions(upstream, sent, response_body, &mut requests, &mut failures).await;
+        }
+        _ => match written_version(upstream.rewriter(), request.fhir_path, response_headers) {
+            Some(key) => match stored_bytes(upstream, &key, response_body).await {
+                Ok(bytes) => requests.push(SealRequest::Version {
+                    key,
+                    bytes,
+                    format: Format::Json,
+                    original_digest: request.original_digest,
+                    backfilled: false,
+                }),
+                Err(error) => failures.push(error.to_string()),
+            },
+            None => failures
+                .push("the upstream did not say which version it stored (no Location/ETag)".into()),
+        },
+    }
+    (requests, failures)
+}
+
+/// What the ledger's receipts mean for the client. A receipt in conflict
+/// is a version key the upstream answered that is already sealed with
+/// other content: a version rewritten in place. The first seal stands
+/// (`inkan audit` finds it); the write reports `conflict`.
+fn outcome_of(
+    receipts: &[anchor::ledger::SealReceipt],
+    keys: &[VersionKey],
+    mut failures: Vec<String>,
+) -> SealOutcome {
+    for (receipt, key) in receipts.iter().zip(keys).filter(|(r, _)| r.conflict) {
+        tracing::error!(
+            resource_type = %key.resource_type, id = %key.id, version = %key.version_id,
+            leaf_index = receipt.leaf_index,
+            "seal conflict: this version key is already sealed with different content"
+        );
+        failures.insert(0, SEAL_CONFLICT.to_owned());
+    }
+    SealOutcome {
+        sealed: receipts
+            .iter()
+            .filter(|r| !r.conflict)
+            .map(|r| (r.leaf_index, r.commitment))
+            .collect(),
+        failures,
     }
 }
 
