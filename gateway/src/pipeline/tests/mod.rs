@@ -1,6 +1,8 @@
 //! Unit tests of the steps' pure parts, and the pipeline in process
 //! against a small upstream started inside the test ([`in_process`]).
 
+mod in_process;
+
 use std::time::Instant;
 
 use bytes::Bytes;
