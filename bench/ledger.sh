@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"; writers="${2:-16}"; batch="${3:-64}"
 corpus="$(pwd)/fixtures/r4-examples"
-cargo build --release --locked -p inkan-anchor --example ledger_bench >&2
+cargo build --release --locked -p inkan-ledger --example ledger_bench >&2
 bench="$(pwd)/target/release/examples/ledger_bench"
 work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
 

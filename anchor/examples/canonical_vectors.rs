@@ -1,10 +1,10 @@
 //! Regenerates docs/vectors/canonical.json: canonical-form and commitment
 //! vectors for other implementations. Run after a deliberate format change:
-//!   cargo run -p inkan-anchor --example canonical_vectors > docs/vectors/canonical.json
+//!   cargo run -p inkan-ledger --example canonical_vectors > docs/vectors/canonical.json
 //! The `doc_vectors` test fails whenever the implementation drifts from it.
 
-use anchor::leaf;
-use anchor::resource::{canonical_resource, Format};
+use ledger::leaf;
+use ledger::resource::{canonical_resource, Format};
 use sha2::Digest;
 
 fn main() {

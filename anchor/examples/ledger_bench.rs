@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anchor::ledger::{Ledger, LedgerOptions, SealRequest};
-use anchor::merkle::{self, MemoryTree};
-use anchor::resource::Format;
-use anchor::store::VersionKey;
+use ledger::log::{Ledger, LedgerOptions, SealRequest};
+use ledger::merkle::{self, MemoryTree};
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -136,7 +136,7 @@ fn appends(seconds: u64, writers: u64, batch: u64, dir: Option<std::path::PathBu
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let bytes = anchor::ledger::disk_usage(&tmp);
+    let bytes = ledger::log::disk_usage(&tmp);
     println!("leaves={total}");
     println!("seconds={elapsed:.1}");
     println!("leaves_per_second={:.0}", total as f64 / elapsed);
@@ -156,13 +156,13 @@ fn canonical(dir: &str) {
         }
     }
     let bytes: usize = files.iter().map(Vec::len).sum();
-    let salt = anchor::leaf::fresh_salt();
+    let salt = ledger::leaf::fresh_salt();
     let started = Instant::now();
     let mut rounds = 0u64;
     while started.elapsed() < Duration::from_secs(5) {
         for file in &files {
-            let canonical = anchor::canonical::canonicalize(file).expect("canonical");
-            std::hint::black_box(anchor::leaf::commitment(&salt, &canonical));
+            let canonical = ledger::canonical::canonicalize(file).expect("canonical");
+            std::hint::black_box(ledger::leaf::commitment(&salt, &canonical));
         }
         rounds += 1;
     }

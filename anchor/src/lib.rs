@@ -6,7 +6,7 @@
 //!   ([`merkle`]), signed C2SP notes and checkpoints ([`note`]), proof
 //!   bundles ([`bundle`]), and the checks of anchor receipts ([`tsa`],
 //!   [`evm`]).
-//! - Operational: the log itself ([`ledger`]: appends, group commit, the
+//! - Operational: the log itself ([`log`]: appends, group commit, the
 //!   checkpointer), its storage ([`store`]), the published tiles
 //!   ([`tiles`]).
 //! - [`backends`]: where checkpoints are anchored, and the obligations of
@@ -28,7 +28,7 @@ pub mod tsa;
 // Operational: the log on disk, its storage, its checkpointer.
 pub mod clock;
 mod durable;
-pub mod ledger;
+pub mod log;
 pub mod store;
 pub mod tiles;
 

@@ -3,8 +3,8 @@
 // Test helpers report failures by panicking.
 #![allow(clippy::unwrap_used)]
 
-use anchor::leaf;
-use anchor::resource::{canonical_resource, Format};
+use ledger::leaf;
+use ledger::resource::{canonical_resource, Format};
 
 #[test]
 fn published_canonical_vectors_hold() {

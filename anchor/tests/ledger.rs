@@ -4,13 +4,13 @@
 // Test helpers report failures by panicking.
 #![allow(clippy::unwrap_used)]
 
-use anchor::bundle::{verify_bundle, ProofBundle};
-use anchor::ledger::{Ledger, LedgerOptions, SealRequest};
-use anchor::note::NoteVerifier;
-use anchor::resource::Format;
-use anchor::store::VersionKey;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use ledger::bundle::{verify_bundle, ProofBundle};
+use ledger::log::{Ledger, LedgerOptions, SealRequest};
+use ledger::note::NoteVerifier;
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 
 fn options() -> LedgerOptions {
     LedgerOptions {
@@ -161,7 +161,7 @@ fn seal_prove_verify_and_detect_every_bit_flip() {
         );
     }
     // Another log's key does not verify it.
-    let other = anchor::note::NoteSigner::generate("test.example.jp/inkan")
+    let other = ledger::note::NoteSigner::generate("test.example.jp/inkan")
         .unwrap()
         .verifier();
     assert!(verify_bundle(&bundle, Some(&target), &other).is_err());
@@ -250,15 +250,15 @@ struct FlakyBackend {
     calls: std::sync::atomic::AtomicUsize,
 }
 
-impl anchor::backends::AnchorBackend for FlakyBackend {
+impl ledger::backends::AnchorBackend for FlakyBackend {
     fn name(&self) -> &str {
         "flaky"
     }
 
     fn anchor(
         &self,
-        checkpoint: &anchor::store::StoredCheckpoint,
-    ) -> Result<String, anchor::Error> {
+        checkpoint: &ledger::store::StoredCheckpoint,
+    ) -> Result<String, ledger::Error> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut anchored = self.anchored.lock().unwrap();
         // Idempotent: a checkpoint already anchored is not anchored again.
@@ -266,10 +266,10 @@ impl anchor::backends::AnchorBackend for FlakyBackend {
             anchored.push(checkpoint.size);
         }
         match call {
-            0 => Err(anchor::Error::Store(
+            0 => Err(ledger::Error::Store(
                 "connection reset after the anchor was persisted".into(),
             )),
-            1 => Err(anchor::Error::Store("backend down".into())),
+            1 => Err(ledger::Error::Store("backend down".into())),
             _ => Ok(format!("{{\"size\":{}}}", checkpoint.size)),
         }
     }
@@ -282,11 +282,11 @@ fn a_failing_backend_never_loses_a_checkpoint_and_is_caught_up() {
     let flaky = std::sync::Arc::new(FlakyBackend::default());
     #[derive(Debug)]
     struct Shared(std::sync::Arc<FlakyBackend>);
-    impl anchor::backends::AnchorBackend for Shared {
+    impl ledger::backends::AnchorBackend for Shared {
         fn name(&self) -> &str {
             self.0.name()
         }
-        fn anchor(&self, c: &anchor::store::StoredCheckpoint) -> Result<String, anchor::Error> {
+        fn anchor(&self, c: &ledger::store::StoredCheckpoint) -> Result<String, ledger::Error> {
             self.0.anchor(c)
         }
     }
@@ -392,7 +392,7 @@ fn concurrent_seals_and_checkpoints_never_conflict() {
 
 #[test]
 fn intents_survive_reopening_until_closed() {
-    use anchor::store::{LedgerStore, SqliteStore};
+    use ledger::store::{LedgerStore, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
     let (kept, failed) = {

@@ -5,8 +5,8 @@
 // Test helpers report failures by panicking.
 #![allow(clippy::unwrap_used)]
 
-use anchor::merkle::{verify_consistency, verify_inclusion, Hash};
 use base64::Engine;
+use ledger::merkle::{verify_consistency, verify_inclusion, Hash};
 
 fn fixtures(kind: &str) -> Vec<(String, serde_json::Value)> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/merkle-testdata/");

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anchor::tsa::{accept_response, request, verify_token, TrustAnchors};
+use ledger::tsa::{accept_response, request, verify_token, TrustAnchors};
 
 const NOTE: &str = "test.example.jp/inkan\n4\nK8lfv3vC+lfQ4vvHHEPeOobvrxEk/p6twQxzdK8+9T8=\n\n\u{2014} test.example.jp/inkan AAAA\n";
 

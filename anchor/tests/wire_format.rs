@@ -4,9 +4,9 @@
 // Test helpers report failures by panicking.
 #![allow(clippy::unwrap_used)]
 
-use anchor::resource::{canonical_resource, Format};
 use fhirbolt::element::Element;
 use fhirbolt::FhirReleases;
+use ledger::resource::{canonical_resource, Format};
 
 fn to_xml(json: &[u8]) -> Vec<u8> {
     let element: Element<{ FhirReleases::R4 }> =

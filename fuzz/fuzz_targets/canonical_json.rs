@@ -4,8 +4,8 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(canonical) = anchor::canonical::canonicalize(data) {
-        let again = anchor::canonical::canonicalize(&canonical).expect("canonical output parses");
+    if let Ok(canonical) = ledger::canonical::canonicalize(data) {
+        let again = ledger::canonical::canonicalize(&canonical).expect("canonical output parses");
         assert_eq!(again, canonical, "the canonical form is not idempotent");
     }
 });

@@ -2,11 +2,11 @@
 //! never panics or overflows the stack; its output is canonical JSON.
 #![no_main]
 
-use anchor::resource::{canonical_resource, Format};
+use ledger::resource::{canonical_resource, Format};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     if let Ok(canonical) = canonical_resource(data, Format::Xml) {
-        let again = anchor::canonical::canonicalize(&canonical).expect("canonical output parses");
+        let again = ledger::canonical::canonicalize(&canonical).expect("canonical output parses");
         assert_eq!(again, canonical);
     }
 });

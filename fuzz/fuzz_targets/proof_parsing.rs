@@ -3,13 +3,13 @@
 //! verifies against a key it was not signed with.
 #![no_main]
 
-use anchor::bundle::{verify_bundle, ProofBundle};
-use anchor::note::{Checkpoint, NoteVerifier};
+use ledger::bundle::{verify_bundle, ProofBundle};
+use ledger::note::{Checkpoint, NoteVerifier};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     static KEY: std::sync::OnceLock<NoteVerifier> = std::sync::OnceLock::new();
     let key = KEY.get_or_init(|| {
-        anchor::note::NoteSigner::generate("fuzz.example/inkan")
+        ledger::note::NoteSigner::generate("fuzz.example/inkan")
             .expect("a fresh key")
             .verifier()
     });

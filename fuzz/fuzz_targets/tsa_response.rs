@@ -4,7 +4,7 @@
 //! scripts/fuzz.sh (`INKAN_FUZZ_TSA_CA`, made by scripts/tsa-shim.py).
 #![no_main]
 
-use anchor::tsa::{accept_response, verify_token, TrustAnchors};
+use ledger::tsa::{accept_response, verify_token, TrustAnchors};
 
 const NOTE: &str = "fuzz.example/inkan\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n\u{2014} fuzz.example/inkan AAAA\n";
 

@@ -325,8 +325,8 @@ pub fn default_ledger_dir(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> O
 }
 
 impl LedgerConfig {
-    pub fn options(&self) -> anchor::ledger::LedgerOptions {
-        anchor::ledger::LedgerOptions {
+    pub fn options(&self) -> ledger::log::LedgerOptions {
+        ledger::log::LedgerOptions {
             origin: self.origin.clone(),
             key_file: self.key_file.clone(),
         }

@@ -85,7 +85,7 @@ pub enum GatewayError {
     /// paths) goes to the log only; the client gets the fixed text and the
     /// request id.
     #[error("the seal ledger failed; the gateway's log has the detail under this request's X-Request-Id")]
-    Ledger { source: anchor::Error },
+    Ledger { source: ledger::Error },
     /// An admin endpoint without the admin bearer token, or a wrong one.
     #[error("this admin endpoint needs the admin bearer token")]
     AdminUnauthorized,
@@ -218,7 +218,7 @@ impl GatewayError {
     }
 
     /// A ledger failure (its cause is logged, never sent).
-    pub fn ledger(source: anchor::Error) -> GatewayError {
+    pub fn ledger(source: ledger::Error) -> GatewayError {
         GatewayError::Ledger { source }
     }
 

@@ -444,7 +444,7 @@ impl Japanese {
         if xml {
             // The declaration in any spelling (`encoding='utf-8'` from
             // some upstreams) must name the charset the bytes are now in.
-            let spelled = anchor::resource::utf8_declaration_spelled_out(text.as_bytes());
+            let spelled = ledger::resource::utf8_declaration_spelled_out(text.as_bytes());
             let text = std::str::from_utf8(&spelled).ok()?;
             let label = charset_label(charset);
             let text = text

@@ -25,9 +25,9 @@ pub fn read_text(path: &Path, what: &str) -> Result<String, ConfigError> {
 }
 
 /// Refuses a file that group or others may read or write (Unix modes):
-/// the ledger's rule for its signing key (`anchor::ledger`), applied here.
+/// the ledger's rule for its signing key (`ledger::log`), applied here.
 pub fn check_private(path: &Path, what: &str) -> Result<(), ConfigError> {
-    match anchor::ledger::shared_secret_file(path, what) {
+    match ledger::log::shared_secret_file(path, what) {
         Ok(None) => Ok(()),
         Ok(Some(problem)) => Err(ConfigError::Invalid(problem)),
         Err(source) => Err(ConfigError::Read {

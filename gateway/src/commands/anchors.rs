@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anchor::ledger::Ledger;
 use clap::{Args, Subcommand};
+use ledger::log::Ledger;
 
 use crate::config::Config;
 

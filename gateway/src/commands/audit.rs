@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anchor::ledger::{Ledger, SealRequest, VersionCheck};
 use clap::Args;
+use ledger::log::{Ledger, SealRequest, VersionCheck};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anchor::ledger::{Ledger, SealRequest};
-use anchor::resource::Format;
-use anchor::store::VersionKey;
 use clap::{Args, Subcommand};
+use ledger::log::{Ledger, SealRequest};
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 use sha2::Digest;
 
 use crate::config::Config;
@@ -137,8 +137,8 @@ fn run_command(
             let format = Format::sniff(&bytes);
             // A file sealed under another key could never be verified.
             let key = version.key();
-            let canonical = anchor::resource::canonical_resource(&bytes, format)?;
-            anchor::resource::check_identity(
+            let canonical = ledger::resource::canonical_resource(&bytes, format)?;
+            ledger::resource::check_identity(
                 &canonical,
                 &key.resource_type,
                 &key.id,
@@ -195,8 +195,8 @@ fn run_command(
                 (Some(path), _) => {
                     let bytes = std::fs::read(&path)?;
                     let canonical =
-                        anchor::resource::canonical_resource(&bytes, Format::sniff(&bytes))?;
-                    anchor::leaf::content_digest(&canonical)
+                        ledger::resource::canonical_resource(&bytes, Format::sniff(&bytes))?;
+                    ledger::leaf::content_digest(&canonical)
                 }
                 (None, Some(hex_digest)) => hex::decode(hex_digest.trim())?
                     .try_into()
@@ -230,7 +230,7 @@ fn run_command(
         LedgerCommand::Stats => {
             let size = ledger.store().size()?;
             let checkpoints = ledger.store().checkpoints()?;
-            let bytes = anchor::ledger::disk_usage(&config.ledger.dir);
+            let bytes = ledger::log::disk_usage(&config.ledger.dir);
             writeln!(out, "origin:          {}", ledger.origin())?;
             writeln!(
                 out,

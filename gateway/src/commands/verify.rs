@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anchor::bundle::{verify_bundle_with, ProofBundle};
-use anchor::note::NoteVerifier;
 use clap::Args;
+use ledger::bundle::{verify_bundle_with, ProofBundle};
+use ledger::note::NoteVerifier;
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
@@ -57,7 +57,7 @@ fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> 
         .tsa_ca
         .as_ref()
         .map(|path| -> Result<_, Box<dyn std::error::Error>> {
-            Ok(anchor::tsa::TrustAnchors::from_pem(&std::fs::read(path)?)?)
+            Ok(ledger::tsa::TrustAnchors::from_pem(&std::fs::read(path)?)?)
         })
         .transpose()?;
     let verified = verify_bundle_with(&bundle, resource.as_deref(), &log_key, trust.as_ref())?;

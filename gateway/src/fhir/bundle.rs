@@ -3,7 +3,7 @@
 //! a history or searchset Bundle (and its `next` link), and the entries of
 //! a batch or transaction and of its response.
 
-use anchor::store::VersionKey;
+use ledger::store::VersionKey;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

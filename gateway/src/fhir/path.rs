@@ -2,7 +2,7 @@
 //! base, which resource (and version) a path, a `Location` or a history
 //! entry's `request.url` names, and the version an `ETag` names.
 
-use anchor::store::VersionKey;
+use ledger::store::VersionKey;
 
 /// The non-empty segments of a path after the FHIR base (query and
 /// fragment ignored): `/Patient/1/_history/2` → `Patient`, `1`, `_history`, `2`.

@@ -32,9 +32,9 @@ fn strict() -> Option<DeserializationConfig> {
 pub fn xml_to_json(xml: &[u8]) -> Result<Vec<u8>, ConversionError> {
     // fhirbolt's reader recurses per element without a bound, and panics
     // on names that are not UTF-8: check first.
-    anchor::resource::check_xml_input(xml, anchor::resource::MAX_XML_DEPTH)
+    ledger::resource::check_xml_input(xml, ledger::resource::MAX_XML_DEPTH)
         .map_err(|e| ConversionError(format!("invalid FHIR XML: {e}")))?;
-    let xml = anchor::resource::utf8_declaration_spelled_out(xml);
+    let xml = ledger::resource::utf8_declaration_spelled_out(xml);
     let element: R4Element = fhirbolt::serde::xml::from_slice(&xml, strict())
         .map_err(|e| ConversionError(format!("invalid FHIR XML: {e}")))?;
     fhirbolt::serde::json::to_vec(&element, None)

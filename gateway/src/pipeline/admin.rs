@@ -169,7 +169,7 @@ fn log_file(tiles: Option<&std::path::Path>, relative: &str) -> Response<Respons
 }
 
 /// Reads each anchor backend's lag from the ledger into the gauges.
-fn refresh_anchor_gauges(gateway: &Gateway, ledger: &anchor::ledger::Ledger) {
+fn refresh_anchor_gauges(gateway: &Gateway, ledger: &ledger::log::Ledger) {
     let Ok(lags) = crate::seal::blocking(|| ledger.anchor_status()) else {
         return;
     };

@@ -57,7 +57,7 @@ impl Gateway {
         let public_base = self.public_base(request, conn).map_err(refuse)?;
         Ok(RequestFacts {
             started,
-            started_unix: anchor::clock::unix_seconds(),
+            started_unix: ledger::clock::unix_seconds(),
             conn: conn.clone(),
             interaction: Interaction::classify(request.method(), &fhir_path),
             method: request.method().clone(),

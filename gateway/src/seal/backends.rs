@@ -1,6 +1,6 @@
 //! Anchor backends that talk to the outside world. The trait and its
-//! obligations are in `anchor::backends`; the RFC 3161 protocol and token
-//! validation in `anchor::tsa` (pure). Here: the HTTP exchange.
+//! obligations are in `ledger::backends`; the RFC 3161 protocol and token
+//! validation in `ledger::tsa` (pure). Here: the HTTP exchange.
 //!
 //! Each backend runs in its own ledger thread at its own pace, so a TSA
 //! that is slow or down delays neither requests nor checkpoints; the
@@ -9,9 +9,9 @@
 use std::io::Read;
 use std::time::Duration;
 
-use anchor::backends::AnchorBackend;
-use anchor::store::StoredCheckpoint;
-use anchor::tsa::{self, TrustAnchors};
+use ledger::backends::AnchorBackend;
+use ledger::store::StoredCheckpoint;
+use ledger::tsa::{self, TrustAnchors};
 
 use crate::config::{AnchorsConfig, EvmConfig, Rfc3161Config};
 use crate::error::ConfigError;
@@ -143,12 +143,12 @@ impl AnchorBackend for Rfc3161Anchor {
     }
 
     /// One fresh nonce per attempt; the answer is validated completely
-    /// (anchor::tsa) before it becomes a receipt.
-    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, anchor::Error> {
+    /// (ledger::tsa) before it becomes a receipt.
+    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, ledger::Error> {
         // URLs often carry API keys: errors (stored, logged, shown by
         // `inkan anchors status`) name the TSA by scheme, host and path.
         let failed = |reason: String| {
-            anchor::Error::Anchor(format!(
+            ledger::Error::Anchor(format!(
                 "TSA {}: {reason}",
                 crate::upstream::redact_url(&self.url)
             ))
@@ -206,11 +206,11 @@ pub enum ChainError {
     Address(#[from] hex::FromHexError),
     /// Building or signing the transaction failed.
     #[error(transparent)]
-    Transaction(#[from] anchor::Error),
+    Transaction(#[from] ledger::Error),
 }
 
 /// An EVM chain reached by JSON-RPC: one EIP-1559 transaction per
-/// anchoring, carrying the checkpoint's payload (anchor::evm), signed
+/// anchoring, carrying the checkpoint's payload (ledger::evm), signed
 /// locally, sent to the account itself.
 ///
 /// Nonces come from the node (`pending` count) at each submission; the one
@@ -285,7 +285,7 @@ impl EvmAnchor {
         let key = k256::ecdsa::SigningKey::from_slice(&bytes).map_err(|_| {
             ConfigError::Invalid("anchors.evm.key_file: not a secp256k1 key".into())
         })?;
-        let address = format!("0x{}", hex::encode(anchor::evm::address(&key)));
+        let address = format!("0x{}", hex::encode(ledger::evm::address(&key)));
         Ok(EvmAnchor {
             rpc_url: config.rpc_url.clone(),
             chain_id: config.chain_id,
@@ -388,7 +388,7 @@ impl EvmAnchor {
             None => fee,
         };
         let latest = self.rpc("eth_getBlockByNumber", serde_json::json!(["latest", false]))?;
-        let data = anchor::evm::payload(note)?;
+        let data = ledger::evm::payload(note)?;
         let data_hex = format!("0x{}", hex::encode(&data));
         let gas = quantity(&self.rpc(
             "eth_estimateGas",
@@ -408,7 +408,7 @@ impl EvmAnchor {
                 let max_fee = bump((base_fee * 2 + priority).min(self.max_fee_wei));
                 let priority = bump(priority).min(max_fee);
                 offered = max_fee;
-                anchor::evm::Transaction {
+                ledger::evm::Transaction {
                     chain_id: self.chain_id,
                     nonce,
                     max_priority_fee_per_gas: priority,
@@ -424,7 +424,7 @@ impl EvmAnchor {
                 let gas_price = quantity(&self.rpc("eth_gasPrice", serde_json::json!([]))?)?;
                 let gas_price = bump(gas_price.min(self.max_fee_wei));
                 offered = gas_price;
-                anchor::evm::LegacyTransaction {
+                ledger::evm::LegacyTransaction {
                     chain_id: self.chain_id,
                     nonce,
                     gas_price,
@@ -453,7 +453,7 @@ impl EvmAnchor {
             size,
             tx_hash,
             nonce,
-            sent_at: anchor::clock::unix_seconds().unsigned_abs(),
+            sent_at: ledger::clock::unix_seconds().unsigned_abs(),
             fee: offered,
         };
         self.save_pending(Some(&pending))?;
@@ -474,7 +474,7 @@ impl EvmAnchor {
     }
 
     /// The receipt for a confirmed transaction, once the transaction on
-    /// chain is shown to back it (anchor::evm::ReceiptClaims): a pending
+    /// chain is shown to back it (ledger::evm::ReceiptClaims): a pending
     /// transaction sent under another key or chain id (the configuration
     /// changed since) must not become this anchor's receipt.
     fn checked_receipt(
@@ -488,7 +488,7 @@ impl EvmAnchor {
         let receipt = self.receipt(pending, block_number, block_hash);
         // The claims of the receipt as written, so what is stored is what was checked.
         let value: serde_json::Value = serde_json::from_str(&receipt)?;
-        let claims = anchor::evm::ReceiptClaims::from_receipt(&value)
+        let claims = ledger::evm::ReceiptClaims::from_receipt(&value)
             .map_err(|e| ChainError::Refused(format!("the receipt as written: {e}")))?;
         let tx = self.rpc(
             "eth_getTransactionByHash",
@@ -563,7 +563,7 @@ impl EvmAnchor {
                     )));
                 }
                 TxState::Pending
-                    if anchor::clock::unix_seconds()
+                    if ledger::clock::unix_seconds()
                         .unsigned_abs()
                         .saturating_sub(current.sent_at)
                         > self.replace_after.as_secs() =>
@@ -597,9 +597,9 @@ impl AnchorBackend for EvmAnchor {
         self.interval
     }
 
-    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, anchor::Error> {
+    fn anchor(&self, checkpoint: &StoredCheckpoint) -> Result<String, ledger::Error> {
         self.anchor_note(checkpoint).map_err(|reason| {
-            anchor::Error::Anchor(format!(
+            ledger::Error::Anchor(format!(
                 "EVM {}: {reason}",
                 crate::upstream::redact_url(&self.rpc_url)
             ))
@@ -662,12 +662,12 @@ fn quantity(value: &serde_json::Value) -> Result<u128, ChainError> {
 /// `inkan verify --evm-rpc`: checks an `evm` receipt of a bundle on chain —
 /// the node is on the receipt's chain; the transaction is bound to that
 /// chain, was sent by the receipt's sender to itself and carries this
-/// checkpoint's payload (anchor::evm::ReceiptClaims); it succeeded, sits
+/// checkpoint's payload (ledger::evm::ReceiptClaims); it succeeded, sits
 /// in the recorded block, and has the recorded number of confirmations.
 pub fn check_evm_receipt(rpc_url: &str, receipt: &str, note: &str) -> Result<String, ChainError> {
     let receipt: serde_json::Value = serde_json::from_str(receipt)
         .map_err(|_| ChainError::Refused("the evm receipt is not JSON".to_owned()))?;
-    let claims = anchor::evm::ReceiptClaims::from_receipt(&receipt)
+    let claims = ledger::evm::ReceiptClaims::from_receipt(&receipt)
         .map_err(|e| ChainError::Refused(format!("the evm receipt: {e}")))?;
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))

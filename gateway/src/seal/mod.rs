@@ -31,7 +31,7 @@ pub mod write;
 
 use std::sync::Arc;
 
-use anchor::ledger::{Checkpointer, Ledger, SealReceipt, SealRequest};
+use ledger::log::{Checkpointer, Ledger, SealReceipt, SealRequest};
 
 use crate::config::{AnchorsConfig, LedgerConfig};
 use crate::error::ConfigError;
@@ -49,7 +49,7 @@ pub enum SealError {
     /// The ledger failed. The text is fixed (it reaches clients in
     /// `Inkan-Seal`); [`SealError::internal_detail`] has the cause.
     #[error("the ledger could not store the seal")]
-    Ledger(#[source] anchor::Error),
+    Ledger(#[source] ledger::Error),
     /// The ledger's appender thread is gone (the process is stopping).
     #[error("the ledger's appender stopped")]
     AppenderStopped,

@@ -31,12 +31,12 @@
 //! Only when the ledger is open (`ledger.seal_writes`); otherwise these
 //! paths are forwarded like any other.
 
-use anchor::ledger::{Ledger, VersionCheck};
-use anchor::resource::Format;
-use anchor::store::VersionKey;
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
+use ledger::log::{Ledger, VersionCheck};
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 
 use super::verify_read::INKAN_VERIFY;
 use super::{blocking, Sealer};
@@ -208,7 +208,7 @@ pub fn proof_response(
     request_headers: &HeaderMap,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let bundle = ledger.proof_bundle(key).map_err(|error| match error {
-        anchor::Error::NotFound(detail) => GatewayError::NoProof { detail },
+        ledger::Error::NotFound(detail) => GatewayError::NoProof { detail },
         other => GatewayError::ledger(other),
     })?;
     let wants_text = request_headers
@@ -256,7 +256,7 @@ pub fn caller_may_read(answer: &(StatusCode, HeaderMap, Bytes)) -> Result<Bytes,
 /// `NoProof`, altered → the tampered error (502, withheld).
 pub fn require_verified(
     key: &VersionKey,
-    check: Result<VersionCheck, anchor::Error>,
+    check: Result<VersionCheck, ledger::Error>,
 ) -> Result<VersionCheck, GatewayError> {
     match check {
         Ok(check @ VersionCheck::Verified { .. }) => Ok(check),
@@ -347,7 +347,7 @@ impl RateLimiter {
 
     /// Counts one request from `caller`; false when over the limit.
     pub fn admit(&self, caller: [u8; 32]) -> bool {
-        self.admit_at(caller, anchor::clock::unix_seconds().max(0) as u64 / 60)
+        self.admit_at(caller, ledger::clock::unix_seconds().max(0) as u64 / 60)
     }
 
     fn admit_at(&self, caller: [u8; 32], minute: u64) -> bool {
@@ -396,7 +396,7 @@ pub fn verify_posted_resource(
     let check = ledger
         .check_version(&key, &json, Format::Json)
         .map_err(|e| match e {
-            anchor::Error::Canonical { .. } => GatewayError::MalformedRequest {
+            ledger::Error::Canonical { .. } => GatewayError::MalformedRequest {
                 detail: format!("the body is not a FHIR resource: {e}"),
             },
             other => GatewayError::ledger(other),

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anchor::ledger::SealRequest;
-use anchor::resource::Format;
+use ledger::log::SealRequest;
+use ledger::resource::Format;
 use prometheus_client::metrics::counter::Counter;
 
 use super::journal::WriteIntent;
@@ -76,7 +76,7 @@ pub async fn recover(
     closable.dedup();
     closable.retain(|id| !failed_ids.contains(id));
     recovered.intents = closable.len();
-    blocking(|| -> Result<(), anchor::Error> {
+    blocking(|| -> Result<(), ledger::Error> {
         for id in closable {
             ledger.store().close_intent(id)?;
         }
@@ -170,13 +170,13 @@ pub async fn run_periodically(
     interval: Duration,
     in_flight_bound: Duration,
 ) {
-    let started_ms = anchor::clock::unix_millis();
+    let started_ms = ledger::clock::unix_millis();
     let mut first = true;
     loop {
         let cutoff = if first {
             started_ms
         } else {
-            anchor::clock::unix_millis()
+            ledger::clock::unix_millis()
                 - i64::try_from(in_flight_bound.as_millis()).unwrap_or(i64::MAX)
         };
         match recover(&sealer, &upstream, cutoff).await {

@@ -19,9 +19,9 @@
 //! replaced by an OperationOutcome, and a tampered read or vread becomes
 //! a 502 OperationOutcome ([`GatewayError::TamperedVersion`]).
 
-use anchor::ledger::{Ledger, VersionCheck};
-use anchor::resource::Format;
-use anchor::store::VersionKey;
+use ledger::log::{Ledger, VersionCheck};
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 use serde_json::value::RawValue;
 
 use crate::config::VerifyReads;
@@ -88,7 +88,7 @@ pub fn check_entry(
     ledger: &Ledger,
     version: &EntryVersion,
     resource: Option<&[u8]>,
-) -> Result<Option<VersionCheck>, anchor::Error> {
+) -> Result<Option<VersionCheck>, ledger::Error> {
     match (version, resource) {
         (EntryVersion::Stored(key), Some(bytes)) => {
             ledger.check_version(key, bytes, Format::Json).map(Some)
@@ -275,7 +275,7 @@ pub fn check_read(
     ledger: &Ledger,
     body: &[u8],
     request: &ReadRequest,
-) -> Result<ReadCheck, anchor::Error> {
+) -> Result<ReadCheck, ledger::Error> {
     let (Some(path_type), Some(path_id)) = (&request.resource_type, &request.id) else {
         return Ok(ReadCheck::Unchecked);
     };
@@ -311,7 +311,7 @@ fn check_never_sealed(
     head: Option<ResourceHead>,
     request: &ReadRequest,
     reference: String,
-) -> Result<ReadCheck, anchor::Error> {
+) -> Result<ReadCheck, ledger::Error> {
     let Some(key) = head.and_then(|h| stored_key(h, request)) else {
         return Ok(ReadCheck::Unchecked);
     };
@@ -384,7 +384,7 @@ fn answered_version(
 fn check_current(
     key: &VersionKey,
     check: &VersionCheck,
-    newest: &anchor::store::IndexRecord,
+    newest: &ledger::store::IndexRecord,
     request: &ReadRequest,
 ) -> Option<ReadCheck> {
     let newest_settled = newest.sealed_at < request.started_at;
@@ -418,7 +418,7 @@ fn check_current(
         );
         return Some(tampered(reference, newest.leaf_index, reason));
     }
-    if unsealed && newest.leaf.kind == anchor::leaf::LeafKind::Tombstone {
+    if unsealed && newest.leaf.kind == ledger::leaf::LeafKind::Tombstone {
         return Some(tampered(
             reference,
             newest.leaf_index,
@@ -434,7 +434,7 @@ fn check_current(
 pub fn check_missing(
     ledger: &Ledger,
     request: &ReadRequest,
-) -> Result<Option<(String, VersionCheck)>, anchor::Error> {
+) -> Result<Option<(String, VersionCheck)>, ledger::Error> {
     let (Some(resource_type), Some(id)) = (&request.resource_type, &request.id) else {
         return Ok(None);
     };
@@ -450,7 +450,7 @@ pub fn check_missing(
             .filter(|r| r.sealed_at < request.started_at),
     };
     Ok(record
-        .filter(|r| r.leaf.kind == anchor::leaf::LeafKind::Version)
+        .filter(|r| r.leaf.kind == ledger::leaf::LeafKind::Version)
         .map(|r| {
             (
                 r.key.to_string(),
@@ -468,7 +468,7 @@ pub fn check_missing(
 fn sealed_resource_of(
     ledger: &Ledger,
     bytes: &[u8],
-) -> Result<Option<anchor::store::IndexRecord>, anchor::Error> {
+) -> Result<Option<ledger::store::IndexRecord>, ledger::Error> {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) else {
         return Ok(None);
     };
@@ -491,7 +491,7 @@ fn stored_key(head: ResourceHead, request: &ReadRequest) -> Option<VersionKey> {
     })
 }
 
-fn ledger_error(error: anchor::Error) -> GatewayError {
+fn ledger_error(error: ledger::Error) -> GatewayError {
     GatewayError::ledger(error)
 }
 
@@ -572,7 +572,7 @@ impl<'a> Splices<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anchor::ledger::{LedgerOptions, SealRequest};
+    use ledger::log::{LedgerOptions, SealRequest};
 
     fn ledger() -> (tempfile::TempDir, Ledger) {
         let dir = tempfile::tempdir().unwrap();

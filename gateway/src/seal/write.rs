@@ -25,11 +25,11 @@
 //! upstream committed but some version is not sealed; the client still
 //! gets the upstream's answer and the write is left for repair).
 
-use anchor::ledger::SealRequest;
-use anchor::resource::Format;
-use anchor::store::VersionKey;
 use http::header::{HeaderValue, CONTENT_LOCATION, ETAG, LOCATION};
 use http::HeaderMap;
+use ledger::log::SealRequest;
+use ledger::resource::Format;
+use ledger::store::VersionKey;
 
 use super::{SealError, Sealer};
 use crate::fhir::bundle::{
@@ -215,7 +215,7 @@ async fn versions_written(
 /// other content: a version rewritten in place. The first seal stands
 /// (`inkan audit` finds it); the write reports `conflict`.
 fn outcome_of(
-    receipts: &[anchor::ledger::SealReceipt],
+    receipts: &[ledger::log::SealReceipt],
     keys: &[VersionKey],
     mut failures: Vec<String>,
 ) -> SealOutcome {
