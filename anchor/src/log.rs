@@ -226,6 +226,39 @@ fn make_private_file(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// How a [`Ledger`] is opened; see [`Ledger::builder`].
+#[derive(Debug)]
+pub struct LedgerBuilder {
+    dir: PathBuf,
+    options: LedgerOptions,
+    store: Option<Box<dyn LedgerStore>>,
+}
+
+impl LedgerBuilder {
+    /// Keeps leaves, index, intents and checkpoints in `store` instead of
+    /// `<dir>/ledger.sqlite`. The directory still holds the key, the tiles
+    /// and the writer lock.
+    pub fn store(mut self, store: Box<dyn LedgerStore>) -> LedgerBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// Opens to write, taking the directory's writer lock first (see
+    /// [`WriterLock`]): a second writer on one directory fails here.
+    pub fn open(self) -> Result<Ledger, Error> {
+        make_private_dir(&self.dir)?;
+        let lock = WriterLock::take(&self.dir)?;
+        let mut ledger = Ledger::open_unlocked(&self.dir, &self.options, self.store)?;
+        ledger.writer_lock = Some(lock);
+        Ok(ledger)
+    }
+
+    /// Opens to read beside a writer.
+    pub fn open_reader(self) -> Result<Ledger, Error> {
+        Ledger::open_unlocked(&self.dir, &self.options, self.store)
+    }
+}
+
 /// A cached index record and, once a copy of the version verified, the
 /// SHA-256 of that copy's exact bytes: the same bytes again verify without
 /// canonicalizing (identical bytes have an identical canonical form).
@@ -247,26 +280,45 @@ impl Ledger {
     /// second writer on one directory fails here with a clear message.
     /// Read-only tools use [`Ledger::open_reader`].
     pub fn open(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
-        make_private_dir(dir)?;
-        let lock = WriterLock::take(dir)?;
-        let mut ledger = Ledger::open_unlocked(dir, options)?;
-        ledger.writer_lock = Some(lock);
-        Ok(ledger)
+        Ledger::builder(dir, options).open()
     }
 
     /// Opens the ledger to read (proofs, status, checks) while a gateway
     /// may be writing it. Seals and checkpoints are refused.
     pub fn open_reader(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
-        Ledger::open_unlocked(dir, options)
+        Ledger::builder(dir, options).open_reader()
     }
 
-    fn open_unlocked(dir: &Path, options: &LedgerOptions) -> Result<Ledger, Error> {
+    /// Opens a ledger step by step: the directory (keys, tiles, writer
+    /// lock) and, instead of the embedded SQLite store, any
+    /// [`LedgerStore`] (a shared database, or a wrapper that injects faults
+    /// in tests).
+    pub fn builder(dir: &Path, options: &LedgerOptions) -> LedgerBuilder {
+        LedgerBuilder {
+            dir: dir.to_owned(),
+            options: options.clone(),
+            store: None,
+        }
+    }
+
+    fn open_unlocked(
+        dir: &Path,
+        options: &LedgerOptions,
+        store: Option<Box<dyn LedgerStore>>,
+    ) -> Result<Ledger, Error> {
         make_private_dir(dir)?;
-        let database = dir.join("ledger.sqlite");
-        let store = SqliteStore::open(&database)?;
-        // Every salt and every unsalted content digest is in here: owner
-        // only (SQLite gives its -wal and -shm files the same mode).
-        make_private_file(&database)?;
+        let store = match store {
+            Some(store) => store,
+            None => {
+                let database = dir.join("ledger.sqlite");
+                let store = SqliteStore::open(&database)?;
+                // Every salt and every unsalted content digest is in here:
+                // owner only (SQLite gives its -wal and -shm files the
+                // same mode).
+                make_private_file(&database)?;
+                Box::new(store)
+            }
+        };
         let key_file = options
             .key_file
             .clone()
@@ -287,7 +339,7 @@ impl Ledger {
         let ledger = Ledger {
             backends: vec![Box::new(LocalFileAnchor::new(dir.join("anchors.log")))],
             dir: dir.to_owned(),
-            store: Box::new(store),
+            store,
             tree: Mutex::new(TreeState::default()),
             signer,
             checkpointing: Mutex::new(()),

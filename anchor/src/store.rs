@@ -1,6 +1,8 @@
 //! Ledger storage: the leaves, the private index and the checkpoints.
 //!
-//! [`LedgerStore`] states what any backend must guarantee; [`SqliteStore`]
+//! [`LedgerStore`] is the sum of five traits split by job ([`LeafLog`],
+//! [`VersionIndex`], [`IntentJournal`], [`CheckpointStore`],
+//! [`AnchorState`]), each stating what any backend must guarantee; [`SqliteStore`]
 //! is the embedded default. SQLite was chosen over redb for the index
 //! because (1) WAL mode with `synchronous=FULL` gives a crash-safe,
 //! fsync'd group commit that survives `kill -9` at any instant, (2) the
@@ -85,33 +87,70 @@ pub struct StoredCheckpoint {
     pub note: String,
 }
 
-/// Storage for one ledger.
+/// Storage for one ledger, split by job so that each part can be
+/// implemented, wrapped (fault injection in tests) and reasoned about on
+/// its own. Every method may be called from many threads at once.
+pub trait LedgerStore:
+    LeafLog + VersionIndex + IntentJournal + CheckpointStore + AnchorState + std::fmt::Debug
+{
+}
+
+impl<T> LedgerStore for T where
+    T: LeafLog + VersionIndex + IntentJournal + CheckpointStore + AnchorState + std::fmt::Debug
+{
+}
+
+/// The leaves, in append order.
 ///
-/// Obligations of every implementation:
 /// - **Durable once it returns**: when `append` returns `Ok(appended)`, the
 ///   leaves and their index rows survive a crash or power loss (fsync'd).
-///   When it returns `Err`, none of the batch is visible, ever.
+///   When it returns `Err`, none of the batch is visible — or, for stores
+///   that cannot promise that (a lost commit acknowledgement), all of it
+///   is, and a retry of the same entries MUST return the same leaves.
 /// - **Idempotent**: appending a version key that is already sealed returns
 ///   its existing leaf index and adds no leaf (a retried seal after a crash
 ///   cannot create a second leaf for the same version).
 /// - **Dense and ordered**: leaf indexes are `0..size` without gaps, in
 ///   append order; a leaf's data never changes once written.
-/// - **Safe for concurrent use**: all methods may be called from many
-///   threads; concurrent appends are serialized into one order.
-/// - `store_checkpoint` is durable once it returns and idempotent per size.
-pub trait LedgerStore: Send + Sync + std::fmt::Debug {
+/// - **Serialized**: concurrent appends from many threads are put in one
+///   order.
+pub trait LeafLog: Send + Sync {
     /// Appends `entries` in order; returns what each entry became.
     fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error>;
-    /// Like [`LedgerStore::append`] without blocking the caller: `done` is
+    /// Like [`LeafLog::append`] without blocking the caller: `done` is
     /// called (on the store's own thread) once the entries are durable, or
     /// with the error.
     fn append_then(&self, entries: Vec<NewEntry>, done: Reply<Vec<Appended>>) {
         done(self.append(entries));
     }
+    /// Number of leaves.
+    fn size(&self) -> Result<u64, Error>;
+    /// Leaf data for indexes `start..end`.
+    fn leaves(&self, start: u64, end: u64) -> Result<Vec<[u8; LEAF_LEN]>, Error>;
+}
+
+/// The private index: which leaf holds which version, with its salt and
+/// digests. Rows never change once written.
+pub trait VersionIndex: Send + Sync {
+    fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error>;
+    fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error>;
+    fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
+    /// How many versions of one resource are sealed.
+    fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error>;
+    /// The most recently sealed version (or deletion) of one resource:
+    /// the highest leaf index among its keys.
+    fn newest_sealed(&self, resource_type: &str, id: &str) -> Result<Option<IndexRecord>, Error>;
+    /// Index records of the leaves `start..end`, in leaf order.
+    fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error>;
+}
+
+/// The intent journal: writes about to be forwarded, until their seals
+/// are settled. `open_intent` MUST be durable once it returns.
+pub trait IntentJournal: Send + Sync {
     /// Records that a write is about to be forwarded; durable once it
     /// returns. Returns the intent's id.
     fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error>;
-    /// Like [`LedgerStore::open_intent`], answering through `done`.
+    /// Like [`IntentJournal::open_intent`], answering through `done`.
     fn open_intent_then(&self, opened_at_ms: i64, description: &str, done: Reply<u64>) {
         done(self.open_intent(opened_at_ms, description));
     }
@@ -123,25 +162,26 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error>;
     /// Intents not closed, oldest first.
     fn open_intents(&self) -> Result<Vec<Intent>, Error>;
-    /// Number of leaves.
-    fn size(&self) -> Result<u64, Error>;
-    /// Leaf data for indexes `start..end`.
-    fn leaves(&self, start: u64, end: u64) -> Result<Vec<[u8; LEAF_LEN]>, Error>;
-    fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error>;
-    fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error>;
-    fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
-    /// How many versions of one resource are sealed.
-    fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error>;
-    /// The most recently sealed version (or deletion) of one resource:
-    /// the highest leaf index among its keys.
-    fn newest_sealed(&self, resource_type: &str, id: &str) -> Result<Option<IndexRecord>, Error>;
-    /// Index records of the leaves `start..end`, in leaf order.
-    fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error>;
+}
+
+/// Signed checkpoints. `store_checkpoint` MUST be durable once it returns
+/// and idempotent per size; sizes only grow.
+pub trait CheckpointStore: Send + Sync {
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error>;
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error>;
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error>;
     /// The oldest checkpoint whose size is at least `size`.
     fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error>;
+    /// How many checkpoints are larger than `size`, and the smallest of them.
+    fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error>;
+    /// Unix seconds when the checkpoint of `size` was signed, if recorded.
+    fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error>;
+}
+
+/// What the anchor backends achieved: receipts per checkpoint and each
+/// backend's health. A receipt and the success it implies MUST be stored
+/// in one transaction.
+pub trait AnchorState: Send + Sync {
     /// Records an anchor receipt for the checkpoint of `size` (idempotent
     /// per backend and size) and, in the same transaction, the backend's
     /// success in its health: a reader never sees the receipt beside the
@@ -151,12 +191,8 @@ pub trait LedgerStore: Send + Sync + std::fmt::Debug {
     fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error>;
     /// The largest checkpoint size `backend` has a receipt for.
     fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error>;
-    /// How many checkpoints are larger than `size`, and the smallest of them.
-    fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error>;
-    /// Unix seconds when the checkpoint of `size` was signed, if recorded.
-    fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error>;
     /// Records a failed anchoring attempt (a success is recorded by
-    /// [`LedgerStore::store_receipt`]).
+    /// [`AnchorState::store_receipt`]).
     fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error>;
     /// Every backend's recorded health.
     fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error>;
@@ -561,7 +597,7 @@ fn to_record(raw: RawRecord) -> Result<IndexRecord, Error> {
     })
 }
 
-impl LedgerStore for SqliteStore {
+impl LeafLog for SqliteStore {
     fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error> {
         wait_for(|reply| self.append_then(entries, reply))
     }
@@ -571,43 +607,6 @@ impl LedgerStore for SqliteStore {
             return done(Ok(Vec::new()));
         }
         self.submit_or_fail(Job::Append(entries, done));
-    }
-
-    fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error> {
-        wait_for(|reply| self.open_intent_then(opened_at_ms, description, reply))
-    }
-
-    fn open_intent_then(&self, opened_at_ms: i64, description: &str, done: Reply<u64>) {
-        self.submit_or_fail(Job::OpenIntent {
-            opened_at_ms,
-            description: description.to_owned(),
-            reply: done,
-        });
-    }
-
-    fn close_intent(&self, intent_id: u64) -> Result<(), Error> {
-        self.submit(Job::CloseIntent(intent_id))
-    }
-
-    fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error> {
-        self.submit(Job::FailIntent(intent_id, reason.to_owned()))
-    }
-
-    fn open_intents(&self) -> Result<Vec<Intent>, Error> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT intent_id, opened_at_ms, description, last_error FROM intents ORDER BY intent_id",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(Intent {
-                    intent_id: r.get(0)?,
-                    opened_at_ms: r.get(1)?,
-                    description: r.get(2)?,
-                    last_error: r.get(3)?,
-                })
-            })?;
-            rows.collect()
-        })
     }
 
     fn size(&self) -> Result<u64, Error> {
@@ -638,7 +637,9 @@ impl LedgerStore for SqliteStore {
         }
         Ok(out)
     }
+}
 
+impl VersionIndex for SqliteStore {
     fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
         let raw = self.read(|c| {
             c.prepare_cached(&format!(
@@ -704,7 +705,48 @@ impl LedgerStore for SqliteStore {
         })?;
         raws.into_iter().map(to_record).collect()
     }
+}
 
+impl IntentJournal for SqliteStore {
+    fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error> {
+        wait_for(|reply| self.open_intent_then(opened_at_ms, description, reply))
+    }
+
+    fn open_intent_then(&self, opened_at_ms: i64, description: &str, done: Reply<u64>) {
+        self.submit_or_fail(Job::OpenIntent {
+            opened_at_ms,
+            description: description.to_owned(),
+            reply: done,
+        });
+    }
+
+    fn close_intent(&self, intent_id: u64) -> Result<(), Error> {
+        self.submit(Job::CloseIntent(intent_id))
+    }
+
+    fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error> {
+        self.submit(Job::FailIntent(intent_id, reason.to_owned()))
+    }
+
+    fn open_intents(&self) -> Result<Vec<Intent>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT intent_id, opened_at_ms, description, last_error FROM intents ORDER BY intent_id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(Intent {
+                    intent_id: r.get(0)?,
+                    opened_at_ms: r.get(1)?,
+                    description: r.get(2)?,
+                    last_error: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+impl CheckpointStore for SqliteStore {
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {
         let now = crate::clock::unix_seconds();
         self.read(|c| {
@@ -718,16 +760,6 @@ impl LedgerStore for SqliteStore {
             )
         })?;
         Ok(())
-    }
-
-    fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT MAX(size) FROM receipts WHERE backend = ?1",
-                params![backend],
-                |r| r.get(0),
-            )
-        })
     }
 
     fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error> {
@@ -748,36 +780,6 @@ impl LedgerStore for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-        })
-    }
-
-    fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error> {
-        let now = crate::clock::unix_seconds();
-        self.read(|c| {
-            c.execute(
-                "INSERT INTO anchor_status (backend, last_error, last_error_at, failures) VALUES (?1, ?2, ?3, 1)
-                 ON CONFLICT(backend) DO UPDATE SET last_error = ?2, last_error_at = ?3, failures = failures + 1",
-                params![backend, error, now],
-            )
-        })?;
-        Ok(())
-    }
-
-    fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error> {
-        self.read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT backend, last_success_at, last_error, last_error_at, failures FROM anchor_status ORDER BY backend",
-            )?;
-            let rows = stmt.query_map([], |r| {
-                Ok(AnchorHealth {
-                    backend: r.get(0)?,
-                    last_success_at: r.get(1)?,
-                    last_error: r.get(2)?,
-                    last_error_at: r.get(3)?,
-                    failures: r.get(4)?,
-                })
-            })?;
-            rows.collect()
         })
     }
 
@@ -823,6 +825,48 @@ impl LedgerStore for SqliteStore {
                 },
             )
             .optional()
+        })
+    }
+}
+
+impl AnchorState for SqliteStore {
+    fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT MAX(size) FROM receipts WHERE backend = ?1",
+                params![backend],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error> {
+        let now = crate::clock::unix_seconds();
+        self.read(|c| {
+            c.execute(
+                "INSERT INTO anchor_status (backend, last_error, last_error_at, failures) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT(backend) DO UPDATE SET last_error = ?2, last_error_at = ?3, failures = failures + 1",
+                params![backend, error, now],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT backend, last_success_at, last_error, last_error_at, failures FROM anchor_status ORDER BY backend",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(AnchorHealth {
+                    backend: r.get(0)?,
+                    last_success_at: r.get(1)?,
+                    last_error: r.get(2)?,
+                    last_error_at: r.get(3)?,
+                    failures: r.get(4)?,
+                })
+            })?;
+            rows.collect()
         })
     }
 

@@ -392,7 +392,7 @@ fn concurrent_seals_and_checkpoints_never_conflict() {
 
 #[test]
 fn intents_survive_reopening_until_closed() {
-    use ledger::store::{LedgerStore, SqliteStore};
+    use ledger::store::{IntentJournal, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.sqlite");
     let (kept, failed) = {
@@ -543,4 +543,179 @@ fn a_resource_must_name_the_bundles_type_id_and_version() {
         .to_string();
     assert!(error.contains("id is \"x3\""), "{error}");
     verify_bundle(&bundle, Some(&versioned), &log_key).unwrap();
+}
+
+/// A store that commits and then reports a failure: the acknowledgement of
+/// a durable commit lost on the way back (a network store's timeout after
+/// COMMIT, a crash between fsync and reply). Everything else is the
+/// embedded store's.
+mod failed_but_persisted {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use ledger::leaf::LEAF_LEN;
+    use ledger::merkle::Hash;
+    use ledger::store::{
+        AnchorHealth, AnchorState, Appended, CheckpointStore, IndexRecord, Intent, IntentJournal,
+        LeafLog, NewEntry, SqliteStore, StoredCheckpoint, VersionIndex, VersionKey,
+    };
+    use ledger::Error;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct LostAcknowledgements {
+        inner: SqliteStore,
+        /// How many of the next appends commit and then fail.
+        lose_next: Arc<AtomicU32>,
+    }
+
+    impl LeafLog for LostAcknowledgements {
+        fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Appended>, Error> {
+            let appended = self.inner.append(entries)?;
+            let lose = self
+                .lose_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            match lose {
+                true => Err(Error::Store(
+                    "injected: committed, acknowledgement lost".into(),
+                )),
+                false => Ok(appended),
+            }
+        }
+        fn size(&self) -> Result<u64, Error> {
+            self.inner.size()
+        }
+        fn leaves(&self, start: u64, end: u64) -> Result<Vec<[u8; LEAF_LEN]>, Error> {
+            self.inner.leaves(start, end)
+        }
+    }
+
+    impl VersionIndex for LostAcknowledgements {
+        fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
+            self.inner.find_version(key)
+        }
+        fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error> {
+            self.inner.find_by_content_digest(digest)
+        }
+        fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error> {
+            self.inner.find_by_leaf_index(index)
+        }
+        fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error> {
+            self.inner.count_resource_versions(resource_type, id)
+        }
+        fn newest_sealed(
+            &self,
+            resource_type: &str,
+            id: &str,
+        ) -> Result<Option<IndexRecord>, Error> {
+            self.inner.newest_sealed(resource_type, id)
+        }
+        fn records(&self, start: u64, end: u64) -> Result<Vec<IndexRecord>, Error> {
+            self.inner.records(start, end)
+        }
+    }
+
+    impl IntentJournal for LostAcknowledgements {
+        fn open_intent(&self, opened_at_ms: i64, description: &str) -> Result<u64, Error> {
+            self.inner.open_intent(opened_at_ms, description)
+        }
+        fn close_intent(&self, intent_id: u64) -> Result<(), Error> {
+            self.inner.close_intent(intent_id)
+        }
+        fn fail_intent(&self, intent_id: u64, reason: &str) -> Result<(), Error> {
+            self.inner.fail_intent(intent_id, reason)
+        }
+        fn open_intents(&self) -> Result<Vec<Intent>, Error> {
+            self.inner.open_intents()
+        }
+    }
+
+    impl CheckpointStore for LostAcknowledgements {
+        fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error> {
+            self.inner.store_checkpoint(checkpoint)
+        }
+        fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error> {
+            self.inner.latest_checkpoint()
+        }
+        fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error> {
+            self.inner.checkpoints()
+        }
+        fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error> {
+            self.inner.checkpoint_covering(size)
+        }
+        fn checkpoints_after(&self, size: u64) -> Result<(u64, Option<u64>), Error> {
+            self.inner.checkpoints_after(size)
+        }
+        fn checkpoint_time(&self, size: u64) -> Result<Option<i64>, Error> {
+            self.inner.checkpoint_time(size)
+        }
+    }
+
+    impl AnchorState for LostAcknowledgements {
+        fn store_receipt(&self, size: u64, backend: &str, receipt: &str) -> Result<(), Error> {
+            self.inner.store_receipt(size, backend, receipt)
+        }
+        fn receipts(&self, size: u64) -> Result<Vec<(String, String)>, Error> {
+            self.inner.receipts(size)
+        }
+        fn last_anchored(&self, backend: &str) -> Result<Option<u64>, Error> {
+            self.inner.last_anchored(backend)
+        }
+        fn record_anchor_failure(&self, backend: &str, error: &str) -> Result<(), Error> {
+            self.inner.record_anchor_failure(backend, error)
+        }
+        fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error> {
+            self.inner.anchor_health()
+        }
+    }
+
+    fn version(id: &str) -> SealRequest {
+        SealRequest::Version {
+            key: key(id, "1"),
+            bytes: patient(id, "1", "Yamada"),
+            format: Format::Json,
+            original_digest: None,
+            backfilled: false,
+        }
+    }
+
+    #[test]
+    fn a_seal_that_failed_but_persisted_is_retried_into_the_same_leaf_and_proves() {
+        let dir = tempfile::tempdir().unwrap();
+        let lose_next = Arc::new(AtomicU32::new(0));
+        let store = LostAcknowledgements {
+            inner: SqliteStore::open(&dir.path().join("faulty.sqlite")).unwrap(),
+            lose_next: lose_next.clone(),
+        };
+        let ledger = Ledger::builder(dir.path(), &options())
+            .store(Box::new(store))
+            .open()
+            .unwrap();
+        ledger.seal(vec![version("a")]).unwrap();
+
+        lose_next.store(1, Ordering::SeqCst);
+        assert!(
+            ledger.seal(vec![version("b")]).is_err(),
+            "the caller hears of a failure"
+        );
+        // The caller retries, as the gateway's recovery does: the same leaf,
+        // not a second one.
+        let retried = ledger.seal(vec![version("b")]).unwrap();
+        assert_eq!(retried[0].leaf_index, 1);
+        assert!(!retried[0].newly_sealed);
+        let after = ledger.seal(vec![version("c")]).unwrap();
+        assert_eq!(after[0].leaf_index, 2, "no gap, no duplicate");
+
+        // The tree the checkpoint signs includes the persisted leaf, and
+        // every version proves against it.
+        let checkpoint = ledger.checkpoint().unwrap().expect("the tree grew");
+        assert_eq!(checkpoint.size, 3);
+        let log_key = ledger.verifier();
+        for id in ["a", "b", "c"] {
+            let bundle = ledger.proof_bundle(&key(id, "1")).unwrap();
+            verify_bundle(&bundle, Some(&patient(id, "1", "Yamada")), &log_key).unwrap();
+        }
+    }
 }
