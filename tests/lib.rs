@@ -67,7 +67,7 @@ pub fn hfs_binary() -> PathBuf {
     )
 }
 
-/// The `inkan` binary next to this test executable (target/<profile>/inkan).
+/// The `inkan` binary next to this test executable (`target/<profile>/inkan`).
 pub fn inkan_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/e2e-<hash> → target/<profile>/inkan

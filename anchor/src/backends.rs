@@ -54,6 +54,8 @@ pub struct LocalFileAnchor {
 }
 
 impl LocalFileAnchor {
+    /// A `local` backend writing to the file at `path` (created at the first
+    /// anchoring).
     pub fn new(path: PathBuf) -> LocalFileAnchor {
         LocalFileAnchor {
             path,

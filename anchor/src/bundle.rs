@@ -14,15 +14,20 @@ use crate::resource::{self, Format};
 use crate::store::IndexRecord;
 use crate::Error;
 
+/// The `format` of the bundles this crate writes and accepts.
 pub const BUNDLE_FORMAT: &str = "inkan-proof-bundle/v1";
+/// The canonical form the commitments are over (docs/canonical-form.md).
 pub const CANONICAL_FORM: &str = "inkan-canonical/v1";
 
 /// The version a bundle is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BundleResource {
+    /// FHIR resource type, e.g. `Patient`.
     pub resource_type: String,
+    /// Logical id of the resource.
     pub id: String,
+    /// The version's `meta.versionId`.
     pub version_id: String,
 }
 
@@ -30,7 +35,10 @@ pub struct BundleResource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnchorReceipt {
+    /// The backend's name: `local`, `rfc3161` or `evm` (others are listed
+    /// but not checked).
     pub backend: String,
+    /// Tree size of the checkpoint the receipt anchors.
     pub checkpoint_size: u64,
     /// The backend's receipt (JSON text).
     pub receipt: String,
@@ -40,8 +48,11 @@ pub struct AnchorReceipt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProofBundle {
+    /// Always [`BUNDLE_FORMAT`]; anything else is refused.
     pub format: String,
+    /// Always [`CANONICAL_FORM`]; anything else is refused.
     pub canonical_form: String,
+    /// The version the bundle is about.
     pub resource: BundleResource,
     /// `version` or `tombstone`.
     pub kind: String,
@@ -50,27 +61,37 @@ pub struct ProofBundle {
     pub salt: String,
     /// Base64 of the 35-byte leaf data.
     pub leaf: String,
+    /// Index of the version's leaf in the log.
     pub leaf_index: u64,
+    /// Size of the tree the proof and the checkpoint are for.
     pub tree_size: u64,
     /// Base64 hashes, leaf to root.
     pub inclusion_proof: Vec<String>,
     /// The signed checkpoint note for `tree_size`.
     pub checkpoint: String,
+    /// Receipts anchoring the checkpoint, one per backend that has one.
     pub anchors: Vec<AnchorReceipt>,
 }
 
 /// What an offline verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The version the bundle is about.
     pub resource: BundleResource,
+    /// Index of its leaf in the log.
     pub leaf_index: u64,
+    /// Size of the tree in the signed checkpoint.
     pub tree_size: u64,
+    /// The root hash the checkpoint signs, which the proof reached.
     pub root: Hash,
     /// One line per receipt: what was checked.
     pub anchors: Vec<String>,
 }
 
 impl ProofBundle {
+    /// Assembles the bundle for `record`: `proof` is its inclusion proof in
+    /// the tree of `tree_size` leaves, `checkpoint` the signed note of that
+    /// size and `anchors` the receipts for it.
     pub fn new(
         record: &IndexRecord,
         tree_size: u64,

@@ -22,7 +22,9 @@ use sha3::Keccak256;
 use crate::note::Checkpoint;
 use crate::Error;
 
+/// The first 6 bytes of a payload: `INKAN` and the version byte `0x01`.
 pub const PAYLOAD_MAGIC: &[u8; 6] = b"INKAN\x01";
+/// Length of a v1 payload in bytes.
 pub const PAYLOAD_LEN: usize = 78;
 
 /// The payload anchoring `note` (a signed checkpoint).
@@ -57,13 +59,21 @@ pub fn address(key: &SigningKey) -> [u8; 20] {
 /// An EIP-1559 (type 2) transaction with an empty access list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
+    /// The chain the transaction is valid on (EIP-155 chain id).
     pub chain_id: u64,
+    /// The sender's count of earlier transactions (each nonce is used once).
     pub nonce: u64,
+    /// Tip per gas to the block producer, in wei.
     pub max_priority_fee_per_gas: u128,
+    /// Most paid per gas, base fee and tip together, in wei.
     pub max_fee_per_gas: u128,
+    /// Most gas the transaction may use.
     pub gas_limit: u64,
+    /// Recipient address (for anchoring, the sender's own).
     pub to: [u8; 20],
+    /// Wei transferred (0 for anchoring).
     pub value: u128,
+    /// Input data (for anchoring, the [`payload`]).
     pub data: Vec<u8>,
 }
 
@@ -106,12 +116,19 @@ impl Transaction {
 /// (before London, or a permissioned network configured without it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LegacyTransaction {
+    /// The chain the signature is bound to (EIP-155).
     pub chain_id: u64,
+    /// The sender's count of earlier transactions (each nonce is used once).
     pub nonce: u64,
+    /// Price per gas, in wei.
     pub gas_price: u128,
+    /// Most gas the transaction may use.
     pub gas_limit: u64,
+    /// Recipient address (for anchoring, the sender's own).
     pub to: [u8; 20],
+    /// Wei transferred (0 for anchoring).
     pub value: u128,
+    /// Input data (for anchoring, the [`payload`]).
     pub data: Vec<u8>,
 }
 
@@ -154,29 +171,66 @@ pub fn payload_matches(data: &[u8], note: &str) -> Result<bool, Error> {
 /// Why a transaction on chain does not back an `evm` receipt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReceiptMismatch {
+    /// The receipt has no `from`.
     #[error("the receipt names no sender")]
     NoSender,
+    /// The receipt has no `chainId`.
     #[error("the receipt names no chain id")]
     NoChainId,
+    /// A member of the receipt has the wrong form.
     #[error("the receipt's {field} is malformed: {value}")]
-    MalformedReceipt { field: &'static str, value: String },
+    MalformedReceipt {
+        /// The receipt's JSON member (`chainId`, `from`).
+        field: &'static str,
+        /// Its value, as JSON text.
+        value: String,
+    },
+    /// A member of the fetched transaction has the wrong form.
     #[error("the transaction's {field} is malformed: {value}")]
-    MalformedTransaction { field: &'static str, value: String },
+    MalformedTransaction {
+        /// The transaction's JSON member (`chainId`, `v`, `from`, `input`).
+        field: &'static str,
+        /// Its value, as JSON text.
+        value: String,
+    },
+    /// The node that was asked is on another chain than the receipt's.
     #[error("the node is on chain {node}, the receipt is for chain {receipt}")]
-    NodeChain { node: u128, receipt: u64 },
+    NodeChain {
+        /// The node's chain id.
+        node: u128,
+        /// The receipt's chain id.
+        receipt: u64,
+    },
+    /// The transaction names no chain: no `chainId` and no EIP-155 `v` (a
+    /// legacy `v` of 27 or 28 is valid on every chain, so it proves none).
     #[error("the transaction is bound to no chain (neither chainId nor an EIP-155 signature)")]
     UnboundTransaction,
+    /// The transaction is signed for another chain than the receipt's.
     #[error("the transaction is for chain {transaction}, the receipt for chain {receipt}")]
-    TransactionChain { transaction: u128, receipt: u64 },
+    TransactionChain {
+        /// The transaction's chain id (`chainId`, or from its EIP-155 `v`).
+        transaction: u128,
+        /// The receipt's chain id.
+        receipt: u64,
+    },
+    /// The transaction was not sent by the account the receipt names.
     #[error("the transaction was sent by 0x{transaction}, the receipt names 0x{receipt}")]
     Sender {
+        /// The transaction's sender address, lower-case hex without `0x`.
         transaction: String,
+        /// The receipt's sender address, lower-case hex without `0x`.
         receipt: String,
     },
+    /// The transaction is not sent to its sender (the anchoring account).
     #[error("the transaction is sent to {to}, not to the anchoring account itself")]
-    Recipient { to: String },
+    Recipient {
+        /// The transaction's `to`, as JSON text (`null` when absent).
+        to: String,
+    },
+    /// The transaction's input is not the payload of this checkpoint.
     #[error("the transaction does not carry this checkpoint")]
     Payload,
+    /// The checkpoint note cannot be parsed (the parse error).
     #[error("the checkpoint is malformed: {0}")]
     Checkpoint(String),
 }
@@ -185,7 +239,9 @@ pub enum ReceiptMismatch {
 /// the account that sent it (`chainId`, `from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptClaims {
+    /// The receipt's `chainId`.
     pub chain_id: u64,
+    /// The receipt's `from`: the anchoring account's address.
     pub sender: [u8; 20],
 }
 

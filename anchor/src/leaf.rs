@@ -18,8 +18,11 @@ use sha2::{Digest, Sha256};
 use crate::merkle::Hash;
 use crate::Error;
 
+/// The encoding version, the first byte of leaf data.
 pub const LEAF_VERSION: u8 = 0x01;
+/// Length of leaf data in bytes.
 pub const LEAF_LEN: usize = 35;
+/// Length of a salt in bytes.
 pub const SALT_LEN: usize = 32;
 
 /// A per-leaf random salt.
@@ -33,21 +36,31 @@ pub fn fresh_salt() -> Salt {
     salt
 }
 
+/// What a leaf records (its `kind` byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeafKind {
+    /// A resource version: the commitment is over the salt and the
+    /// canonical bytes.
     Version = 0x01,
+    /// A deletion: the commitment is over the salt and the deleted
+    /// version's `type/id/versionId`.
     Tombstone = 0x02,
 }
 
 /// A decoded leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leaf {
+    /// What the leaf records.
     pub kind: LeafKind,
+    /// First seen in the upstream (recovery, `inkan backfill`) rather than
+    /// written through the gateway (flag bit 0).
     pub backfilled: bool,
+    /// The salted commitment ([`commitment`] or [`tombstone_commitment`]).
     pub commitment: Hash,
 }
 
 impl Leaf {
+    /// The 35-byte leaf data (see the module docs).
     pub fn encode(&self) -> [u8; LEAF_LEN] {
         let mut out = [0u8; LEAF_LEN];
         out[0] = LEAF_VERSION;
@@ -57,6 +70,8 @@ impl Leaf {
         out
     }
 
+    /// Parses leaf data; refuses a wrong length, an unknown version or kind,
+    /// or any flag bit but bit 0.
     pub fn decode(data: &[u8]) -> Result<Leaf, Error> {
         if data.len() != LEAF_LEN {
             return Err(Error::Leaf(format!(

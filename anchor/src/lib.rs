@@ -14,6 +14,8 @@
 //!
 //! Arrows point from operational to pure, never back.
 
+#![warn(missing_docs)]
+
 // Pure: no IO, no clock, no async — verification can run anywhere.
 pub mod bundle;
 pub mod canonical;
@@ -41,7 +43,13 @@ pub mod backends;
 pub enum Error {
     /// The input cannot be put in canonical form.
     #[error("not canonicalizable at byte {offset}: {reason}")]
-    Canonical { offset: usize, reason: String },
+    Canonical {
+        /// Byte offset of the problem in the text being read (for XML, in
+        /// the XML or in the JSON it was converted to); 0 when unknown.
+        offset: usize,
+        /// What is wrong, in words.
+        reason: String,
+    },
     /// A Merkle proof is malformed or does not verify.
     #[error("proof rejected: {0}")]
     Proof(String),

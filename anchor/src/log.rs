@@ -39,7 +39,10 @@ pub struct LedgerOptions {
 /// What sealing one version produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealReceipt {
+    /// Index of the version's leaf (the existing one for a re-seal or a
+    /// conflict).
     pub leaf_index: u64,
+    /// The commitment in that leaf.
     pub commitment: Hash,
     /// False when the version was already sealed (idempotent re-seal).
     pub newly_sealed: bool,
@@ -53,14 +56,27 @@ pub struct SealReceipt {
 pub enum SealRequest {
     /// A stored version: its bytes as the upstream holds them.
     Version {
+        /// The version sealed.
         key: VersionKey,
+        /// The resource, JSON or XML as `format` says.
         bytes: Vec<u8>,
+        /// The wire format of `bytes`.
         format: Format,
+        /// `SHA-256` of the bytes the client originally sent, when known
+        /// (kept in the private index only).
         original_digest: Option<Hash>,
+        /// Sealed when first seen in the upstream, not when written through
+        /// the gateway (the leaf's flag).
         backfilled: bool,
     },
     /// A deletion.
-    Tombstone { key: VersionKey, backfilled: bool },
+    Tombstone {
+        /// The version deleted.
+        key: VersionKey,
+        /// Sealed when first seen in the upstream, not when written through
+        /// the gateway (the leaf's flag).
+        backfilled: bool,
+    },
 }
 
 impl SealRequest {
@@ -78,9 +94,20 @@ pub enum VersionCheck {
     /// Sealed, and the bytes give the sealed commitment. `backfilled`:
     /// sealed when first seen (recovery, `inkan backfill`), not when
     /// written through the gateway.
-    Verified { leaf_index: u64, backfilled: bool },
+    Verified {
+        /// Index of the version's leaf.
+        leaf_index: u64,
+        /// Sealed when first seen in the upstream, not when written through
+        /// the gateway.
+        backfilled: bool,
+    },
     /// Sealed, but what the upstream returned is not what was sealed.
-    Tampered { leaf_index: u64, reason: String },
+    Tampered {
+        /// Index of the sealed version's leaf.
+        leaf_index: u64,
+        /// What differs, in words for reports.
+        reason: String,
+    },
     /// The ledger has no seal for this version.
     Unsealed,
 }
@@ -172,6 +199,8 @@ pub struct WriterLock {
 }
 
 impl WriterLock {
+    /// Takes the lock on `<dir>/writer.lock` (creating the file). Fails at
+    /// once, without waiting, when another process holds it.
     pub fn take(dir: &Path) -> Result<WriterLock, Error> {
         let path = dir.join("writer.lock");
         let file = std::fs::OpenOptions::new()
@@ -364,18 +393,23 @@ impl Ledger {
         self.backends.push(backend);
     }
 
+    /// The log's public key, which verifies its checkpoints (the contents of
+    /// `log.pub`).
     pub fn verifier(&self) -> NoteVerifier {
         self.signer.verifier()
     }
 
+    /// The log's origin line, which is also its key name.
     pub fn origin(&self) -> &str {
         self.signer.name()
     }
 
+    /// The storage behind the ledger.
     pub fn store(&self) -> &dyn LedgerStore {
         self.store.as_ref()
     }
 
+    /// `<dir>/tiles`, where tiles and the latest checkpoint are published.
     pub fn tiles_dir(&self) -> PathBuf {
         self.dir.join("tiles")
     }
@@ -705,6 +739,12 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Starts the background threads. One signs a checkpoint every
+    /// `interval` (when the tree grew) and anchors it with the `local`
+    /// backend; every other backend anchors in a thread of its own, at its
+    /// [`AnchorBackend::interval`], retrying failures with backoff. The
+    /// threads hold the ledger weakly and stop when it is dropped or when
+    /// the returned [`Checkpointer`] is.
     pub fn spawn_checkpointer(
         self: &std::sync::Arc<Self>,
         interval: std::time::Duration,
@@ -780,7 +820,7 @@ impl Ledger {
     }
 
     /// Records, durably, that a write is about to be forwarded (see
-    /// [`LedgerStore::open_intent`]).
+    /// [`IntentJournal::open_intent`](crate::store::IntentJournal::open_intent)).
     pub fn open_intent(&self, description: &str) -> Result<u64, Error> {
         self.store
             .open_intent(crate::clock::unix_millis(), description)
@@ -1046,7 +1086,7 @@ fn create_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     file.sync_all().map_err(|e| io_error(path, e))
 }
 
-/// The running checkpointer; dropping it stops the thread after its current
+/// The running checkpointer; dropping it stops its threads after their current
 /// round.
 #[derive(Debug)]
 pub struct Checkpointer {
@@ -1066,7 +1106,9 @@ impl Drop for Checkpointer {
 /// How far one anchor backend is behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorLag {
+    /// The backend's name.
     pub backend: String,
+    /// Size of the latest signed checkpoint; `None` before the first.
     pub latest_checkpoint: Option<u64>,
     /// The largest checkpoint this backend anchored.
     pub last_anchored: Option<u64>,
@@ -1074,6 +1116,7 @@ pub struct AnchorLag {
     pub lag_checkpoints: u64,
     /// Age of the oldest unanchored checkpoint, in seconds.
     pub lag_seconds: i64,
+    /// The backend's recorded health (all empty when nothing was recorded).
     pub health: crate::store::AnchorHealth,
 }
 

@@ -49,10 +49,12 @@ pub struct MemoryTree {
 }
 
 impl MemoryTree {
+    /// An empty tree.
     pub fn new() -> MemoryTree {
         MemoryTree::default()
     }
 
+    /// Number of leaves.
     pub fn size(&self) -> u64 {
         self.levels.first().map_or(0, |l| l.len() as u64)
     }
@@ -83,7 +85,7 @@ impl MemoryTree {
             .copied()
     }
 
-    /// MTH(D[start:end]).
+    /// `MTH(D[start:end])`: the hash of the leaves `start..end`.
     pub fn range_hash(&self, start: u64, end: u64) -> Hash {
         let n = end - start;
         if n.is_power_of_two() && start.is_multiple_of(n) {

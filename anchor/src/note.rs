@@ -42,6 +42,8 @@ pub struct NoteSigner {
 }
 
 impl NoteSigner {
+    /// A signer with key name `name` (not empty, and without `+`, white
+    /// space or control characters).
     pub fn new(name: &str, key: SigningKey) -> Result<NoteSigner, Error> {
         if !valid_name(name) {
             return Err(Error::Note(format!("invalid key name {name:?}")));
@@ -57,6 +59,7 @@ impl NoteSigner {
         NoteSigner::new(name, SigningKey::generate(&mut rand::rngs::OsRng))
     }
 
+    /// The key name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -74,6 +77,8 @@ impl NoteSigner {
         )
     }
 
+    /// Parses a key in the format [`NoteSigner::to_private_key_string`]
+    /// writes; refuses one whose key hash does not match its key.
     pub fn from_private_key_string(text: &str) -> Result<NoteSigner, Error> {
         let bad = || Error::Note("malformed private key".into());
         let rest = text.trim().strip_prefix("PRIVATE+KEY+").ok_or_else(bad)?;
@@ -97,6 +102,7 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// The verifier for this key.
     pub fn verifier(&self) -> NoteVerifier {
         NoteVerifier {
             name: self.name.clone(),
@@ -128,6 +134,7 @@ pub struct NoteVerifier {
 }
 
 impl NoteVerifier {
+    /// The key name.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -158,6 +165,8 @@ impl NoteVerifier {
         })
     }
 
+    /// The verifier key, `<name>+<hex key hash>+<base64(0x01 ‖ public key)>`
+    /// (what `log.pub` holds).
     pub fn to_key_string(&self) -> String {
         let mut key = vec![ED25519_TYPE];
         key.extend_from_slice(self.key.as_bytes());
@@ -215,8 +224,11 @@ impl NoteVerifier {
 /// A C2SP tlog-checkpoint body: origin, tree size, root hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
+    /// The log's origin line, e.g. `hospital.example.jp/inkan`.
     pub origin: String,
+    /// Tree size: the number of leaves.
     pub size: u64,
+    /// Root hash of the tree of `size` leaves.
     pub root: Hash,
 }
 

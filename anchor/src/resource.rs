@@ -12,7 +12,9 @@ use crate::Error;
 /// The wire format of a resource's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// FHIR JSON.
     Json,
+    /// FHIR XML (R4), converted to FHIR JSON before canonicalization.
     Xml,
 }
 

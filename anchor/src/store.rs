@@ -25,8 +25,11 @@ use crate::Error;
 /// What a resource version is, in the private index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VersionKey {
+    /// FHIR resource type, e.g. `Patient`.
     pub resource_type: String,
+    /// Logical id of the resource.
     pub id: String,
+    /// The version's `meta.versionId`.
     pub version_id: String,
 }
 
@@ -44,8 +47,11 @@ impl std::fmt::Display for VersionKey {
 /// One leaf to append, with the private facts the index keeps about it.
 #[derive(Debug, Clone)]
 pub struct NewEntry {
+    /// The version the leaf seals.
     pub key: VersionKey,
+    /// The leaf to append.
     pub leaf: Leaf,
+    /// The leaf's salt; private, kept in the index only.
     pub salt: Salt,
     /// `SHA-256(canonical)`; `None` for tombstones.
     pub content_digest: Option<Hash>,
@@ -56,11 +62,17 @@ pub struct NewEntry {
 /// An index row: where a version's leaf is and how to reopen it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexRecord {
+    /// The version the leaf seals.
     pub key: VersionKey,
+    /// Index of the leaf in the log.
     pub leaf_index: u64,
+    /// The leaf, decoded.
     pub leaf: Leaf,
+    /// The leaf's salt.
     pub salt: Salt,
+    /// `SHA-256(canonical)`; `None` for tombstones.
     pub content_digest: Option<Hash>,
+    /// `SHA-256` of the bytes the client originally sent, when known.
     pub original_digest: Option<Hash>,
     /// Seconds since the Unix epoch when the leaf became durable.
     pub sealed_at: i64,
@@ -69,6 +81,7 @@ pub struct IndexRecord {
 /// What one appended entry became.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
+    /// Index of the leaf (the existing one for a re-seal or a conflict).
     pub leaf_index: u64,
     /// The leaf data at that index (the existing leaf for a re-seal).
     pub data: [u8; LEAF_LEN],
@@ -83,7 +96,9 @@ pub struct Appended {
 /// A stored signed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCheckpoint {
+    /// Tree size the checkpoint is for.
     pub size: u64,
+    /// The signed note: the checkpoint body, a blank line and the signature.
     pub note: String,
 }
 
@@ -132,8 +147,12 @@ pub trait LeafLog: Send + Sync {
 /// The private index: which leaf holds which version, with its salt and
 /// digests. Rows never change once written.
 pub trait VersionIndex: Send + Sync {
+    /// The record of a version, if sealed.
     fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error>;
+    /// The records whose `SHA-256(canonical)` is `digest`, in leaf order
+    /// (identical content may be sealed under several keys).
     fn find_by_content_digest(&self, digest: &Hash) -> Result<Vec<IndexRecord>, Error>;
+    /// The record of the leaf at `index`, if any.
     fn find_by_leaf_index(&self, index: u64) -> Result<Option<IndexRecord>, Error>;
     /// How many versions of one resource are sealed.
     fn count_resource_versions(&self, resource_type: &str, id: &str) -> Result<u64, Error>;
@@ -167,8 +186,13 @@ pub trait IntentJournal: Send + Sync {
 /// Signed checkpoints. `store_checkpoint` MUST be durable once it returns
 /// and idempotent per size; sizes only grow.
 pub trait CheckpointStore: Send + Sync {
+    /// Stores a signed checkpoint durably, with the time for
+    /// [`CheckpointStore::checkpoint_time`]; storing a size again changes
+    /// nothing.
     fn store_checkpoint(&self, checkpoint: &StoredCheckpoint) -> Result<(), Error>;
+    /// The largest checkpoint; `None` before the first.
     fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, Error>;
+    /// Every checkpoint, smallest first.
     fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, Error>;
     /// The oldest checkpoint whose size is at least `size`.
     fn checkpoint_covering(&self, size: u64) -> Result<Option<StoredCheckpoint>, Error>;
@@ -265,10 +289,14 @@ enum Job {
 /// A backend's anchoring health, as recorded by the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AnchorHealth {
+    /// The backend's name.
     pub backend: String,
     /// Unix seconds of the last successful anchoring.
     pub last_success_at: Option<i64>,
+    /// Message of the latest failed attempt. A later success does not clear
+    /// it: `failures` says whether it is current.
     pub last_error: Option<String>,
+    /// Unix seconds of that failure.
     pub last_error_at: Option<i64>,
     /// Failures since the last success.
     pub failures: u64,
@@ -280,6 +308,7 @@ pub type Reply<T> = Box<dyn FnOnce(Result<T, Error>) + Send>;
 /// An intent recorded before a write was forwarded and not yet closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
+    /// The id [`IntentJournal::open_intent`] returned.
     pub intent_id: u64,
     /// Unix milliseconds when it was opened.
     pub opened_at_ms: i64,

@@ -1,6 +1,6 @@
 //! The gateway's errors. Every error the gateway itself produces while serving
 //! a request is a [`GatewayError`], and each variant maps to exactly one HTTP
-//! status and one FHIR issue type; [`crate::outcome`] renders it as an
+//! status and one FHIR issue type; [`crate::fhir::outcome`] renders it as an
 //! OperationOutcome in the negotiated format. Diagnostics never carry request
 //! bodies, query values or internal error chains (those go to the log).
 
@@ -108,7 +108,7 @@ pub enum GatewayError {
     ShuttingDown,
 }
 
-/// The FHIR `IssueType` code (http://hl7.org/fhir/issue-type) for an error.
+/// The FHIR `IssueType` code (<http://hl7.org/fhir/issue-type>) for an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IssueType {
     Transient,

@@ -2,12 +2,18 @@
 //! upstream server, normalizes Japanese text, and seals every resource
 //! version it writes in a verifiable Merkle log.
 //!
-//! Module map:
-//! - [`pipeline`]: the request pipeline, step by step.
+//! Module map (docs/architecture.md has the picture):
 //! - [`server`]: listener, TLS, HTTP/1.1 and HTTP/2, limits, shutdown.
-//! - [`upstream`]: the upstream client, timeouts and retry policy.
-//! - [`fhir`]: formats, interactions, OperationOutcome, URL rewriting, XML.
-//! - [`config`], [`error`], [`metrics`], [`admin`], [`headers`], [`body`].
+//! - [`pipeline`]: the request path, one file per step.
+//! - [`seal`]: sealing, the intent journal, recovery, verify-on-read,
+//!   `$proof`/`$verify`, the anchor backends' HTTP clients.
+//! - [`fhir`]: FHIR knowledge: paths, Bundles, formats, interactions,
+//!   OperationOutcome, URL rewriting, the XML bridge.
+//! - [`upstream`]: the upstream client, its bases and `Authorization`.
+//! - [`japanese`]: when the Japanese rules of `profiles-jp` run.
+//! - [`commands`]: the CLI besides `serve`.
+//! - [`config`], [`error`], [`metrics`], [`headers`], [`body`],
+//!   [`coding`], [`tls`], [`secret_file`].
 
 pub mod body;
 pub mod coding;

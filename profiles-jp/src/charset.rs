@@ -18,9 +18,13 @@ use crate::{jisx0208, Error};
 /// A charset inkan accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JpCharset {
+    /// UTF-8 (a leading byte-order mark is removed).
     Utf8,
+    /// Shift_JIS, decoded as Windows-31J (CP932).
     ShiftJis,
+    /// EUC-JP, JIS X 0212 and half-width kana included.
     EucJp,
+    /// ISO-2022-JP (RFC 1468).
     Iso2022Jp,
 }
 
@@ -38,6 +42,8 @@ impl JpCharset {
         }
     }
 
+    /// The name used in messages, e.g. `Shift_JIS (Windows-31J)` (not a
+    /// `charset=` label).
     pub fn name(self) -> &'static str {
         match self {
             JpCharset::Utf8 => "UTF-8",
@@ -60,7 +66,9 @@ impl JpCharset {
 /// A decoded body and how it was decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
+    /// The decoded text, without the byte-order mark.
     pub text: String,
+    /// The charset it was decoded as.
     pub charset: JpCharset,
     /// True when the charset was detected rather than declared.
     pub detected: bool,

@@ -21,6 +21,7 @@ use serde_json::Value;
 pub struct Finding {
     /// FHIRPath-like location, e.g. `Patient.identifier[0].system`.
     pub path: String,
+    /// What is wrong and what is expected, in words for the client.
     pub message: String,
 }
 

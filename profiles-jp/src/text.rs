@@ -37,6 +37,8 @@ impl Default for VariantTable {
 }
 
 impl VariantTable {
+    /// A table folding the first character of each pair to the second; only
+    /// these pairs (the default table is [`DEFAULT_VARIANT_TABLE`]).
     pub fn new(pairs: impl IntoIterator<Item = (char, char)>) -> VariantTable {
         VariantTable {
             map: pairs.into_iter().collect(),

@@ -59,7 +59,7 @@ pub(super) struct CertSpec {
 
 impl CertSpec {
     /// A CA as RFC 5280 wants it: CA:TRUE, keyCertSign and cRLSign.
-    pub fn ca(common_name: &'static str, key_seed: u8, serial: u8) -> CertSpec {
+    pub(super) fn ca(common_name: &'static str, key_seed: u8, serial: u8) -> CertSpec {
         CertSpec {
             common_name,
             key_seed,
@@ -71,7 +71,7 @@ impl CertSpec {
     }
 
     /// A TSA as RFC 3161 wants it: an end entity, critical timeStamping.
-    pub fn tsa(common_name: &'static str, key_seed: u8, serial: u8) -> CertSpec {
+    pub(super) fn tsa(common_name: &'static str, key_seed: u8, serial: u8) -> CertSpec {
         CertSpec {
             common_name,
             key_seed,

@@ -12,7 +12,7 @@ use crate::config::Config;
 
 #[derive(Debug, Args)]
 pub struct AnchorsArgs {
-    /// TOML configuration file; its [ledger] and [anchors] tables are used.
+    /// TOML configuration file; its `[ledger]` and `[anchors]` tables are used.
     #[arg(long, short, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -40,7 +40,7 @@ pub fn run(args: AnchorsArgs) -> ExitCode {
     }
 }
 
-fn status(args: &AnchorsArgs) -> Result<(), Box<dyn std::error::Error>> {
+fn status(args: &AnchorsArgs) -> Result<(), super::CommandError> {
     let AnchorsCommand::Status { json } = args.command;
     let config = Config::load(args.config.as_deref(), |v| std::env::var(v).ok())?;
     let mut ledger = Ledger::open_reader(&config.ledger.dir, &config.ledger.options())?;

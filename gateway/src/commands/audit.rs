@@ -23,6 +23,7 @@ use clap::Args;
 use ledger::log::{Ledger, SealRequest, VersionCheck};
 use serde::{Deserialize, Serialize};
 
+use super::CommandError;
 use crate::config::Config;
 use crate::fhir::bundle::{scan_bundle, EntryVersion};
 use crate::seal::recovery::first_seen_request;
@@ -32,7 +33,7 @@ use crate::upstream::UpstreamReader;
 /// What to sweep and where the ledger is.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// TOML configuration file; its [upstream] and [ledger] tables are used.
+    /// TOML configuration file; its `[upstream]` and `[ledger]` tables are used.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
     /// Upstream FHIR base URL (overrides the file).
@@ -193,29 +194,9 @@ pub fn run_backfill(args: BackfillArgs) -> ExitCode {
     }
 }
 
-/// `--max-pages` reached: not a failure, the sweep continues next run.
-#[derive(Debug)]
-struct Paused {
-    state_file: PathBuf,
-    versions: u64,
-}
-
-impl std::fmt::Display for Paused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "paused after {} versions; progress saved in {}; run the same command again to continue",
-            self.versions,
-            self.state_file.display()
-        )
-    }
-}
-
-impl std::error::Error for Paused {}
-
 fn error_exit(error: &SweepError) -> ExitCode {
     eprintln!("inkan: {error}");
-    if error.is::<Paused>() {
+    if matches!(error, CommandError::Paused { .. }) {
         ExitCode::from(3)
     } else {
         ExitCode::from(2)
@@ -228,7 +209,7 @@ fn state_path(report: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-type SweepError = Box<dyn std::error::Error>;
+type SweepError = CommandError;
 
 /// Runs a sweep; `state_file` says where its progress is saved (removed
 /// once the sweep completes).
@@ -298,10 +279,10 @@ async fn sweep_upstream(
             state.seen = seen.encode();
             write_json(state_file, &state)?;
             progress.finish_and_clear();
-            return Err(Box::new(Paused {
+            return Err(CommandError::Paused {
                 state_file: state_file.to_owned(),
                 versions: state.counts.versions,
-            }));
+            });
         }
         pages += 1;
         let fetch_started = Instant::now();

@@ -129,7 +129,7 @@ fn run_command(
     ledger: &Ledger,
     command: LedgerCommand,
     config: &Config,
-) -> Result<ExitCode, Box<dyn std::error::Error>> {
+) -> Result<ExitCode, super::CommandError> {
     let mut out = std::io::stdout().lock();
     match command {
         LedgerCommand::Seal { version, resource } => {
@@ -198,7 +198,8 @@ fn run_command(
                         ledger::resource::canonical_resource(&bytes, Format::sniff(&bytes))?;
                     ledger::leaf::content_digest(&canonical)
                 }
-                (None, Some(hex_digest)) => hex::decode(hex_digest.trim())?
+                (None, Some(hex_digest)) => hex::decode(hex_digest.trim())
+                    .map_err(|_| "a content digest is hex")?
                     .try_into()
                     .map_err(|_| "a content digest is 32 bytes (64 hex digits)")?,
                 (None, None) => return Err("give --resource or --digest".into()),

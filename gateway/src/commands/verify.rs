@@ -44,7 +44,7 @@ pub fn run(args: VerifyArgs) -> ExitCode {
     }
 }
 
-fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> {
+fn verify(args: &VerifyArgs) -> Result<Vec<String>, super::CommandError> {
     let key_text = match std::fs::read_to_string(&args.log_key) {
         Ok(text) => text,
         Err(_) => args.log_key.clone(),
@@ -56,7 +56,7 @@ fn verify(args: &VerifyArgs) -> Result<Vec<String>, Box<dyn std::error::Error>> 
     let trust = args
         .tsa_ca
         .as_ref()
-        .map(|path| -> Result<_, Box<dyn std::error::Error>> {
+        .map(|path| -> Result<_, super::CommandError> {
             Ok(ledger::tsa::TrustAnchors::from_pem(&std::fs::read(path)?)?)
         })
         .transpose()?;

@@ -2,7 +2,7 @@
 //!
 //! FHIR lets a client choose the response format with `Accept` or with the
 //! `_format` query parameter, which wins when both are present
-//! (http://hl7.org/fhir/R4/http.html#mime-type). Media types that are not
+//! (<http://hl7.org/fhir/R4/http.html#mime-type>). Media types that are not
 //! FHIR JSON or XML (a `Binary` served as `application/pdf`, NDJSON from
 //! `$export`) are [`WireFormat::Other`]: the gateway passes them through.
 

@@ -1,5 +1,5 @@
 //! Which FHIR interaction a request is, from its method and path alone
-//! (http://hl7.org/fhir/R4/http.html). Used for metrics and logs now, and by
+//! (<http://hl7.org/fhir/R4/http.html>). Used for metrics and logs now, and by
 //! later pipeline steps (sealing writes, verifying reads).
 
 use http::Method;

@@ -5,24 +5,24 @@
 //!
 //! | step | file | |
 //! |---|---|---|
-//! | 1 identify | here | the request id |
-//! | 2 admin | [`admin`] | `/-/` endpoints, never forwarded |
-//! | 3 route | [`route`] | FHIR path, interaction, public base → [`facts::RequestFacts`] |
-//! | 4 receive | [`receive`] | the body, within limits, content coding undone |
-//! | 5 admit | [`admission`] | a concurrency permit, the in-flight gauge |
-//! | 6 seal operations | [`seal_operations`] | `$proof`, `$verify` from the ledger |
-//! | 7 negotiate | [`negotiate`] | the XML bridge, verify-on-read → [`facts::ResponsePlan`] |
-//! | 8 request body | [`request_body`] | media type, charsets, Japanese text, XML → JSON |
-//! | 9 search values | [`search_values`] | query and form values normalized |
-//! | 10 journal | [`journal`] | intent recorded before a sealed write leaves |
-//! | 11 forward | [`forward`] | the upstream request, sent |
-//! | 12 decode | [`decode`] | the answer's content coding undone for inspection |
-//! | 13 seal | [`seal`] | the written versions appended to the ledger |
-//! | 14 inspect | [`inspect`] | headers relayed, the body buffered or streamed |
-//! | 15 verify | [`verify`] | returned versions compared with their seals |
-//! | 16 shape | [`shape`] | URLs rewritten, XML, charset, CapabilityStatement |
-//! | 17 encode | [`encode`] | the client's content coding, digests, seal headers |
-//! | 18 observe | [`observe`] | metrics and the access log; errors as OperationOutcomes |
+//! | 1 identify | `mod.rs` | the request id |
+//! | 2 admin | `admin.rs` | `/-/` endpoints, never forwarded |
+//! | 3 route | `route.rs` | FHIR path, interaction, public base → `RequestFacts` |
+//! | 4 receive | `receive.rs` | the body, within limits, content coding undone |
+//! | 5 admit | `admission.rs` | a concurrency permit, the in-flight gauge |
+//! | 6 seal operations | `seal_operations.rs` | `$proof`, `$verify` from the ledger |
+//! | 7 negotiate | `negotiate.rs` | the XML bridge, verify-on-read → `ResponsePlan` |
+//! | 8 request body | `request_body.rs` | media type, charsets, Japanese text, XML → JSON |
+//! | 9 search values | `search_values.rs` | query and form values normalized |
+//! | 10 journal | `journal.rs` | intent recorded before a sealed write leaves |
+//! | 11 forward | `forward.rs` | the upstream request, sent |
+//! | 12 decode | `decode.rs` | the answer's content coding undone for inspection |
+//! | 13 seal | `seal.rs` | the written versions appended to the ledger |
+//! | 14 inspect | `inspect.rs` | headers relayed, the body buffered or streamed |
+//! | 15 verify | `verify.rs` | returned versions compared with their seals |
+//! | 16 shape | `shape.rs` | URLs rewritten, XML, charset, CapabilityStatement |
+//! | 17 encode | `encode.rs` | the client's content coding, digests, seal headers |
+//! | 18 observe | `observe.rs` | metrics and the access log; errors as OperationOutcomes |
 //!
 //! To add a step: a file here with an `impl Gateway` block and its
 //! contract, one line in the function that runs it, one row above.

@@ -1,7 +1,7 @@
 //! The seal subsystem: everything the gateway does with the ledger while
 //! it serves requests.
 //!
-//! - [`write`]: sealing a successful write's versions, as the upstream
+//! - [`write`](mod@write): sealing a successful write's versions, as the upstream
 //!   stored them, before the client hears the answer;
 //! - [`journal`]: the intent journal, recorded before a write leaves so
 //!   that a crash between the upstream's commit and the seal is repaired;

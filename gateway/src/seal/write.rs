@@ -48,7 +48,7 @@ pub const INKAN_COMMITMENT: &str = "inkan-commitment";
 /// with different content.
 pub const SEAL_CONFLICT: &str = "conflict";
 
-/// What step 8a did: the leaves appended (in entry order for a Bundle)
+/// What the seal step (13) did: the leaves appended (in entry order for a Bundle)
 /// and what could not be sealed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SealOutcome {
@@ -102,7 +102,7 @@ impl SealOutcome {
     }
 }
 
-/// True for the interactions step 8a seals.
+/// True for the interactions the seal step seals.
 pub fn seals(interaction: Interaction) -> bool {
     matches!(
         interaction,
@@ -244,7 +244,7 @@ fn tombstone(key: VersionKey) -> SealRequest {
     }
 }
 
-/// What step 8a needs to know about the client's write.
+/// What the seal step needs to know about the client's write.
 #[derive(Debug, Clone, Copy)]
 pub struct WrittenRequest<'a> {
     pub interaction: Interaction,
