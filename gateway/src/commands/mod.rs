@@ -21,9 +21,6 @@ pub enum CommandError {
     /// Reading the upstream failed.
     #[error(transparent)]
     Upstream(#[from] crate::upstream::ReadError),
-    /// An EVM node did not confirm an anchor.
-    #[error(transparent)]
-    Chain(#[from] crate::seal::backends::ChainError),
     /// A file could not be read or written.
     #[error(transparent)]
     Io(#[from] std::io::Error),

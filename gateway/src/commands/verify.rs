@@ -89,7 +89,7 @@ fn verify(args: &VerifyArgs) -> Result<Vec<String>, super::CommandError> {
             if receipt.checkpoint_size != bundle.tree_size {
                 return Err("the evm receipt is for another checkpoint".into());
             }
-            lines.push(crate::seal::backends::check_evm_receipt(
+            lines.push(ledger::backends::evm::check_evm_receipt(
                 rpc,
                 &receipt.receipt,
                 &bundle.checkpoint,

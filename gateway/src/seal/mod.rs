@@ -9,7 +9,7 @@
 //! - [`verify_read`]: verify-on-read, comparing returned versions with
 //!   their seals;
 //! - [`operations`]: `$proof` and `$verify`, answered from the ledger;
-//! - [`backends`]: the RFC 3161 and EVM anchor backends' HTTP clients.
+//! - [`backends`]: the anchor backends configured in `[anchors]`.
 //!
 //! Arrows point one way: this subsystem uses FHIR knowledge
 //! ([`crate::fhir`]) and the upstream client ([`crate::upstream`]), never

@@ -4,6 +4,13 @@
 //! Only checkpoints (origin, size, root) ever leave the ledger, never
 //! health data.
 
+#[cfg(feature = "http")]
+pub mod evm;
+#[cfg(feature = "http")]
+mod http;
+#[cfg(feature = "http")]
+pub mod rfc3161;
+
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,6 +19,28 @@ use sha2::{Digest, Sha256};
 
 use crate::store::StoredCheckpoint;
 use crate::Error;
+
+/// A URL for logs, errors and status output: scheme, host, port and path
+/// only — no `user:password@`, no query, no fragment (RPC and TSA URLs
+/// often carry API keys there).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<unparseable URL>".into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(authority_end);
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok || host.is_empty() || host.contains(char::is_whitespace) {
+        return "<unparseable URL>".into();
+    }
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let path = if path.is_empty() { "/" } else { path };
+    format!("{}://{host}{path}", scheme.to_ascii_lowercase())
+}
 
 /// A place checkpoints are anchored.
 ///
@@ -102,5 +131,29 @@ impl AnchorBackend for LocalFileAnchor {
             .map_err(|e| Error::Store(e.to_string()))?;
         file.sync_all().map_err(|e| Error::Store(e.to_string()))?;
         Ok(Self::receipt(lines + 1, checkpoint.size, &digest))
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    // RPC and TSA URLs often embed API keys (in the path of some providers'
+    // URLs too, but most in user:password and the query): logs, errors and
+    // status output keep scheme, host, port and path only.
+    #[test]
+    fn urls_lose_credentials_queries_and_fragments() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &str)] = &[
+            ("https://user:secret@tsa.example.jp/tsa?apikey=K", "https://tsa.example.jp/tsa"),
+            ("http://10.0.0.7:8545",                            "http://10.0.0.7:8545/"),
+            ("https://rpc.example/v3?key=abc",                  "https://rpc.example/v3"),
+            ("HTTPS://rpc.example/v3#key=abc",                  "https://rpc.example/v3"),
+            ("http://a:b@[::1]:8545?key",                       "http://[::1]:8545/"),
+            ("not a url",                                       "<unparseable URL>"),
+            ("http://",                                         "<unparseable URL>"),
+            ("://host/path",                                    "<unparseable URL>"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(super::redact_url(url), *redacted, "{url}");
+        }
     }
 }
