@@ -130,6 +130,33 @@ pub fn check_xml_input(xml: &[u8], max_depth: usize) -> Result<(), Error> {
     }
 }
 
+/// Why a resource is not the version it should be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityMismatch {
+    /// The bytes are not JSON.
+    #[error("resource is not JSON: {0}")]
+    NotJson(String),
+    /// A field names another resource or version.
+    #[error("the resource's {field} is {found:?}, not {expected:?}")]
+    Other {
+        /// `resourceType`, `id` or `meta.versionId`.
+        field: &'static str,
+        /// What the resource says.
+        found: String,
+        /// What it should say.
+        expected: String,
+    },
+    /// A field is missing.
+    #[error("the resource has no {field} (expected {expected:?})")]
+    Missing {
+        /// `resourceType`, `id` or `meta.versionId`.
+        field: &'static str,
+        /// What it should say.
+        expected: String,
+    },
+}
+
 /// Checks that a resource in canonical form (JSON, so XML is held to it
 /// too) names exactly this version: `resourceType`, `id` and
 /// `meta.versionId` present and equal. Without it a resource stripped of
@@ -140,9 +167,9 @@ pub fn check_identity(
     resource_type: &str,
     id: &str,
     version_id: &str,
-) -> Result<(), String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(canonical).map_err(|e| format!("resource is not JSON: {e}"))?;
+) -> Result<(), IdentityMismatch> {
+    let value: serde_json::Value = serde_json::from_slice(canonical)
+        .map_err(|e| IdentityMismatch::NotJson(e.to_string()))?;
     let pairs = [
         (
             "resourceType",
@@ -156,13 +183,22 @@ pub fn check_identity(
             version_id,
         ),
     ];
-    for (field, found, want) in pairs {
+    for (field, found, expected) in pairs {
         match found {
-            Some(found) if found == want => {}
+            Some(found) if found == expected => {}
             Some(found) => {
-                return Err(format!("the resource's {field} is {found:?}, not {want:?}"))
+                return Err(IdentityMismatch::Other {
+                    field,
+                    found: found.to_owned(),
+                    expected: expected.to_owned(),
+                })
             }
-            None => return Err(format!("the resource has no {field} (expected {want:?})")),
+            None => {
+                return Err(IdentityMismatch::Missing {
+                    field,
+                    expected: expected.to_owned(),
+                })
+            }
         }
     }
     Ok(())
