@@ -6,13 +6,17 @@
 # One run, same machine.
 #
 #   bench/writes.sh [seconds per target, default 20] [connections, default 16]
+#
+# INKAN_BASELINE_BIN=/path/to/an/older/inkan adds it (every write sealed) as
+# a fourth target, to tell a regression from drift: same run, interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-20}"; connections="${2:-16}"
 source bench/hfs_common.sh
 
-start_inkan() { # dir port upstream seal
+start_inkan() { # dir port upstream seal [binary]
   mkdir -p "$1"
+  local inkan="${5:-$inkan}"
   printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "%s"\n[ledger]\ndir = "%s/ledger"\nseal_writes = %s\n' "$2" "$3" "$1" "$4" >"$1/inkan.toml"
   start_inkan_gw "$1/inkan.toml" "$1/inkan.log" "$2"
 }
@@ -28,10 +32,17 @@ round=$(( duration / rounds > 2 ? duration / rounds : 2 ))
 p=$(free_port); start_hfs "$work/a" "$p"
 p2=$(free_port); start_hfs "$work/b" "$p2"; g=$(free_port); start_inkan "$work/b" "$g" "http://127.0.0.1:$p2" false
 p3=$(free_port); start_hfs "$work/c" "$p3"; g2=$(free_port); start_inkan "$work/c" "$g2" "http://127.0.0.1:$p3" true
+if [[ -n "${INKAN_BASELINE_BIN:-}" ]]; then
+  p4=$(free_port); start_hfs "$work/d" "$p4"; g3=$(free_port)
+  start_inkan "$work/d" "$g3" "http://127.0.0.1:$p4" true "$INKAN_BASELINE_BIN"
+fi
 for _ in $(seq 1 "$rounds"); do
   run "HFS directly" "http://127.0.0.1:$p/Patient"
   run "inkan, pass-through" "http://127.0.0.1:$g/fhir/Patient"
   run "inkan, every write sealed" "http://127.0.0.1:$g2/fhir/Patient"
+  if [[ -n "${INKAN_BASELINE_BIN:-}" ]]; then
+    run "baseline inkan, every write sealed" "http://127.0.0.1:$g3/fhir/Patient"
+  fi
 done
 echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t2 -c$connections, $rounds interleaved rounds of ${round}s, POST Patient; medians"
 echo

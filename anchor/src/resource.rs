@@ -168,8 +168,8 @@ pub fn check_identity(
     id: &str,
     version_id: &str,
 ) -> Result<(), IdentityMismatch> {
-    let value: serde_json::Value = serde_json::from_slice(canonical)
-        .map_err(|e| IdentityMismatch::NotJson(e.to_string()))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(canonical).map_err(|e| IdentityMismatch::NotJson(e.to_string()))?;
     let pairs = [
         (
             "resourceType",

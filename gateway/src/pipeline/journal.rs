@@ -22,6 +22,9 @@ use crate::upstream::UpstreamReader;
 #[derive(Debug)]
 pub(super) struct JournaledWrite<'a> {
     pub pending: PendingWrite<'a>,
+    /// The upstream as the seal reads it: acting for the client (the
+    /// `Authorization` policy of [`crate::upstream::upstream_authorization`]).
+    pub upstream: UpstreamReader,
     /// Conditional delete: the resources its condition matched.
     pub matched: Vec<(String, String)>,
     /// Why something will not be sealed, known before forwarding.
@@ -32,15 +35,16 @@ impl Gateway {
     pub(super) async fn journal_write<'s>(
         &self,
         sealer: &'s Sealer,
-        upstream: &UpstreamReader,
+        client_authorization: Option<&http::HeaderValue>,
         outgoing: &Outgoing,
         facts: &RequestFacts,
     ) -> Result<JournaledWrite<'s>, GatewayError> {
+        let upstream = self.upstream.acting_for(client_authorization);
         let mut matched = Vec::new();
         let mut failures = Vec::new();
         if facts.interaction == Interaction::ConditionalDelete {
             let query = outgoing.query.as_deref().unwrap_or("");
-            match conditional_matches(upstream, &facts.fhir_path, query).await {
+            match conditional_matches(&upstream, &facts.fhir_path, query).await {
                 Ok(found) => matched = found,
                 Err(reason) => failures.push(format!(
                     "could not resolve the conditional delete before forwarding it: {reason}"
@@ -55,6 +59,7 @@ impl Gateway {
         let pending = sealer.begin_write(&intent).await?;
         Ok(JournaledWrite {
             pending,
+            upstream,
             matched,
             failures,
         })

@@ -136,17 +136,17 @@ impl Gateway {
         // The ledger, when this request is a write it seals.
         let sealer = self.sealer_for(facts.interaction);
         let original_digest = sealer.map(|_| seal::digest(&body));
-        let client_authorization = parts.headers.get(AUTHORIZATION).cloned();
+        // Reads made for the seal act for the client (writes only).
+        let client_authorization = sealer.and_then(|_| parts.headers.get(AUTHORIZATION).cloned());
         // 8. Request body: forwardable media type and charset, Japanese
         //    text normalized, XML converted when bridging.
         let mut outgoing = self.prepare_request_body(body, &mut parts.headers, &plan, facts)?;
         // 9. Search values: normalized like the stored values.
         self.normalize_search_values(&mut outgoing, facts)?;
         // 10. Journal: a write to be sealed is recorded before it leaves.
-        let upstream = self.upstream.acting_for(client_authorization.as_ref());
         let journal = match sealer {
             Some(sealer) => Some(
-                self.journal_write(sealer, &upstream, &outgoing, facts)
+                self.journal_write(sealer, client_authorization.as_ref(), &outgoing, facts)
                     .await?,
             ),
             None => None,
@@ -165,8 +165,7 @@ impl Gateway {
                     sent_body: &outgoing.body,
                     coding: &coding,
                 };
-                self.seal(journal, answer, written, &upstream, facts)
-                    .await?
+                self.seal(journal, answer, written, facts).await?
             }
             None => (answer, None),
         };

@@ -23,7 +23,6 @@ use crate::fhir::interaction::Interaction;
 use crate::metrics::KindLabels;
 use crate::seal::write::{seals, SealOutcome, WrittenRequest};
 use crate::seal::Sealer;
-use crate::upstream::UpstreamReader;
 
 /// What the earlier steps know about the write.
 #[derive(Debug, Clone, Copy)]
@@ -52,11 +51,11 @@ impl Gateway {
         journal: JournaledWrite<'_>,
         answer: Response<ResponseBody>,
         written: Written<'_>,
-        upstream: &UpstreamReader,
         facts: &RequestFacts,
     ) -> Result<(Response<ResponseBody>, Option<SealOutcome>), GatewayError> {
         let JournaledWrite {
             pending,
+            upstream,
             matched,
             mut failures,
         } = journal;
@@ -85,7 +84,7 @@ impl Gateway {
         }
         let sealer = pending.sealer();
         let mut outcome = sealer
-            .seal_write(upstream, request, &parts.headers, stored.as_deref())
+            .seal_write(&upstream, request, &parts.headers, stored.as_deref())
             .await;
         outcome.failures.append(&mut failures);
         pending.settle(&outcome);
