@@ -165,6 +165,9 @@ pub trait VersionIndex: Send + Sync {
 
 /// The intent journal: writes about to be forwarded, until their seals
 /// are settled. `open_intent` MUST be durable once it returns.
+/// `close_intent` and `fail_intent` are called on the request path of
+/// every sealed write: they MUST NOT wait for IO (queue the change; a lost
+/// close only makes recovery look at a write that is already sealed).
 pub trait IntentJournal: Send + Sync {
     /// Records that a write is about to be forwarded; durable once it
     /// returns. Returns the intent's id.

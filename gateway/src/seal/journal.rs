@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::write::SealOutcome;
-use super::{blocking, SealError, Sealer};
+use super::{SealError, Sealer};
 use crate::fhir::path::{resource_type_of, ResourcePath};
 
 /// What the journal records about a write (JSON in the intent).
@@ -104,9 +104,9 @@ impl<'a> PendingWrite<'a> {
         match outcome.failures.first() {
             None => self.close(),
             Some(reason) => {
-                let ledger = self.sealer.ledger();
-                if let Err(error) = blocking(|| ledger.store().fail_intent(self.intent_id, reason))
-                {
+                // Queued, not awaited (IntentJournal's contract): no hand-off.
+                let store = self.sealer.ledger().store();
+                if let Err(error) = store.fail_intent(self.intent_id, reason) {
                     tracing::error!(%error, intent = self.intent_id, "could not record the failed seal in the journal");
                 }
             }
@@ -114,8 +114,8 @@ impl<'a> PendingWrite<'a> {
     }
 
     fn close(self) {
-        let ledger = self.sealer.ledger();
-        if let Err(error) = blocking(|| ledger.store().close_intent(self.intent_id)) {
+        // Queued, not awaited (IntentJournal's contract): no hand-off.
+        if let Err(error) = self.sealer.ledger().store().close_intent(self.intent_id) {
             // Left open: recovery reseals what is already sealed, harmlessly.
             tracing::warn!(%error, intent = self.intent_id, "could not close a journal intent");
         }

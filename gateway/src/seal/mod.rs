@@ -19,8 +19,9 @@
 //! Bridging to the synchronous ledger happens in two places only, here:
 //! appends (and journal entries) go through the ledger's group-commit
 //! appender and are awaited without holding a thread ([`Sealer::append`],
-//! [`Sealer::begin_write`]); everything else (point lookups, intent
-//! updates) runs through [`blocking`].
+//! [`Sealer::begin_write`]); everything else that may wait for the disk
+//! (lookups, proofs, recovery's reads) runs through [`blocking`]. Intent
+//! updates are queued by contract and run inline.
 
 pub mod backends;
 pub mod journal;
@@ -79,8 +80,8 @@ impl From<SealError> for crate::error::GatewayError {
     }
 }
 
-/// The one bridge for the ledger's blocking calls (SQLite lookups, intent
-/// updates) from async code. On the multi-threaded runtime the worker
+/// The one bridge for the ledger's blocking calls (SQLite lookups, proofs,
+/// tile files) from async code. On the multi-threaded runtime the worker
 /// first hands its other tasks to a sibling (`block_in_place`), so a slow
 /// disk stalls no other request; elsewhere (current-thread runtimes in
 /// tests, the CLI) the call simply runs.
