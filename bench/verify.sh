@@ -14,10 +14,14 @@ source bench/hfs_common.sh
 
 hfs_port=$(free_port); start_hfs "$work/hfs" "$hfs_port"
 
-start_inkan() { # verify_reads → sets gw_port; every gateway shares the one ledger
+start_inkan() { # verify_reads → sets gw_port
   gw_port=$(free_port)
-  printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "http://127.0.0.1:%s"\n[ledger]\ndir = "%s/ledger"\nverify_reads = "%s"\n' \
-    "$gw_port" "$hfs_port" "$work" "$1" >"$work/inkan-$1.toml"
+  # One writer per ledger: the "off" gateway opens none (no seals, no
+  # verification), the "annotate" one owns it.
+  local seal=true
+  [[ "$1" == off ]] && seal=false
+  printf 'listen = "127.0.0.1:%s"\nbase_path = "/fhir"\n[log]\nlevel = "warn"\n[upstream]\nurl = "http://127.0.0.1:%s"\n[ledger]\ndir = "%s/ledger"\nseal_writes = %s\nverify_reads = "%s"\n' \
+    "$gw_port" "$hfs_port" "$work" "$seal" "$1" >"$work/inkan-$1.toml"
   start_inkan_gw "$work/inkan-$1.toml" "$work/inkan-$1.log" "$gw_port"
 }
 run() { # label connections url [lua] [header]: one round, appended to $work/results

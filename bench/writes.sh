@@ -25,10 +25,8 @@ run() { # label url: one round, appended to $work/results
   echo "$1|$(python3 bench/wrk_summary.py "$work/wrk.txt")" >>"$work/results"
 }
 # Each target has its own upstream (a fresh HFS database). The machine's
-# speed drifts over a run, so targets are measured in interleaved rounds
-# (A B C A B C …) and each figure is the median of its rounds.
-rounds=5
-round=$(( duration / rounds > 2 ? duration / rounds : 2 ))
+# speed drifts over a run, so targets are measured in interleaved, rotated
+# rounds and each figure is the median of its rounds.
 p=$(free_port); start_hfs "$work/a" "$p"
 p2=$(free_port); start_hfs "$work/b" "$p2"; g=$(free_port); start_inkan "$work/b" "$g" "http://127.0.0.1:$p2" false
 p3=$(free_port); start_hfs "$work/c" "$p3"; g2=$(free_port); start_inkan "$work/c" "$g2" "http://127.0.0.1:$p3" true
@@ -36,13 +34,22 @@ if [[ -n "${INKAN_BASELINE_BIN:-}" ]]; then
   p4=$(free_port); start_hfs "$work/d" "$p4"; g3=$(free_port)
   start_inkan "$work/d" "$g3" "http://127.0.0.1:$p4" true "$INKAN_BASELINE_BIN"
 fi
-for _ in $(seq 1 "$rounds"); do
-  run "HFS directly" "http://127.0.0.1:$p/Patient"
-  run "inkan, pass-through" "http://127.0.0.1:$g/fhir/Patient"
-  run "inkan, every write sealed" "http://127.0.0.1:$g2/fhir/Patient"
-  if [[ -n "${INKAN_BASELINE_BIN:-}" ]]; then
-    run "baseline inkan, every write sealed" "http://127.0.0.1:$g3/fhir/Patient"
-  fi
+targets=("HFS directly|http://127.0.0.1:$p/Patient"
+  "inkan, pass-through|http://127.0.0.1:$g/fhir/Patient"
+  "inkan, every write sealed|http://127.0.0.1:$g2/fhir/Patient")
+if [[ -n "${INKAN_BASELINE_BIN:-}" ]]; then
+  targets+=("baseline inkan, every write sealed|http://127.0.0.1:$g3/fhir/Patient")
+fi
+# Two rounds per target, so each target runs in every position twice.
+rounds=$((2 * ${#targets[@]}))
+round=$(( duration / rounds > 2 ? duration / rounds : 2 ))
+# Each round starts one target later (A B C, B C A, C A B, …): no target
+# always runs right after another's load, or first on a cold machine.
+for r in $(seq 0 $((rounds - 1))); do
+  for i in $(seq 0 $((${#targets[@]} - 1))); do
+    target="${targets[$(((r + i) % ${#targets[@]}))]}"
+    run "${target%%|*}" "${target#*|}"
+  done
 done
 echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t2 -c$connections, $rounds interleaved rounds of ${round}s, POST Patient; medians"
 echo
