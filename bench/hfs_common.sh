@@ -7,7 +7,8 @@ command -v wrk >/dev/null || { echo "needs wrk: apt-get install -y wrk" >&2; exi
 source scripts/lib/procs.sh
 hfs="$(scripts/install-hfs.sh)"
 cargo build --release --locked -p inkan >&2
-inkan="$(pwd)/target/release/inkan"
+# INKAN_BIN: measure another build (an older commit) with the same script.
+inkan="${INKAN_BIN:-$(pwd)/target/release/inkan}"
 work="$(mktemp -d)"
 at_exit 'rm -rf "$work"'
 start_hfs() { # dir port

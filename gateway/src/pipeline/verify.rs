@@ -23,7 +23,7 @@ use crate::fhir::interaction::Interaction;
 use crate::fhir::path::{etag_version, ResourcePath};
 use crate::metrics::KindLabels;
 use crate::seal::verify_read::{self, ReadRequest, ReadVerification, Shape};
-use crate::seal::{blocking, Sealer};
+use crate::seal::{lookup, Sealer};
 
 impl Gateway {
     pub(super) fn verify(
@@ -70,7 +70,7 @@ impl Gateway {
         status: StatusCode,
         facts: &RequestFacts,
     ) -> Result<Option<ReadVerification>, GatewayError> {
-        let found = blocking(|| verify_read::check_missing(sealer.ledger(), request))
+        let found = lookup(|| verify_read::check_missing(sealer.ledger(), request))
             .map_err(GatewayError::ledger)?;
         let Some((reference, check)) = found else {
             return Ok(None);
@@ -96,7 +96,7 @@ impl Gateway {
     ) -> Result<(Bytes, Option<ReadVerification>), GatewayError> {
         let policy = self.config.ledger.verify_reads;
         let result =
-            blocking(|| verify_read::verify_answer(sealer.ledger(), &body, shape, policy, request));
+            lookup(|| verify_read::verify_answer(sealer.ledger(), &body, shape, policy, request));
         let (summary, edited) = match result {
             Ok(found) => found,
             Err(error) => {
