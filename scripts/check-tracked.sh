@@ -11,7 +11,7 @@ report() { echo "tracked but must not be: $1 ($2)" >&2; found=1; }
 
 while IFS= read -r -d '' path; do
   case "$path" in
-    *.key | *.pem | *.p12 | *.pfx | *.jks | *.sqlite | *.sqlite3 | *.sqlite-wal | *.db | *.db-wal | *.db-shm)
+    *.key | *.pem | *.p12 | *.pfx | *.jks | *.sqlite | *.sqlite3 | *.sqlite-wal | *.sqlite-shm | *.db | *.db-wal | *.db-shm)
       report "$path" "key or database file name" ;;
   esac
   [[ -f "$path" ]] || continue

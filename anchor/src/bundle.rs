@@ -6,9 +6,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::backends::note_digest;
 use crate::leaf::{self, Leaf, LeafKind, Salt};
 use crate::merkle::{self, Hash};
+use crate::note::note_digest;
 use crate::note::{Checkpoint, NoteVerifier};
 use crate::resource::{self, Format};
 use crate::store::IndexRecord;

@@ -12,7 +12,9 @@
 //! - [`backends`]: where checkpoints are anchored, and the obligations of
 //!   every backend.
 //!
-//! Arrows point from operational to pure, never back.
+//! Arrows point from operational to pure, never back; pure modules use
+//! the plain data types of [`store`] (`VersionKey`, `IndexRecord`) and
+//! nothing else of it.
 
 #![warn(missing_docs)]
 
@@ -80,6 +82,9 @@ pub enum Fault {
     Input,
     /// The ledger's own storage (disk, SQLite).
     Storage,
+    /// An anchor backend or the way to it (a TSA or node that is down,
+    /// refuses, or answers something that does not check out).
+    Backend,
 }
 
 impl Error {
@@ -101,6 +106,7 @@ impl Error {
     pub fn fault(&self) -> Fault {
         match self {
             Error::Store(_) => Fault::Storage,
+            Error::Anchor(_) => Fault::Backend,
             _ => Fault::Input,
         }
     }

@@ -277,6 +277,13 @@ impl Checkpoint {
     }
 }
 
+/// SHA-256 of a checkpoint's signed note, hex: how the local anchor log
+/// and bundle receipts name a checkpoint.
+pub fn note_digest(note: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(note.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,7 +266,9 @@ pub struct LedgerConfig {
     /// Directory of the ledger (SQLite index, tiles, keys). Default
     /// `$XDG_DATA_HOME/inkan/ledger`, else `$HOME/.local/share/inkan/ledger`
     /// (never a directory relative to wherever the gateway was started:
-    /// with neither variable set, `ledger.dir` is required).
+    /// with neither variable set, `ledger.dir` is required). A ledger left
+    /// in `./inkan-data/ledger` by an earlier version stops the start until
+    /// `ledger.dir` names it.
     pub dir: PathBuf,
     /// The log's origin: the first line of every checkpoint and the signing
     /// key's name. Set it to something unique to your site, e.g.
@@ -304,7 +306,8 @@ pub enum VerifyReads {
 impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
-            dir: default_ledger_dir(|name| std::env::var_os(name)).unwrap_or_default(),
+            // Filled in by `Config::load` from the environment it is given.
+            dir: PathBuf::new(),
             origin: "localhost/inkan".to_owned(),
             key_file: None,
             checkpoint_interval_ms: 1_000,
@@ -322,6 +325,23 @@ pub fn default_ledger_dir(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> O
     absolute("XDG_DATA_HOME")
         .or_else(|| absolute("HOME").map(|home| home.join(".local/share")))
         .map(|data| data.join("inkan/ledger"))
+}
+
+/// Before `ledger.dir` defaulted to the user's data directory it defaulted
+/// to `inkan-data/ledger` under the working directory. A ledger found there
+/// is not silently replaced by a new, empty one with a new key: the
+/// operator names it.
+fn refuse_the_old_relative_default(working_dir: &Path) -> Result<(), ConfigError> {
+    let old = working_dir.join("inkan-data/ledger");
+    if old.join("ledger.sqlite").exists() {
+        let absolute = std::fs::canonicalize(&old).unwrap_or(old);
+        return Err(ConfigError::Invalid(format!(
+            "a ledger from an earlier version is in {} (the old default ledger.dir); set ledger.dir = {:?} (or INKAN_LEDGER_DIR) to keep using it",
+            absolute.display(),
+            absolute.display().to_string()
+        )));
+    }
+    Ok(())
 }
 
 impl LedgerConfig {
@@ -539,20 +559,19 @@ impl Config {
                 set_dotted(&mut table, key, value);
             }
         }
-        let config: Config = toml::Value::Table(table)
+        let mut config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        if config.ledger.dir.as_os_str().is_empty() {
+            config.ledger.dir =
+                default_ledger_dir(|name| env(name).map(Into::into)).unwrap_or_default();
+            refuse_the_old_relative_default(Path::new("."))?;
+        }
         Ok(config)
     }
 
     /// Checks what serde cannot: required values and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let needs_ledger = self.ledger.seal_writes;
-        if needs_ledger && self.ledger.dir.as_os_str().is_empty() {
-            return Err(ConfigError::Invalid(
-                "ledger.dir is required (or INKAN_LEDGER_DIR): neither $XDG_DATA_HOME nor $HOME names a data directory for the default".into(),
-            ));
-        }
         if self.upstream.url.is_empty() {
             return Err(ConfigError::Invalid(
                 "upstream.url is required (or --upstream / INKAN_UPSTREAM_URL)".into(),
@@ -565,6 +584,12 @@ impl Config {
                 "upstream.url must be an http:// or https:// URL, got {:?}",
                 self.upstream.url
             )));
+        }
+        let needs_ledger = self.ledger.seal_writes;
+        if needs_ledger && self.ledger.dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid(
+                "ledger.dir is required (or INKAN_LEDGER_DIR): neither $XDG_DATA_HOME nor $HOME names a data directory for the default".into(),
+            ));
         }
         if !self.base_path.starts_with('/') {
             return Err(ConfigError::Invalid(format!(
@@ -650,9 +675,27 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{}.toml", text.len()));
         std::fs::write(&path, text).unwrap();
-        let config = Config::load(Some(&path), |_| None)?;
+        let home = |name: &str| (name == "HOME").then(|| "/home/test".to_owned());
+        let config = Config::load(Some(&path), home)?;
         config.validate()?;
         Ok(config)
+    }
+
+    #[test]
+    fn a_ledger_at_the_old_relative_default_is_named_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        refuse_the_old_relative_default(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("inkan-data/ledger")).unwrap();
+        std::fs::write(dir.path().join("inkan-data/ledger/ledger.sqlite"), b"").unwrap();
+        let refused = refuse_the_old_relative_default(dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("set ledger.dir"), "{refused}");
+        let config = Config::load(None, |name| {
+            (name == "XDG_DATA_HOME").then(|| "/data".to_owned())
+        })
+        .unwrap();
+        assert_eq!(config.ledger.dir, Path::new("/data/inkan/ledger"));
     }
 
     #[test]

@@ -239,8 +239,7 @@ impl GatewayError {
             | GatewayError::UpstreamProtocol
             | GatewayError::ResponseConversion { .. }
             | GatewayError::ResponseTooLarge { .. }
-            | GatewayError::TamperedVersion { .. }
-            | GatewayError::CallerMayNotRead { .. } => Fault::Upstream,
+            | GatewayError::TamperedVersion { .. } => Fault::Upstream,
             GatewayError::Ledger { .. }
             | GatewayError::Overloaded
             | GatewayError::ShuttingDown

@@ -6,7 +6,7 @@
 //! - [`server`]: listener, TLS, HTTP/1.1 and HTTP/2, limits, shutdown.
 //! - [`pipeline`]: the request path, one file per step.
 //! - [`seal`]: sealing, the intent journal, recovery, verify-on-read,
-//!   `$proof`/`$verify`, the anchor backends' HTTP clients.
+//!   `$proof`/`$verify`, the anchor backends built from `[anchors]`.
 //! - [`fhir`]: FHIR knowledge: paths, Bundles, formats, interactions,
 //!   OperationOutcome, URL rewriting, the XML bridge.
 //! - [`upstream`]: the upstream client, its bases and `Authorization`.

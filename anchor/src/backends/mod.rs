@@ -15,8 +15,6 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
-
 use crate::store::StoredCheckpoint;
 use crate::Error;
 
@@ -69,10 +67,7 @@ pub trait AnchorBackend: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// SHA-256 of a checkpoint's signed note, hex.
-pub fn note_digest(note: &str) -> String {
-    hex::encode(Sha256::digest(note.as_bytes()))
-}
+pub use crate::note::note_digest;
 
 /// The `local` backend: one line per anchored checkpoint in an append-only
 /// file (`<size> <sha256 of the signed note> <unix seconds>`), fsync'd.

@@ -67,8 +67,8 @@ use crate::error::GatewayError;
 use facts::RequestFacts;
 
 impl Gateway {
-    /// Serves one request. Every outcome, answered or refused, is observed
-    /// (step 18) and carries the request id.
+    /// Serves one request. Every routed request, answered or refused, is
+    /// observed (step 18); every answer carries the request id.
     pub async fn handle<B>(
         self: Arc<Self>,
         request: Request<B>,
@@ -155,6 +155,8 @@ impl Gateway {
         let answer = self
             .forward(parts, &outgoing, facts, &plan, sealer.is_some())
             .await?;
+        // A refused write stored nothing: its journal entry is settled now.
+        let journal = journal.and_then(|j| self.settle_if_refused(j, answer.status()));
         // 12. Decode: an answer the gateway looks into loses its coding.
         let (answer, coding) = self.decode(answer, facts, sealer.is_some()).await?;
         // 13. Seal: a successful write's versions, before the client hears.

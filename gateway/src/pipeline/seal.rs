@@ -1,7 +1,8 @@
 //! Step 13, seal. Runs on the answer to a write the ledger seals (see
 //! [`crate::seal::write`] for which versions and how), after decoding and
 //! before the client hears anything. A refused write (not 2xx) only
-//! settles its journal entry. A committed one is buffered (within
+//! settles its journal entry, right after forwarding
+//! ([`Gateway::settle_if_refused`]). A committed one is buffered (within
 //! `limits.max_inspected_response_bytes`; larger or still-encoded answers
 //! are read back from the upstream instead) and its versions are appended
 //! to the ledger; the journal entry is then closed, or kept open with the
@@ -46,6 +47,21 @@ impl Gateway {
         self.sealer.as_deref().filter(|_| seals(interaction))
     }
 
+    /// Right after forwarding: a refused write (not 2xx) stored nothing,
+    /// so its journal entry is closed at once and there is nothing to seal.
+    pub(super) fn settle_if_refused<'s>(
+        &self,
+        journal: JournaledWrite<'s>,
+        status: http::StatusCode,
+    ) -> Option<JournaledWrite<'s>> {
+        if status.is_success() {
+            return Some(journal);
+        }
+        journal.pending.refused();
+        None
+    }
+
+    /// A committed write: its versions sealed, its journal entry settled.
     pub(super) async fn seal(
         &self,
         journal: JournaledWrite<'_>,
@@ -59,10 +75,6 @@ impl Gateway {
             matched,
             mut failures,
         } = journal;
-        if !answer.status().is_success() {
-            pending.refused();
-            return Ok((answer, None));
-        }
         let (parts, body) = answer.into_parts();
         let limit = self.config.limits.max_inspected_response_bytes;
         let still_encoded = matches!(written.coding, AnswerCoding::StillEncoded { .. });

@@ -19,7 +19,7 @@
 //! Bridging to the synchronous ledger happens in two places only, here:
 //! appends (and journal entries) go through the ledger's group-commit
 //! appender and are awaited without holding a thread ([`Sealer::append`],
-//! [`Sealer::begin_write`]); verify-on-read's index lookups run inline
+//! [`Sealer::begin_write`] in [`journal`]); verify-on-read's index lookups run inline
 //! ([`lookup`]: cached, and cheaper than any hand-off); everything else
 //! that may wait for the disk (proofs, recovery's sweeps, tile files,
 //! anchor status) runs through [`blocking`]. Intent updates are queued by
@@ -69,14 +69,16 @@ impl SealError {
 }
 
 /// How a seal error is answered when it stops a request (the journal
-/// could not be written): ledger failures as 500 with the cause logged,
-/// a stopped appender as 503 (only shutdown stops it).
+/// could not be written): 500 with the cause logged — a stopped appender
+/// too, which alerts must see as the ledger failing.
 impl From<SealError> for crate::error::GatewayError {
     fn from(error: SealError) -> Self {
         use crate::error::GatewayError;
         match error {
             SealError::Ledger(source) => GatewayError::ledger(source),
-            SealError::AppenderStopped => GatewayError::ShuttingDown,
+            SealError::AppenderStopped => GatewayError::ledger(::ledger::Error::Store(
+                "the ledger's appender stopped".into(),
+            )),
             SealError::Upstream(_) | SealError::Unknowable(_) => GatewayError::UpstreamProtocol,
         }
     }
