@@ -8,21 +8,40 @@ use crate::error::GatewayError;
 /// Renders one error as an OperationOutcome in `format` (JSON unless XML).
 /// JP Core findings become one issue each, with its FHIRPath location.
 pub fn render(error: &GatewayError, format: WireFormat) -> Bytes {
+    render_issues(&issues_of(error), format)
+}
+
+/// [`render`], plus an informational issue naming the request id: the
+/// key to the detail in the gateway's log (never in the body itself).
+pub fn render_for_request(error: &GatewayError, format: WireFormat, request_id: &str) -> Bytes {
+    let mut issues = issues_of(error);
+    issues.push(Issue {
+        severity: "information",
+        code: "informational",
+        diagnostics: format!("request id {request_id} (X-Request-Id)"),
+        expression: None,
+    });
+    render_issues(&issues, format)
+}
+
+fn issues_of(error: &GatewayError) -> Vec<Issue> {
     let code = error.issue_type().code();
     match error {
-        GatewayError::JpCoreViolations { findings } => {
-            let issues: Vec<Issue> = findings
-                .iter()
-                .map(|(path, message)| Issue {
-                    severity: "error",
-                    code,
-                    diagnostics: format!("JP Core: {message}"),
-                    expression: Some(path.clone()),
-                })
-                .collect();
-            render_issues(&issues, format)
-        }
-        _ => render_issue("error", code, &error.to_string(), format),
+        GatewayError::JpCoreViolations { findings } => findings
+            .iter()
+            .map(|(path, message)| Issue {
+                severity: "error",
+                code,
+                diagnostics: format!("JP Core: {message}"),
+                expression: Some(path.clone()),
+            })
+            .collect(),
+        _ => vec![Issue {
+            severity: "error",
+            code,
+            diagnostics: error.to_string(),
+            expression: None,
+        }],
     }
 }
 

@@ -95,7 +95,8 @@ impl Gateway {
             detail,
             "{error}"
         );
-        let response = error_response(&error, wanted.outcome_format());
+        let body = outcome::render_for_request(&error, wanted.outcome_format(), request_id);
+        let response = outcome_response(&error, wanted.outcome_format(), body);
         self.observe(interaction, status, started);
         with_request_id(response, request_id)
     }
@@ -136,7 +137,16 @@ impl Gateway {
 
 /// An OperationOutcome response for `error` in `format`.
 pub fn error_response(error: &GatewayError, format: WireFormat) -> Response<ResponseBody> {
-    let body = outcome::render(error, format);
+    outcome_response(error, format, outcome::render(error, format))
+}
+
+/// The answer to `error`: its status, `body` (its OperationOutcome) and
+/// the headers the error calls for.
+fn outcome_response(
+    error: &GatewayError,
+    format: WireFormat,
+    body: bytes::Bytes,
+) -> Response<ResponseBody> {
     let mut response = Response::new(body::full(body));
     *response.status_mut() = error.status();
     response.headers_mut().insert(
