@@ -98,6 +98,29 @@ pub enum ReadError {
     },
 }
 
+impl ReadError {
+    /// A stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReadError::BadUrl { .. } => "bad_url",
+            ReadError::Send { .. } => "send",
+            ReadError::Refused { .. } => "refused",
+            ReadError::Body { .. } => "body",
+            ReadError::Coding { .. } => "coding",
+            ReadError::NotFhir { .. } => "not_fhir",
+        }
+    }
+
+    /// Which side is at fault: a URL the gateway built is the gateway's;
+    /// everything else is the upstream's (or the way to it).
+    pub fn fault(&self) -> crate::error::Fault {
+        match self {
+            ReadError::BadUrl { .. } => crate::error::Fault::Gateway,
+            _ => crate::error::Fault::Upstream,
+        }
+    }
+}
+
 /// The most a compressed answer to the gateway's own reads may decode to.
 const INTERNAL_READ_LIMIT: u64 = 256 << 20;
 

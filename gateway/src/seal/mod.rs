@@ -59,6 +59,26 @@ pub enum SealError {
 }
 
 impl SealError {
+    /// A stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SealError::Upstream(error) => error.kind(),
+            SealError::Unknowable(_) => "unknowable_version",
+            SealError::Ledger(error) => error.kind(),
+            SealError::AppenderStopped => "appender_stopped",
+        }
+    }
+
+    /// Which side is at fault: the upstream's answers, or the gateway's
+    /// own ledger.
+    pub fn fault(&self) -> crate::error::Fault {
+        match self {
+            SealError::Upstream(error) => error.fault(),
+            SealError::Unknowable(_) => crate::error::Fault::Upstream,
+            SealError::Ledger(_) | SealError::AppenderStopped => crate::error::Fault::Gateway,
+        }
+    }
+
     /// Detail for the log only: storage errors name paths and SQLite text.
     pub fn internal_detail(&self) -> Option<String> {
         match self {
@@ -156,5 +176,36 @@ impl Sealer {
             .await
             .map_err(|_| SealError::AppenderStopped)?
             .map_err(SealError::Ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Fault, GatewayError};
+    use crate::upstream::ReadError;
+
+    #[test]
+    fn seal_errors_name_their_kind_the_side_at_fault_and_their_answer() {
+        let refused = || ReadError::Refused {
+            path: "/fhir/Patient/1".into(),
+            status: http::StatusCode::FORBIDDEN,
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(SealError, &str, Fault, u16)> = vec![
+            (SealError::Upstream(refused()),                  "refused",            Fault::Upstream, 502),
+            (SealError::Unknowable("no ETag"),                "unknowable_version", Fault::Upstream, 502),
+            (SealError::Ledger(::ledger::Error::Store("disk".into())), "store",     Fault::Gateway,  500),
+            (SealError::AppenderStopped,                      "appender_stopped",   Fault::Gateway,  500),
+        ];
+        for (error, kind, fault, status) in cases {
+            assert_eq!(error.kind(), kind, "{error}");
+            assert_eq!(error.fault(), fault, "{error}");
+            assert_eq!(
+                GatewayError::from(error).status().as_u16(),
+                status,
+                "{kind}"
+            );
+        }
     }
 }

@@ -192,7 +192,7 @@ pub async fn run_periodically(
             Ok(_) => first = false,
             // The upstream may be down: retry soon, with the same cutoff.
             Err(error) => {
-                tracing::warn!(%error, detail = error.internal_detail(), "seal recovery failed; will retry");
+                tracing::warn!(%error, kind = error.kind(), fault = error.fault().as_str(), detail = error.internal_detail(), "seal recovery failed; will retry");
             }
         }
         tokio::time::sleep(interval).await;

@@ -158,7 +158,7 @@ impl Sealer {
             Ok(receipts) => outcome_of(&receipts, &keys, failures),
             Err(error) => {
                 // Ledger internals (SQLite text, paths) go to the log only.
-                tracing::error!(%error, detail = error.internal_detail(), "sealing failed");
+                tracing::error!(%error, kind = error.kind(), fault = error.fault().as_str(), detail = error.internal_detail(), "sealing failed");
                 SealOutcome::failed(error.to_string())
             }
         }
