@@ -20,7 +20,8 @@ at_exit 'stop_marked INKAN_TEST_RUN "$INKAN_TEST_RUN"'
 INKAN_HFS_BIN="$(scripts/install-hfs.sh)"
 INKAN_SEKMET_BIN="$(scripts/install-sekmet.sh)"
 INKAN_GANACHE_BIN="$(scripts/install-ganache.sh)"
-export INKAN_HFS_BIN INKAN_SEKMET_BIN INKAN_GANACHE_BIN
+INKAN_OIDC_PROVIDER_DIR="$(scripts/install-oidc-provider.sh)"
+export INKAN_HFS_BIN INKAN_SEKMET_BIN INKAN_GANACHE_BIN INKAN_OIDC_PROVIDER_DIR
 # A failure here stops the run (a process substitution would hide it).
 clients_env="$(scripts/install-clients.sh)"
 while IFS= read -r line; do export "${line?}"; done <<<"$clients_env"

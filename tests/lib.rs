@@ -929,3 +929,80 @@ http {{
         }
     }
 }
+
+/// node-oidc-provider on 127.0.0.1 (`scripts/oidc-provider.mjs`, installed
+/// by `scripts/install-oidc-provider.sh`): fresh RS256 and ES256 keys, one
+/// confidential client, JWT access tokens for one resource.
+#[derive(Debug)]
+pub struct OpenIdProvider {
+    pub process: Process,
+    pub issuer: String,
+    /// The audience of its access tokens (the gateway's FHIR base).
+    pub resource: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl OpenIdProvider {
+    /// The test client's id and secret.
+    pub const CLIENT: (&'static str, &'static str) = ("inkan-test", "inkan-test-secret");
+
+    pub fn start(resource: &str) -> OpenIdProvider {
+        let install = std::env::var("INKAN_OIDC_PROVIDER_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| {
+                let cache = std::env::var("INKAN_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|_| {
+                        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan")
+                    });
+                cache.join("oidc-provider-9.13.3")
+            });
+        assert!(
+            install.join("node_modules/oidc-provider").exists(),
+            "oidc-provider not found in {}: run scripts/install-oidc-provider.sh",
+            install.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut command = Command::new("node");
+        command
+            .arg(workspace_root().join("scripts/oidc-provider.mjs"))
+            .arg(port.to_string())
+            .arg(resource)
+            .env("INKAN_OIDC_PROVIDER_DIR", &install);
+        let process = spawn_logged(command, &dir.path().join("oidc-provider.log"));
+        let issuer = format!("http://127.0.0.1:{port}");
+        assert!(
+            wait_until_ok(
+                &format!("{issuer}/.well-known/openid-configuration"),
+                Duration::from_secs(30)
+            ),
+            "oidc-provider did not start; see {}",
+            dir.path().join("oidc-provider.log").display()
+        );
+        OpenIdProvider {
+            process,
+            issuer,
+            resource: resource.to_owned(),
+            dir,
+        }
+    }
+
+    /// The token endpoint's answer to a client-credentials request for
+    /// `scope`: (status, JSON body).
+    pub fn client_credentials(&self, scope: &str) -> (u16, serde_json::Value) {
+        let (id, secret) = OpenIdProvider::CLIENT;
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/token", self.issuer))
+            .basic_auth(id, Some(secret))
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+                ("resource", self.resource.as_str()),
+            ])
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap())
+    }
+}

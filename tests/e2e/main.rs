@@ -13,6 +13,7 @@ mod clients;
 mod compression;
 mod errors;
 mod formats;
+mod identity;
 mod japanese;
 mod ledger_cli;
 mod ledger_crash;

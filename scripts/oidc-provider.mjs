@@ -1,0 +1,71 @@
+// A small OpenID provider for the identity tests: node-oidc-provider (a
+// certified implementation, scripts/install-oidc-provider.sh) on 127.0.0.1
+// with fresh signing keys, one confidential client and JWT access tokens
+// for one resource (the gateway's FHIR base).
+//
+//   node scripts/oidc-provider.mjs <port> <resource>
+//
+// On Node.js 20 the provider prints "Unsupported runtime" and works; it
+// asks for 22. oidc-provider is resolved from INKAN_OIDC_PROVIDER_DIR (else the working
+// directory), where the install script put its node_modules. Prints
+// `ready <issuer>` once listening.
+import { generateKeyPairSync } from 'node:crypto';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const [port, resource] = process.argv.slice(2);
+if (!port || !resource) {
+  console.error('usage: oidc-provider.mjs <port> <resource>');
+  process.exit(2);
+}
+// The provider is installed outside the clone; resolve it from there.
+const require = createRequire(path.join(process.env.INKAN_OIDC_PROVIDER_DIR ?? process.cwd(), 'x.js'));
+const { default: Provider } = await import(require.resolve('oidc-provider'));
+
+const issuer = `http://127.0.0.1:${port}`;
+const jwk = (type, options, alg, kid) => ({
+  ...generateKeyPairSync(type, options).privateKey.export({ format: 'jwk' }),
+  alg,
+  kid,
+  use: 'sig',
+});
+const keys = [
+  jwk('rsa', { modulusLength: 2048 }, 'RS256', 'rsa-1'),
+  jwk('ec', { namedCurve: 'P-256' }, 'ES256', 'ec-1'),
+];
+// SMART scopes the tests ask for, v1 (`.read`) and v2 (`.rs`), exactly as
+// requested: the provider grants only values it lists.
+const scope = [
+  'system/*.read', 'system/*.rs', 'system/Patient.rs', 'system/Observation.rs',
+  'patient/*.read', 'patient/*.rs', 'patient/Patient.rs', 'patient/Observation.read',
+  'patient/Observation.rs', 'user/*.rs',
+].join(' ');
+
+const provider = new Provider(issuer, {
+  jwks: { keys },
+  scopes: ['openid', ...scope.split(' ')],
+  clients: [
+    {
+      client_id: 'inkan-test',
+      client_secret: 'inkan-test-secret',
+      scope,
+      grant_types: ['client_credentials'],
+      redirect_uris: [],
+      response_types: [],
+    },
+  ],
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, indicator) => {
+        if (indicator !== resource) throw new Error(`unknown resource ${indicator}`);
+        return { scope, audience: resource, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+      },
+    },
+  },
+});
+provider.listen(Number(port), '127.0.0.1', () => console.log(`ready ${issuer}`));
