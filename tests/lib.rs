@@ -520,8 +520,6 @@ impl Gateway {
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "info")
-            // Never the user's data directory, whatever the config says.
-            .env("XDG_DATA_HOME", dir.path())
             .current_dir(dir.path())
             .envs(env.iter().copied());
         let process = spawn_logged(command, &dir.path().join("inkan.log"));
@@ -745,20 +743,11 @@ impl Ganache {
     }
 
     fn launch(dir: tempfile::TempDir, port: u16, extra: Vec<String>) -> Ganache {
-        let bin = std::env::var("INKAN_GANACHE_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                let cache = std::env::var("INKAN_CACHE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| {
-                        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan")
-                    });
-                cache.join("ganache-7.9.2/node_modules/.bin/ganache")
-            });
-        assert!(
-            bin.exists(),
-            "ganache not found at {}: run scripts/install-ganache.sh",
-            bin.display()
+        let bin = cached_binary(
+            "INKAN_GANACHE_BIN",
+            "ganache-7.9.2/node_modules/.bin/ganache",
+            "ganache",
+            "scripts/install-ganache.sh",
         );
         let mut command = Command::new(bin);
         command
@@ -947,20 +936,12 @@ impl OpenIdProvider {
     pub const CLIENT: (&'static str, &'static str) = ("inkan-test", "inkan-test-secret");
 
     pub fn start(resource: &str) -> OpenIdProvider {
-        let install = std::env::var("INKAN_OIDC_PROVIDER_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                let cache = std::env::var("INKAN_CACHE")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|_| {
-                        PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/inkan")
-                    });
-                cache.join("oidc-provider-9.13.3")
-            });
-        assert!(
-            install.join("node_modules/oidc-provider").exists(),
-            "oidc-provider not found in {}: run scripts/install-oidc-provider.sh",
-            install.display()
+        // The installation root, which holds its node_modules.
+        let install = cached_binary(
+            "INKAN_OIDC_PROVIDER_DIR",
+            "oidc-provider-9.13.3",
+            "oidc-provider",
+            "scripts/install-oidc-provider.sh",
         );
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
