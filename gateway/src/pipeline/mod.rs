@@ -64,6 +64,7 @@ pub use state::{Connection, Faults, Gateway};
 
 use crate::body::{BoxError, ResponseBody};
 use crate::error::GatewayError;
+use crate::fhir::format::ContentType;
 use facts::RequestFacts;
 
 impl Gateway {
@@ -132,7 +133,11 @@ impl Gateway {
         facts: &RequestFacts,
     ) -> Result<Response<ResponseBody>, GatewayError> {
         // 7. Negotiate: the XML bridge and verify-on-read for this request.
-        let plan = self.negotiate(&parts.headers, facts).await;
+        // The body's media type, parsed once for steps 7 and 8.
+        let body_type = ContentType::from_headers(&parts.headers);
+        let plan = self
+            .negotiate(&parts.headers, body_type.as_ref(), facts)
+            .await;
         // The ledger, when this request is a write it seals.
         let sealer = self.sealer_for(facts.interaction);
         let original_digest = sealer.map(|_| seal::digest(&body));
@@ -140,7 +145,8 @@ impl Gateway {
         let client_authorization = sealer.and_then(|_| parts.headers.get(AUTHORIZATION).cloned());
         // 8. Request body: forwardable media type and charset, Japanese
         //    text normalized, XML converted when bridging.
-        let mut outgoing = self.prepare_request_body(body, &mut parts.headers, &plan, facts)?;
+        let mut outgoing =
+            self.prepare_request_body(body, body_type, &mut parts.headers, &plan, facts)?;
         // 9. Search values: normalized like the stored values.
         self.normalize_search_values(&mut outgoing, facts)?;
         // 10. Journal: a write to be sealed is recorded before it leaves.

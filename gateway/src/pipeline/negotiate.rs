@@ -24,11 +24,10 @@ impl Gateway {
     pub(super) async fn negotiate(
         &self,
         headers: &HeaderMap,
+        body_type: Option<&ContentType>,
         facts: &RequestFacts,
     ) -> ResponsePlan {
-        let client_sent_xml = ContentType::from_headers(headers)
-            .as_ref()
-            .is_some_and(|ct| ct.format == WireFormat::Xml);
+        let client_sent_xml = body_type.is_some_and(|ct| ct.format == WireFormat::Xml);
         // Probe (at most once) only when XML or the CapabilityStatement is involved.
         let xml_involved = facts.wanted == Wanted::Xml || client_sent_xml;
         let is_capabilities = facts.interaction == Interaction::Capabilities;

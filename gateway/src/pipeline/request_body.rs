@@ -23,11 +23,11 @@ impl Gateway {
     pub(super) fn prepare_request_body(
         &self,
         body: Bytes,
+        content_type: Option<ContentType>,
         headers: &mut http::HeaderMap,
         plan: &ResponsePlan,
         facts: &RequestFacts,
     ) -> Result<Outgoing, GatewayError> {
-        let content_type = ContentType::from_headers(headers);
         let (body, content_type, text_report) =
             self.normalize_body(body, content_type, plan.bridge_request)?;
         // Native XML that was normalized goes upstream as JSON; a client
