@@ -31,9 +31,12 @@
 //! Only when the ledger is open (`ledger.seal_writes`); otherwise these
 //! paths are forwarded like any other.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, Method, Response, StatusCode};
+
 use ledger::log::{Ledger, VersionCheck};
 use ledger::resource::Format;
 use ledger::store::VersionKey;
@@ -156,14 +159,14 @@ pub async fn answer(
             if !limiter.admit(caller_key(caller, request.peer)) {
                 return Err(GatewayError::RateLimited);
             }
-            let key = posted_version(request.body)?;
+            let (json, key) = posted_version(request.body)?;
             // Only about versions the caller may read: the same check as
             // `$proof`, without which `$verify` is an oracle for guesses.
             let answer = read_as_caller(&as_caller, &version_path(&key)).await?;
             if answer.0 != StatusCode::GONE {
                 caller_may_read(&answer)?;
             }
-            blocking(|| verify_posted_resource(ledger, request.body, request.wanted))
+            blocking(|| verify_posted_resource(ledger, &json, &key, request.wanted))
         }
         SealOperation::Definition(definition) => definition_response(definition, request.wanted),
     }
@@ -288,18 +291,19 @@ pub fn mark_check(response: &mut Response<ResponseBody>, check: &VersionCheck) {
     }
 }
 
-/// The version a `$verify` body names (JSON or XML), or 400.
-pub fn posted_version(body: &[u8]) -> Result<VersionKey, GatewayError> {
+/// The version a `$verify` body names (JSON or XML), or 400, with the
+/// body as FHIR JSON (converted once, when it is XML).
+pub fn posted_version(body: &[u8]) -> Result<(Cow<'_, [u8]>, VersionKey), GatewayError> {
     let json = match Format::sniff(body) {
-        Format::Json => std::borrow::Cow::Borrowed(body),
-        Format::Xml => std::borrow::Cow::Owned(xml_bridge::xml_to_json(body).map_err(|e| {
+        Format::Json => Cow::Borrowed(body),
+        Format::Xml => Cow::Owned(xml_bridge::xml_to_json(body).map_err(|e| {
             GatewayError::MalformedRequest {
                 detail: e.to_string(),
             }
         })?),
     };
     match resource_version(&json) {
-        EntryVersion::Stored(key) => Ok(key),
+        EntryVersion::Stored(key) => Ok((json, key)),
         _ => Err(GatewayError::MalformedRequest {
             detail: "$verify needs a resource with resourceType, id and meta.versionId in the body"
                 .into(),
@@ -370,38 +374,23 @@ impl RateLimiter {
     }
 }
 
-/// `$verify`: compares the posted resource with its seal.
+/// `$verify`: compares the posted resource (as FHIR JSON, with the key
+/// [`posted_version`] read from it) with its seal.
 pub fn verify_posted_resource(
     ledger: &Ledger,
-    body: &[u8],
+    json: &[u8],
+    key: &VersionKey,
     wanted: Wanted,
 ) -> Result<Response<ResponseBody>, GatewayError> {
-    let json = match Format::sniff(body) {
-        Format::Json => body.to_vec(),
-        Format::Xml => {
-            xml_bridge::xml_to_json(body).map_err(|e| GatewayError::MalformedRequest {
-                detail: e.to_string(),
-            })?
-        }
-    };
-    let key =
-        match resource_version(&json) {
-            EntryVersion::Stored(key) => key,
-            _ => return Err(GatewayError::MalformedRequest {
-                detail:
-                    "$verify needs a resource with resourceType, id and meta.versionId in the body"
-                        .into(),
-            }),
-        };
     let check = ledger
-        .check_version(&key, &json, Format::Json)
+        .check_version(key, json, Format::Json)
         .map_err(|e| match e {
             ledger::Error::Canonical { .. } => GatewayError::MalformedRequest {
                 detail: format!("the body is not a FHIR resource: {e}"),
             },
             other => GatewayError::ledger(other),
         })?;
-    let parameters = verification_parameters(&key, &check);
+    let parameters = verification_parameters(key, &check);
     let json = serde_json::to_vec(&parameters).unwrap_or_default();
     let mut response = fhir_response(json, wanted)?;
     if let Ok(v) = HeaderValue::from_str(check.as_str()) {
