@@ -110,6 +110,7 @@ impl ProofBundle {
             kind: match record.leaf.kind {
                 LeafKind::Version => "version".into(),
                 LeafKind::Tombstone => "tombstone".into(),
+                LeafKind::Access => "access".into(),
             },
             salt: B64.encode(record.salt),
             leaf: B64.encode(record.leaf.encode()),
@@ -196,7 +197,12 @@ pub fn verify_bundle_with(
             check_identity(&canonical, &bundle.resource)?;
             leaf::commitment(&salt, &canonical)
         }
-        (LeafKind::Version, "version", None) => {
+        (LeafKind::Access, "access", Some(bytes)) => {
+            let canonical = resource::canonical_access_record(bytes, Format::sniff(bytes))?;
+            check_access_identity(&canonical, &bundle.resource)?;
+            leaf::access_commitment(&salt, &canonical)
+        }
+        (LeafKind::Version, "version", None) | (LeafKind::Access, "access", None) => {
             return Err(Error::Bundle(
                 "this bundle is for a resource version: give the resource file".into(),
             ))
@@ -258,6 +264,26 @@ fn check_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Err
         &expected.version_id,
     )
     .map_err(|reason| Error::Bundle(format!("{reason}; the bundle is for another version")))
+}
+
+/// An access record names its type and id; its `meta` (with the
+/// repository's `versionId`) is outside the commitment, so only those two
+/// are held to the bundle.
+fn check_access_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Error> {
+    let value: serde_json::Value = serde_json::from_slice(canonical)
+        .map_err(|e| Error::Bundle(format!("the access record is not JSON: {e}")))?;
+    for (field, expected) in [
+        ("resourceType", expected.resource_type.as_str()),
+        ("id", expected.id.as_str()),
+    ] {
+        let found = value[field].as_str();
+        if found != Some(expected) {
+            return Err(Error::Bundle(format!(
+                "the access record's {field} is {found:?}, the bundle is for {expected:?}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_receipt(

@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! leaf data (35 bytes) = version (0x01) ‖ kind ‖ flags ‖ commitment (32)
-//!   kind:   0x01 resource version, 0x02 deletion tombstone
+//!   kind:   0x01 resource version, 0x02 deletion tombstone,
+//!           0x03 access record (a BALP AuditEvent the gateway wrote)
 //!   flags:  bit 0 = backfilled (first seen in the upstream, not written
 //!           through the gateway); other bits 0
 //! commitment (version)   = SHA-256(salt ‖ canonical bytes)
 //! commitment (tombstone) = SHA-256(salt ‖ "inkan-tombstone-v1\n" ‖ type ‖ "/" ‖ id ‖ "/" ‖ versionId)
+//! commitment (access)    = SHA-256(salt ‖ "inkan-access-v1\n" ‖ canonical bytes without `meta`)
 //! salt: 32 fresh random bytes per leaf, never published in tiles
 //! ```
 //!
@@ -45,6 +47,10 @@ pub enum LeafKind {
     /// A deletion: the commitment is over the salt and the deleted
     /// version's `type/id/versionId`.
     Tombstone = 0x02,
+    /// An access record: an AuditEvent the gateway wrote about a request
+    /// it served. The commitment is over the salt, a domain tag and the
+    /// canonical bytes without `meta`, which the audit repository owns.
+    Access = 0x03,
 }
 
 /// A decoded leaf.
@@ -85,6 +91,7 @@ impl Leaf {
         let kind = match data[1] {
             0x01 => LeafKind::Version,
             0x02 => LeafKind::Tombstone,
+            0x03 => LeafKind::Access,
             other => return Err(Error::Leaf(format!("unknown leaf kind {other}"))),
         };
         if data[2] & !1 != 0 {
@@ -127,6 +134,17 @@ pub fn tombstone_commitment(salt: &Salt, resource_type: &str, id: &str, version_
     h.finalize().into()
 }
 
+/// The commitment of an access record whose canonical form (without
+/// `meta`) is `canonical`. The domain tag keeps an access record from ever
+/// verifying as a resource version with the same bytes, and back.
+pub fn access_commitment(salt: &Salt, canonical: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(b"inkan-access-v1\n");
+    h.update(canonical);
+    h.finalize().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +173,21 @@ mod tests {
         let b = commitment(&fresh_salt(), canonical);
         assert_ne!(a, b);
         assert_ne!(a, content_digest(canonical));
+    }
+
+    #[test]
+    fn an_access_commitment_never_equals_a_version_commitment_of_the_same_bytes() {
+        let salt = fresh_salt();
+        let canonical = br#"{"id":"1","resourceType":"AuditEvent"}"#;
+        assert_ne!(
+            access_commitment(&salt, canonical),
+            commitment(&salt, canonical)
+        );
+        let leaf = Leaf {
+            kind: LeafKind::Access,
+            backfilled: false,
+            commitment: access_commitment(&salt, canonical),
+        };
+        assert_eq!(Leaf::decode(&leaf.encode()).unwrap(), leaf);
     }
 }

@@ -77,14 +77,37 @@ pub enum SealRequest {
         /// the gateway (the leaf's flag).
         backfilled: bool,
     },
+    /// An access record: an AuditEvent the gateway wrote, sealed as
+    /// [`access_record_key`] and queued for the audit repository in the
+    /// same commit.
+    Access {
+        /// `AuditEvent/<id>/_history/1` (see [`access_record_key`]).
+        key: VersionKey,
+        /// The AuditEvent, JSON, without `meta`.
+        event: Vec<u8>,
+    },
 }
 
 impl SealRequest {
     /// The version this request seals.
     pub fn key(&self) -> &VersionKey {
         match self {
-            SealRequest::Version { key, .. } | SealRequest::Tombstone { key, .. } => key,
+            SealRequest::Version { key, .. }
+            | SealRequest::Tombstone { key, .. }
+            | SealRequest::Access { key, .. } => key,
         }
+    }
+}
+
+/// The key an access record is sealed under: `AuditEvent/<id>/_history/1`.
+/// The gateway delivers it with `PUT AuditEvent/<id>`, which creates
+/// version 1 in the audit repository; any later version of it is an edit
+/// of an access record, reported by `inkan audit` as unsealed.
+pub fn access_record_key(id: &str) -> VersionKey {
+    VersionKey {
+        resource_type: "AuditEvent".into(),
+        id: id.into(),
+        version_id: "1".into(),
     }
 }
 
@@ -147,6 +170,22 @@ pub fn compare_with_record(record: &IndexRecord, found: Option<(&[u8], Format)>)
                 Err(_) => tampered("the returned version is not valid FHIR"),
             }
         }
+        (LeafKind::Access, Some((bytes, format))) => {
+            match resource::canonical_access_record(bytes, format) {
+                Ok(canonical)
+                    if leaf::access_commitment(&record.salt, &canonical)
+                        == record.leaf.commitment =>
+                {
+                    VersionCheck::Verified {
+                        leaf_index,
+                        backfilled,
+                    }
+                }
+                Ok(_) => tampered("the access record differs from the sealed one"),
+                Err(_) => tampered("the returned access record is not valid FHIR"),
+            }
+        }
+        (LeafKind::Access, None) => tampered("an access record was deleted"),
         (LeafKind::Version, None) => tampered("sealed as a version, reported as a deletion"),
         (LeafKind::Tombstone, Some(_)) => tampered("sealed as a deletion, returned with content"),
         (LeafKind::Tombstone, None) => {
@@ -528,6 +567,22 @@ impl Ledger {
                         salt,
                         content_digest: Some(leaf::content_digest(&canonical)),
                         original_digest,
+                        deliver: None,
+                    }
+                }
+                SealRequest::Access { key, event } => {
+                    let canonical = resource::canonical_access_record(&event, Format::Json)?;
+                    NewEntry {
+                        key,
+                        leaf: Leaf {
+                            kind: LeafKind::Access,
+                            backfilled: false,
+                            commitment: leaf::access_commitment(&salt, &canonical),
+                        },
+                        salt,
+                        content_digest: Some(leaf::content_digest(&canonical)),
+                        original_digest: None,
+                        deliver: Some(event),
                     }
                 }
                 SealRequest::Tombstone { key, backfilled } => NewEntry {
@@ -545,6 +600,7 @@ impl Ledger {
                     salt,
                     content_digest: None,
                     original_digest: None,
+                    deliver: None,
                 },
             });
         }
@@ -824,6 +880,12 @@ impl Ledger {
     pub fn open_intent(&self, description: &str) -> Result<u64, Error> {
         self.store
             .open_intent(crate::clock::unix_millis(), description)
+    }
+
+    /// Access records due for delivery (see [`crate::store::DeliveryQueue`]).
+    pub fn due_deliveries(&self, limit: usize) -> Result<Vec<crate::store::Delivery>, Error> {
+        self.store
+            .due_deliveries(crate::clock::unix_millis(), limit)
     }
 
     /// The index record of a version, if sealed.

@@ -230,6 +230,52 @@ pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error
     }
 }
 
+/// Canonical bytes of an access record (an AuditEvent the gateway wrote):
+/// the canonical form of the resource without its top-level `meta`, which
+/// the audit repository fills in (`versionId`, `lastUpdated`) when it
+/// stores the event. Pure.
+pub fn canonical_access_record(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error> {
+    let canonical = canonical_resource(bytes, format)?;
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&canonical).map_err(|e| Error::Canonical {
+            offset: 0,
+            reason: format!("canonical form is not JSON: {e}"),
+        })?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(Error::Canonical {
+            offset: 0,
+            reason: "an access record must be a JSON object".into(),
+        });
+    };
+    if object.remove("meta").is_none() {
+        return Ok(canonical);
+    }
+    let without_meta = serde_json::to_vec(&value).map_err(|e| Error::Canonical {
+        offset: 0,
+        reason: format!("cannot re-serialize the access record: {e}"),
+    })?;
+    canonical::canonicalize(&without_meta)
+}
+
+#[cfg(test)]
+mod access_record_tests {
+    use super::*;
+
+    #[test]
+    fn the_repositorys_meta_does_not_change_an_access_records_canonical_form() {
+        let sent = br#"{"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
+        let stored = br#"{"meta":{"versionId":"1","lastUpdated":"2026-12-02T00:00:01Z"},"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
+        let edited = br#"{"meta":{"versionId":"1"},"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:09Z","x":1.50}"#;
+        let sent = canonical_access_record(sent, Format::Json).unwrap();
+        assert_eq!(canonical_access_record(stored, Format::Json).unwrap(), sent);
+        assert_ne!(canonical_access_record(edited, Format::Json).unwrap(), sent);
+        assert_eq!(
+            sent,
+            br#"{"id":"a","recorded":"2026-12-02T00:00:00Z","resourceType":"AuditEvent","x":1.50}"#
+        );
+    }
+}
+
 #[cfg(test)]
 mod depth_tests {
     use super::*;

@@ -57,6 +57,25 @@ pub struct NewEntry {
     pub content_digest: Option<Hash>,
     /// `SHA-256` of the bytes the client originally sent, when known.
     pub original_digest: Option<Hash>,
+    /// For an access record: the AuditEvent to deliver to the audit
+    /// repository, stored in the same transaction as the leaf and kept
+    /// until [`DeliveryQueue::settle_deliveries`] says it arrived.
+    pub deliver: Option<Vec<u8>>,
+}
+
+/// An access record waiting for the audit repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The leaf that seals it.
+    pub leaf_index: u64,
+    /// `AuditEvent/<id>/_history/1`.
+    pub key: VersionKey,
+    /// The AuditEvent as the gateway wrote it (JSON).
+    pub body: Vec<u8>,
+    /// Attempts so far. After one, the event may have arrived even though
+    /// the attempt was not acknowledged: the deliverer looks before it
+    /// sends again.
+    pub attempts: u32,
 }
 
 /// An index row: where a version's leaf is and how to reopen it.
@@ -106,12 +125,24 @@ pub struct StoredCheckpoint {
 /// implemented, wrapped (fault injection in tests) and reasoned about on
 /// its own. Every method may be called from many threads at once.
 pub trait LedgerStore:
-    LeafLog + VersionIndex + IntentJournal + CheckpointStore + AnchorState + std::fmt::Debug
+    LeafLog
+    + VersionIndex
+    + IntentJournal
+    + CheckpointStore
+    + AnchorState
+    + DeliveryQueue
+    + std::fmt::Debug
 {
 }
 
 impl<T> LedgerStore for T where
-    T: LeafLog + VersionIndex + IntentJournal + CheckpointStore + AnchorState + std::fmt::Debug
+    T: LeafLog
+        + VersionIndex
+        + IntentJournal
+        + CheckpointStore
+        + AnchorState
+        + DeliveryQueue
+        + std::fmt::Debug
 {
 }
 
@@ -225,6 +256,33 @@ pub trait AnchorState: Send + Sync {
     fn anchor_health(&self) -> Result<Vec<AnchorHealth>, Error>;
 }
 
+/// Access records waiting for the audit repository. An entry appended
+/// with [`NewEntry::deliver`] MUST be queued in the same transaction as its
+/// leaf (an acknowledged access record is never sealed but undeliverable,
+/// nor delivered but unsealed). Every method here MUST be durable once it
+/// returns: the deliverer relies on it to neither lose nor duplicate an
+/// event across a crash.
+pub trait DeliveryQueue: Send + Sync {
+    /// Up to `limit` records whose next attempt is due at `now_ms`, oldest
+    /// leaf first.
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, Error>;
+    /// Counts an attempt for each leaf before it is sent, so that after a
+    /// crash the deliverer knows the event may already have arrived.
+    fn record_attempts(&self, leaf_indexes: &[u64]) -> Result<(), Error>;
+    /// The records arrived: forget them (the leaf and the index row stay).
+    fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error>;
+    /// The attempt failed: try again at `next_attempt_ms`, remembering why.
+    fn defer_deliveries(
+        &self,
+        leaf_indexes: &[u64],
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), Error>;
+    /// How many records wait, and the oldest one's sealing time (Unix
+    /// seconds).
+    fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error>;
+}
+
 fn db_error(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
 }
@@ -272,6 +330,13 @@ CREATE TABLE IF NOT EXISTS receipts (
     backend TEXT NOT NULL,
     receipt TEXT NOT NULL,
     PRIMARY KEY (size, backend)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    leaf_index      INTEGER PRIMARY KEY REFERENCES leaves(leaf_index),
+    body            BLOB NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT
 );
 ";
 
@@ -560,6 +625,12 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
                     entry.original_digest.as_ref().map(|d| d.as_slice()),
                     now,
                 ])?;
+                if let Some(body) = &entry.deliver {
+                    tx.prepare_cached(
+                        "INSERT INTO deliveries (leaf_index, body) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![next, body.as_slice()])?;
+                }
                 indexes.push(Appended {
                     leaf_index: next,
                     data,
@@ -927,6 +998,98 @@ impl AnchorState for SqliteStore {
             )?;
             let rows = stmt.query_map(params![size], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
+        })
+    }
+}
+
+impl DeliveryQueue for SqliteStore {
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, Error> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT d.leaf_index, v.resource_type, v.id, v.version_id, d.body, d.attempts
+                 FROM deliveries d JOIN versions v ON v.leaf_index = d.leaf_index
+                 WHERE d.next_attempt_ms <= ?1 ORDER BY d.leaf_index LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_ms, limit], |r| {
+                Ok(Delivery {
+                    leaf_index: r.get(0)?,
+                    key: VersionKey {
+                        resource_type: r.get(1)?,
+                        id: r.get(2)?,
+                        version_id: r.get(3)?,
+                    },
+                    body: r.get(4)?,
+                    attempts: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn record_attempts(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
+        self.update_deliveries(
+            leaf_indexes,
+            "UPDATE deliveries SET attempts = attempts + 1 WHERE leaf_index = ?1",
+            |_| Vec::new(),
+        )
+    }
+
+    fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
+        self.update_deliveries(
+            leaf_indexes,
+            "DELETE FROM deliveries WHERE leaf_index = ?1",
+            |_| Vec::new(),
+        )
+    }
+
+    fn defer_deliveries(
+        &self,
+        leaf_indexes: &[u64],
+        next_attempt_ms: i64,
+        error: &str,
+    ) -> Result<(), Error> {
+        self.update_deliveries(
+            leaf_indexes,
+            "UPDATE deliveries SET next_attempt_ms = ?2, last_error = ?3 WHERE leaf_index = ?1",
+            |_| vec![next_attempt_ms.into(), error.to_owned().into()],
+        )
+    }
+
+    fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT COUNT(*), MIN(v.sealed_at) FROM deliveries d JOIN versions v ON v.leaf_index = d.leaf_index",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql` once per leaf index (`?1`, then the values `extra`
+    /// gives) in one durable transaction.
+    fn update_deliveries(
+        &self,
+        leaf_indexes: &[u64],
+        sql: &str,
+        extra: impl Fn(u64) -> Vec<rusqlite::types::Value>,
+    ) -> Result<(), Error> {
+        if leaf_indexes.is_empty() {
+            return Ok(());
+        }
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(sql)?;
+                for &index in leaf_indexes {
+                    let mut values: Vec<rusqlite::types::Value> = vec![(index as i64).into()];
+                    values.extend(extra(index));
+                    stmt.execute(rusqlite::params_from_iter(values))?;
+                }
+            }
+            tx.commit()
         })
     }
 }

@@ -229,6 +229,66 @@ fn reopen_keeps_the_tree_and_fsck_finds_damage() {
 }
 
 #[test]
+fn an_access_record_is_queued_with_its_leaf_proves_as_stored_and_an_edit_is_tampering() {
+    use ledger::log::{access_record_key, VersionCheck};
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path(), &options()).unwrap();
+    seal(&ledger, "p1", "1", patient("p1", "1", "Yamada"));
+    let event = br#"{"resourceType":"AuditEvent","id":"ae-1","recorded":"2026-12-02T01:02:03.456Z","outcome":"0"}"#;
+    let sealed = ledger
+        .seal(vec![SealRequest::Access {
+            key: access_record_key("ae-1"),
+            event: event.to_vec(),
+        }])
+        .unwrap();
+    assert_eq!(sealed[0].leaf_index, 1);
+
+    // Queued in the same commit, until delivered.
+    let due = ledger.due_deliveries(10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].leaf_index, due[0].attempts), (1, 0));
+    assert_eq!(due[0].body, event.to_vec());
+    ledger.store().record_attempts(&[1]).unwrap();
+    ledger
+        .store()
+        .defer_deliveries(&[1], i64::MAX, "repository down")
+        .unwrap();
+    assert!(ledger.due_deliveries(10).unwrap().is_empty(), "deferred");
+    assert_eq!(ledger.store().delivery_backlog().unwrap().0, 1);
+    ledger.store().mark_delivered(&[1]).unwrap();
+    assert_eq!(ledger.store().delivery_backlog().unwrap().0, 0);
+
+    // The repository adds meta; the record still verifies, offline too.
+    let stored = br#"{"resourceType":"AuditEvent","id":"ae-1","meta":{"versionId":"1","lastUpdated":"2026-12-02T01:02:04Z"},"recorded":"2026-12-02T01:02:03.456Z","outcome":"0"}"#;
+    let key = access_record_key("ae-1");
+    assert!(matches!(
+        ledger.check_version(&key, stored, Format::Json).unwrap(),
+        VersionCheck::Verified { leaf_index: 1, .. }
+    ));
+    let edited = String::from_utf8(stored.to_vec())
+        .unwrap()
+        .replace(r#""outcome":"0""#, r#""outcome":"4""#);
+    assert!(matches!(
+        ledger.check_version(&key, edited.as_bytes(), Format::Json).unwrap(),
+        VersionCheck::Tampered { leaf_index: 1, .. }
+    ));
+    ledger.checkpoint().unwrap().unwrap();
+    let bundle = ledger.proof_bundle(&key).unwrap();
+    assert_eq!(bundle.kind, "access");
+    let verifier = ledger.verifier();
+    verify_bundle(&bundle, Some(stored), &verifier).unwrap();
+    let refused = verify_bundle(&bundle, Some(edited.as_bytes()), &verifier).unwrap_err();
+    assert!(refused.to_string().contains("commitment mismatch"), "{refused}");
+    // The same bytes sealed as an ordinary version do not verify as the
+    // access record (domain separation).
+    let other = stored.to_vec();
+    let mut as_version = bundle.clone();
+    as_version.kind = "version".into();
+    assert!(verify_bundle(&as_version, Some(&other), &verifier).is_err());
+    assert_eq!(ledger.fsck().unwrap(), Vec::<String>::new());
+}
+
+#[test]
 fn xml_and_json_of_one_version_share_a_commitment() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open(dir.path(), &options()).unwrap();
@@ -557,7 +617,8 @@ mod failed_but_persisted {
     use ledger::merkle::Hash;
     use ledger::store::{
         AnchorHealth, AnchorState, Appended, CheckpointStore, IndexRecord, Intent, IntentJournal,
-        LeafLog, NewEntry, SqliteStore, StoredCheckpoint, VersionIndex, VersionKey,
+        Delivery, DeliveryQueue, LeafLog, NewEntry, SqliteStore, StoredCheckpoint, VersionIndex,
+        VersionKey,
     };
     use ledger::Error;
 
@@ -629,6 +690,24 @@ mod failed_but_persisted {
         }
         fn open_intents(&self) -> Result<Vec<Intent>, Error> {
             self.inner.open_intents()
+        }
+    }
+
+    impl DeliveryQueue for LostAcknowledgements {
+        fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, Error> {
+            self.inner.due_deliveries(now_ms, limit)
+        }
+        fn record_attempts(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
+            self.inner.record_attempts(leaf_indexes)
+        }
+        fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
+            self.inner.mark_delivered(leaf_indexes)
+        }
+        fn defer_deliveries(&self, leaf_indexes: &[u64], next: i64, error: &str) -> Result<(), Error> {
+            self.inner.defer_deliveries(leaf_indexes, next, error)
+        }
+        fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error> {
+            self.inner.delivery_backlog()
         }
     }
 
