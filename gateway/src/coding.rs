@@ -5,7 +5,7 @@
 //! seal, verify-on-read, Japanese text, JP Core checks, `$verify`) needs the
 //! decoded bytes, while real clients (Python `requests`, Node's fetch) ask
 //! for compressed answers by default and may compress what they send. So:
-//! request bodies are decoded (step 4) before steps 8 and 9 inspect them; the upstream is
+//! request bodies are decoded (step 5) before steps 10 and 11 inspect them; the upstream is
 //! offered only codings the gateway can decode; an inspected upstream answer
 //! is decoded, worked on, and encoded again in a coding the client accepts.
 //! Bodies the gateway does not inspect (a large `Binary`, `$export` NDJSON)

@@ -44,6 +44,8 @@ pub struct Config {
     pub japanese: JapaneseConfig,
     pub anchors: AnchorsConfig,
     pub admin: AdminConfig,
+    pub auth: AuthConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,104 @@ impl Default for Config {
             japanese: JapaneseConfig::default(),
             anchors: AnchorsConfig::default(),
             admin: AdminConfig::default(),
+            auth: AuthConfig::default(),
+            audit: AuditConfig::default(),
+        }
+    }
+}
+
+/// Who the caller is (docs/security.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `passthrough` (default): the upstream decides who may do what; a
+    /// bearer JWT's claims are recorded in access records as unverified.
+    /// `jwt`: the gateway validates bearer tokens (401 otherwise) and
+    /// enforces SMART App Launch scopes and patient context (403).
+    pub mode: AuthMode,
+    /// The token issuer (`iss`). Its keys come from OpenID Connect
+    /// discovery (`<issuer>/.well-known/openid-configuration` → `jwks_uri`)
+    /// unless `jwks_file` is set. Must be https (plain http only on
+    /// loopback). Required for `jwt`.
+    pub issuer: Option<String>,
+    /// Accepted audiences (`aud`): the FHIR base URL(s) the tokens are
+    /// issued for, e.g. `https://fhir.example-hospital.jp/fhir`. Required
+    /// for `jwt`.
+    pub audience: Vec<String>,
+    /// A JWK set file to use instead of discovery (keys never refreshed).
+    pub jwks_file: Option<PathBuf>,
+    /// CA certificates (PEM) for the issuer's https; default the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds. Default 30.
+    pub leeway_seconds: u64,
+    /// Seconds the issuer's keys are cached. Default 3,600.
+    pub jwks_cache_seconds: u64,
+    /// A token with an unknown `kid` refreshes the keys at most once per
+    /// this many seconds. Default 30.
+    pub jwks_refresh_min_interval_seconds: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Passthrough,
+            issuer: None,
+            audience: Vec::new(),
+            jwks_file: None,
+            ca_file: None,
+            leeway_seconds: 30,
+            jwks_cache_seconds: 3600,
+            jwks_refresh_min_interval_seconds: 30,
+        }
+    }
+}
+
+/// Whether the gateway validates bearer tokens itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Passthrough,
+    Jwt,
+}
+
+/// Access records: one IHE BALP AuditEvent per request, sealed in the
+/// ledger before the answer leaves and delivered to an audit repository
+/// (docs/audit-trail.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Record access. Default false. Needs `ledger.seal_writes`.
+    pub enabled: bool,
+    /// FHIR base URL of the audit repository. Default: the upstream
+    /// (with the upstream's TLS settings and `bearer_token_file`).
+    pub repository_url: Option<String>,
+    /// Bearer token for the repository (owner-only file), when it is not
+    /// the upstream.
+    pub repository_bearer_token_file: Option<PathBuf>,
+    /// Events per delivery (one transaction Bundle). Default 100.
+    pub batch_size: usize,
+    /// Milliseconds between delivery rounds when nothing is waiting.
+    /// Default 500.
+    pub delivery_interval_ms: u64,
+    /// Patients named per request: one AuditEvent per request and patient
+    /// (BALP), at most this many; the rest are counted in one event
+    /// without a patient. Default 100.
+    pub max_patients_per_request: usize,
+    /// Name of this gateway in access records (`source.observer`).
+    /// Default: `ledger.origin`.
+    pub observer: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: false,
+            repository_url: None,
+            repository_bearer_token_file: None,
+            batch_size: 100,
+            delivery_interval_ms: 500,
+            max_patients_per_request: 100,
+            observer: None,
         }
     }
 }
@@ -625,6 +725,23 @@ impl Config {
         if self.upstream.client_cert_file.is_some() != self.upstream.client_key_file.is_some() {
             return Err(ConfigError::Invalid(
                 "upstream.client_cert_file and upstream.client_key_file go together".into(),
+            ));
+        }
+        if self.audit.enabled && !self.ledger.seal_writes {
+            return Err(ConfigError::Invalid(
+                "audit.enabled needs ledger.seal_writes: access records are sealed in the ledger".into(),
+            ));
+        }
+        if self.audit.batch_size == 0 || self.audit.max_patients_per_request == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.batch_size and audit.max_patients_per_request must be at least 1".into(),
+            ));
+        }
+        if self.auth.mode == AuthMode::Jwt
+            && (self.auth.issuer.is_none() || self.auth.audience.is_empty())
+        {
+            return Err(ConfigError::Invalid(
+                "auth.mode = \"jwt\" needs auth.issuer and auth.audience".into(),
             ));
         }
         if let Some(public) = &self.public_base_url {

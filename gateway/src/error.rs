@@ -97,6 +97,16 @@ pub enum GatewayError {
     /// is relayed: 401, 403 or 404).
     #[error("the upstream did not let this caller read this version (HTTP {status})")]
     CallerMayNotRead { status: u16 },
+    /// `[auth] mode = "jwt"` and the request carries no bearer token.
+    #[error("this FHIR endpoint needs a bearer token")]
+    MissingToken,
+    /// `[auth] mode = "jwt"` and the bearer token failed validation.
+    #[error("the bearer token was refused: {reason}")]
+    InvalidToken { reason: String },
+    /// The token is valid but its scopes or patient context do not allow
+    /// this request.
+    #[error("not allowed: {reason}")]
+    Forbidden { reason: String },
     /// Too many `$verify` requests from one caller.
     #[error("too many $verify requests from this caller; retry later")]
     RateLimited,
@@ -122,6 +132,8 @@ pub enum IssueType {
     Throttled,
     Security,
     Invariant,
+    Login,
+    Forbidden,
 }
 
 impl IssueType {
@@ -138,6 +150,8 @@ impl IssueType {
             IssueType::Throttled => "throttled",
             IssueType::Security => "security",
             IssueType::Invariant => "invariant",
+            IssueType::Login => "login",
+            IssueType::Forbidden => "forbidden",
         }
     }
 }
@@ -152,7 +166,10 @@ impl GatewayError {
             | GatewayError::ResponseTooLarge { .. }
             | GatewayError::TamperedVersion { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NoProof { .. } => StatusCode::NOT_FOUND,
-            GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::AdminUnauthorized
+            | GatewayError::MissingToken
+            | GatewayError::InvalidToken { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
             GatewayError::AdminClosed => StatusCode::FORBIDDEN,
             GatewayError::CallerMayNotRead { status } => match status {
                 401 => StatusCode::UNAUTHORIZED,
@@ -210,6 +227,8 @@ impl GatewayError {
             GatewayError::NoProof { .. } => IssueType::NotFound,
             GatewayError::Ledger { .. } => IssueType::Exception,
             GatewayError::CallerMayNotRead { status: 404 } => IssueType::NotFound,
+            GatewayError::MissingToken | GatewayError::InvalidToken { .. } => IssueType::Login,
+            GatewayError::Forbidden { .. } => IssueType::Forbidden,
             GatewayError::AdminUnauthorized
             | GatewayError::AdminClosed
             | GatewayError::CallerMayNotRead { .. } => IssueType::Security,
@@ -275,6 +294,9 @@ impl GatewayError {
             GatewayError::AdminClosed => "admin_closed",
             GatewayError::CallerMayNotRead { .. } => "caller_may_not_read",
             GatewayError::RateLimited => "rate_limited",
+            GatewayError::MissingToken => "missing_token",
+            GatewayError::InvalidToken { .. } => "invalid_token",
+            GatewayError::Forbidden { .. } => "forbidden",
             GatewayError::Overloaded => "overloaded",
             GatewayError::ShuttingDown => "shutting_down",
         }

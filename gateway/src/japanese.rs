@@ -1,4 +1,4 @@
-//! Steps 8 and 9 (request body, search values): Japanese charsets and text normalization of request
+//! Steps 10 and 11 (request body, search values): Japanese charsets and text normalization of request
 //! bodies (JP Core). The rules themselves live in `profiles-jp`; this file
 //! decides when they run and turns their findings into HTTP answers.
 //!
@@ -43,7 +43,7 @@ pub struct Japanese {
 /// declared); `None` when it was UTF-8 already.
 pub type DecodedFrom = Option<(&'static str, bool)>;
 
-/// What steps 8 and 9 did to the text.
+/// What steps 10 and 11 did to the text.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct TextReport {
     /// The charset decoded from, when not UTF-8; `detected` when undeclared.

@@ -15,6 +15,8 @@
 //! - [`config`], [`error`], [`metrics`], [`headers`], [`body`],
 //!   [`coding`], [`tls`], [`secret_file`].
 
+pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod coding;
 pub mod commands;

@@ -171,6 +171,27 @@ async fn run(config: Config) -> ExitCode {
             in_flight_bound,
         ));
     }
+    gateway.authenticator().prefetch().await;
+    if let (Some(sealer), true) = (gateway.sealer(), gateway.config.audit.enabled) {
+        // Access records go to the audit repository in the background;
+        // what waits is in the ledger, so a restart resumes delivery.
+        let repository = match inkan::audit::deliver::repository(&gateway.config) {
+            Ok(repository) => repository,
+            Err(error) => return fail(&error),
+        };
+        let delivered = gateway
+            .metrics
+            .access_records
+            .get_or_create(&inkan::metrics::KindLabels { kind: "delivered" })
+            .clone();
+        tokio::spawn(inkan::audit::deliver::run(
+            sealer.clone(),
+            repository,
+            gateway.config.audit.batch_size,
+            std::time::Duration::from_millis(gateway.config.audit.delivery_interval_ms),
+            delivered,
+        ));
+    }
     inkan::server::serve(gateway, listener, tls, shutdown_signal()).await;
     ExitCode::SUCCESS
 }

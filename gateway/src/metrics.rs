@@ -58,6 +58,9 @@ pub struct Metrics {
     pub anchor_failures: Family<BackendLabels, Gauge<i64, AtomicI64>>,
     /// Writes by seal result (`sealed`, `failed`).
     pub seals: Family<KindLabels, Counter>,
+    /// Access records by result (`sealed`: events sealed and queued;
+    /// `failed`: a request whose answer was withheld; `delivered`).
+    pub access_records: Family<KindLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -79,6 +82,7 @@ impl Metrics {
         let xml_conversions = Family::<KindLabels, Counter>::default();
         let read_verifications = Family::<KindLabels, Counter>::default();
         let seals = Family::<KindLabels, Counter>::default();
+        let access_records = Family::<KindLabels, Counter>::default();
         let text_changes = Family::<KindLabels, Counter>::default();
         let anchor_lag_checkpoints = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
         let anchor_lag_seconds = Family::<BackendLabels, Gauge<i64, AtomicI64>>::default();
@@ -112,6 +116,11 @@ impl Metrics {
             "seals",
             "Writes sealed in the ledger, by result (failed: committed upstream, needs repair)",
             seals.clone(),
+        );
+        registry.register(
+            "access_records",
+            "BALP AuditEvents by result (sealed and queued, failed, delivered to the audit repository)",
+            access_records.clone(),
         );
         registry.register(
             "http_requests",
@@ -153,6 +162,7 @@ impl Metrics {
             xml_conversions,
             read_verifications,
             seals,
+            access_records,
             text_changes,
             anchor_lag_checkpoints,
             anchor_lag_seconds,

@@ -151,9 +151,19 @@ async fn serve_connection(
             }
         }
     };
+    let certificate_subject = match &io {
+        ClientIo::Tls(stream) => stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| crate::tls::certificate_subject(cert.as_ref())),
+        ClientIo::Plain(_) => None,
+    };
     let conn_info = Connection {
         peer,
         tls: matches!(io, ClientIo::Tls(_)),
+        certificate_subject,
     };
     let service_activity = activity.clone();
     let service = service_fn(move |request| {

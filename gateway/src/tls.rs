@@ -122,3 +122,13 @@ pub fn client_tls(
         _ => Ok(builder.with_no_client_auth()),
     }
 }
+
+/// The subject of a DER certificate as an RFC 4514 string, e.g.
+/// `CN=ward-terminal-3,O=Example Hospital`: the identity of a client that
+/// authenticated with it. `None` for a certificate that does not parse
+/// (the handshake already verified it; this only names it).
+pub fn certificate_subject(der: &[u8]) -> Option<std::sync::Arc<str>> {
+    use x509_cert::der::Decode;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    Some(certificate.tbs_certificate.subject.to_string().into())
+}

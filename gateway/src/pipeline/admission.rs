@@ -1,4 +1,4 @@
-//! Step 5, admit. Runs once the body is in. Takes one of
+//! Step 6, admit. Runs once the body is in. Takes one of
 //! `limits.max_concurrent_requests` permits and counts the request in the
 //! in-flight gauge; both are released when the returned guard drops, so a
 //! request cancelled midway (an HTTP/2 reset drops its future) cannot leak

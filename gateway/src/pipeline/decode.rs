@@ -1,8 +1,8 @@
-//! Step 12, decode. Runs on every upstream answer. When the answer is in
+//! Step 14, decode. Runs on every upstream answer. When the answer is in
 //! a content coding and the gateway will look into it (a FHIR JSON/XML
 //! body, or the answer to a write it seals), buffers it (within
 //! `limits.max_inspected_response_bytes`), decodes it and removes
-//! `Content-Encoding`; step 17 encodes the final body again for the
+//! `Content-Encoding`; step 19 encodes the final body again for the
 //! client. Anything else — HEAD, identity, other media types — passes
 //! untouched. May change: the answer's body and its `Content-Encoding`
 //! and `Content-Length`. Results: the answer and its [`AnswerCoding`]

@@ -1,12 +1,12 @@
-//! Step 17, encode. Runs last on buffered answers. The client gets the
-//! content coding it asked for: the upstream's again (step 12 decoded it;
+//! Step 19, encode. Runs last on buffered answers. The client gets the
+//! content coding it asked for: the upstream's again (step 14 decoded it;
 //! its own bytes are resent when no step changed the body), or, for an
 //! answer the upstream sent plain, the client's preferred coding once the
 //! body is worth compressing. Then `Content-Length` and `Repr-Digest` (RFC
 //! 9530, for sealed writes: the digest of the representation as sent).
 //! Every answer, streamed ones too, then gets [`gateway_headers`]:
-//! `Inkan-Seal` and friends from step 13, `Inkan-Text` and
-//! `Inkan-JP-Core` from steps 8 and 9. Never fails.
+//! `Inkan-Seal` and friends from step 15, `Inkan-Text` and
+//! `Inkan-JP-Core` from steps 10 and 11. Never fails.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -88,7 +88,7 @@ fn content_coding(
     body
 }
 
-/// The gateway's own headers on any answer: what step 13 sealed, and
+/// The gateway's own headers on any answer: what step 15 sealed, and
 /// what the Japanese rules changed and found in the request.
 pub(super) fn gateway_headers(
     headers: &mut http::HeaderMap,

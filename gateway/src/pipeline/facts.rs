@@ -1,7 +1,7 @@
 //! What the steps pass on. [`RequestFacts`] are fixed by routing (step 3)
 //! and read-only afterwards; [`ResponsePlan`] is decided by negotiation
-//! (step 7); [`Outgoing`] is the request as it will leave (steps 8, 9);
-//! [`AnswerCoding`] is what decoding (step 12) did to the upstream's
+//! (step 9); [`Outgoing`] is the request as it will leave (steps 10, 11);
+//! [`AnswerCoding`] is what decoding (step 14) did to the upstream's
 //! content coding.
 
 use std::time::Instant;
@@ -58,7 +58,7 @@ pub(super) struct ResponsePlan {
     pub advertise_seal_ops: bool,
     /// The legacy charset the client wants the answer in, if any.
     pub response_charset: Option<profiles_jp::charset::JpCharset>,
-    /// Whether (and how) step 15 verifies the versions in the answer.
+    /// Whether (and how) step 17 verifies the versions in the answer.
     pub verify: Option<Shape>,
 }
 
@@ -67,13 +67,13 @@ pub(super) struct ResponsePlan {
 pub(super) struct Outgoing {
     pub body: Bytes,
     pub content_type: Option<ContentType>,
-    /// The query to forward (search values normalized by step 9).
+    /// The query to forward (search values normalized by step 11).
     pub query: Option<String>,
-    /// What steps 8 and 9 changed in the text.
+    /// What steps 10 and 11 changed in the text.
     pub text_report: TextReport,
 }
 
-/// The upstream's content coding after step 12.
+/// The upstream's content coding after step 14.
 #[derive(Debug, Default)]
 pub(super) enum AnswerCoding {
     /// The upstream sent it plain.
@@ -91,4 +91,18 @@ pub(super) enum AnswerCoding {
     /// Still encoded: too large to decode, or `unknown` coding. Streamed
     /// untouched.
     StillEncoded { unknown: Option<String> },
+}
+
+/// What the access record of a request says, gathered while it is
+/// served: the caller (step 4), the grant (step 7), the patients an
+/// answer names (step 17), a refusal (step 20); step 21 writes it.
+#[derive(Debug, Default)]
+pub(super) struct AccessNotes {
+    pub caller: crate::auth::Caller,
+    pub grant: crate::auth::Grant,
+    /// Patient ids, in order, without repeats (at most one more than
+    /// `audit.max_patients_per_request`).
+    pub patients: Vec<String>,
+    /// The gateway's refusal, when it answered with an error.
+    pub refusal: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! Step 11, forward. Runs on every request not answered by an earlier
+//! Step 13, forward. Runs on every request not answered by an earlier
 //! step. Builds the upstream request — same method, path and query (the
 //! normalized query; `_format` pointing at JSON when bridging), end-to-end
 //! headers only, `X-Forwarded-*`, `X-Request-Id`, the `Authorization`

@@ -1,9 +1,9 @@
-//! Step 14, inspect. Runs on every upstream answer that reaches the
+//! Step 16, inspect. Runs on every upstream answer that reaches the
 //! client. Relays the status and end-to-end headers (hop-by-hop headers
 //! and look-alikes of the gateway's own `Inkan-*` headers dropped;
 //! `Location` and `Content-Location` rewritten to the public base), then
 //! decides whether the body is looked into: FHIR JSON or XML within
-//! `limits.max_inspected_response_bytes` is buffered for steps 15–17;
+//! `limits.max_inspected_response_bytes` is buffered for steps 17–17;
 //! anything else (HEAD, other media types, too large, still encoded)
 //! streams on untouched, counted as uninspected. Results: the streamed
 //! answer or the buffered one; 502 when an answer that must be converted
@@ -20,16 +20,16 @@ use crate::error::GatewayError;
 use crate::fhir::format::{ContentType, WireFormat};
 use crate::headers;
 
-/// The answer after step 14.
+/// The answer after step 16.
 #[derive(Debug)]
 pub(super) enum Inspected {
     /// Relayed as it comes; later steps do not run.
     Streamed(Response<ResponseBody>),
-    /// Buffered for steps 15 to 17.
+    /// Buffered for steps 17 to 19.
     Buffered { head: Head, body: Bytes },
 }
 
-/// The head of a buffered answer and what steps 15–17 need to know of it.
+/// The head of a buffered answer and what steps 17–17 need to know of it.
 #[derive(Debug)]
 pub(super) struct Head {
     pub parts: http::response::Parts,
@@ -57,7 +57,7 @@ impl Gateway {
             return Ok(Inspected::Streamed(Response::from_parts(parts, body)));
         }
         if let AnswerCoding::StillEncoded { unknown } = coding {
-            // Step 12 could not decode it: relay it as the upstream sent it.
+            // Step 14 could not decode it: relay it as the upstream sent it.
             if convert_to_xml {
                 return Err(match unknown {
                     Some(named) => GatewayError::ResponseConversion {

@@ -1,4 +1,4 @@
-//! Step 10, journal. Runs on writes the ledger seals (create, update,
+//! Step 12, journal. Runs on writes the ledger seals (create, update,
 //! patch, delete, their conditional forms, batch and transaction), before
 //! they are forwarded. A conditional delete names no resource, so what its
 //! condition matches now is looked up first (its tombstones are sealed
@@ -18,7 +18,7 @@ use crate::seal::write::conditional_matches;
 use crate::seal::Sealer;
 use crate::upstream::UpstreamReader;
 
-/// A write recorded in the journal, with what step 13 needs.
+/// A write recorded in the journal, with what step 15 needs.
 #[derive(Debug)]
 pub(super) struct JournaledWrite<'a> {
     pub pending: PendingWrite<'a>,

@@ -1,4 +1,4 @@
-//! Step 7, negotiate. Runs on every forwarded request. Decides, from the
+//! Step 9, negotiate. Runs on every forwarded request. Decides, from the
 //! client's headers and what the gateway knows of the upstream, the
 //! [`ResponsePlan`]: whether the XML bridge is in play (the client wants
 //! or sends XML and the upstream speaks only JSON), what the

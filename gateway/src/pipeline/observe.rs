@@ -1,4 +1,4 @@
-//! Step 18, observe. Runs on every routed request, whatever happened:
+//! Step 20, observe. Runs on every routed request, whatever happened:
 //! the request metrics (count and latency per interaction and status) and
 //! one access-log line (no bodies, no query values: search values are
 //! health data). A request the gateway refused itself is answered here
@@ -113,7 +113,7 @@ impl Gateway {
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Counts what the Japanese rules changed (steps 8 and 9).
+    /// Counts what the Japanese rules changed (steps 10 and 11).
     pub(super) fn count_text_changes(&self, report: &TextReport) {
         if let Some((_, detected)) = report.decoded_from {
             let kind = if detected {
@@ -153,11 +153,26 @@ fn outcome_response(
         CONTENT_TYPE,
         HeaderValue::from_static(format.fhir_media_type()),
     );
-    if matches!(error, GatewayError::AdminUnauthorized) {
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"inkan-admin\""),
-        );
+    // RFC 6750 §3: no error code when no token came; `invalid_token`
+    // and `insufficient_scope` otherwise, with a description (ASCII, no
+    // quotes, so it cannot break the header).
+    let challenge = match error {
+        GatewayError::AdminUnauthorized => Some("Bearer realm=\"inkan-admin\"".to_owned()),
+        GatewayError::MissingToken => Some("Bearer realm=\"inkan\"".to_owned()),
+        GatewayError::InvalidToken { reason } => Some(format!(
+            "Bearer realm=\"inkan\", error=\"invalid_token\", error_description=\"{}\"",
+            header_safe(reason)
+        )),
+        GatewayError::Forbidden { reason } => Some(format!(
+            "Bearer realm=\"inkan\", error=\"insufficient_scope\", error_description=\"{}\"",
+            header_safe(reason)
+        )),
+        _ => None,
+    };
+    if let Some(value) = challenge.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, value);
     }
     if matches!(
         error,
@@ -168,6 +183,16 @@ fn outcome_response(
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
     response
+}
+
+/// Text for a quoted header parameter: printable ASCII without `"` or `\`.
+fn header_safe(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 pub(super) fn with_request_id(

@@ -1,4 +1,4 @@
-//! Step 4, receive. Runs on every routed request, before admission: a
+//! Step 5, receive. Runs on every routed request, before admission: a
 //! slow body holds no concurrency permit; it is bounded instead by the
 //! body timeout, the connection cap and its own slots
 //! (`limits.max_bodies_in_progress`, so memory stays under that many times

@@ -1,4 +1,4 @@
-//! Step 8, request body. Runs on every forwarded request with a body in a
+//! Step 10, request body. Runs on every forwarded request with a body in a
 //! FHIR format. Decodes Japanese legacy charsets to UTF-8 and normalizes
 //! the text (see [`crate::japanese`]), checks FHIR JSON syntax, converts
 //! FHIR XML to JSON when bridging, and sends natively-sent XML on as JSON

@@ -1,4 +1,4 @@
-//! Step 13, seal. Runs on the answer to a write the ledger seals (see
+//! Step 15, seal. Runs on the answer to a write the ledger seals (see
 //! [`crate::seal::write`] for which versions and how), after decoding and
 //! before the client hears anything. A refused write (not 2xx) only
 //! settles its journal entry, right after forwarding
@@ -7,7 +7,7 @@
 //! are read back from the upstream instead) and its versions are appended
 //! to the ledger; the journal entry is then closed, or kept open with the
 //! reason. Changes nothing in the answer. Results: the answer and the
-//! [`SealOutcome`] for step 17's headers. A seal that fails is not an
+//! [`SealOutcome`] for step 19's headers. A seal that fails is not an
 //! error for the client: the upstream committed, so the client gets its
 //! answer with `Inkan-Seal: failed`, and the write is left for repair.
 
@@ -79,7 +79,7 @@ impl Gateway {
         let limit = self.config.limits.max_inspected_response_bytes;
         let still_encoded = matches!(written.coding, AnswerCoding::StillEncoded { .. });
         let (stored, body) = match body::buffer_upstream(body, limit).await? {
-            // Still compressed (step 12): not the stored bytes; the seal reads them back.
+            // Still compressed (step 14): not the stored bytes; the seal reads them back.
             Buffered::Whole(bytes) if still_encoded => (None, body::full(bytes)),
             Buffered::Whole(bytes) => (Some(bytes.clone()), body::full(bytes)),
             Buffered::TooLarge { head, rest } => (None, body::prepend(head, rest)),

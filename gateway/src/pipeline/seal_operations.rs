@@ -1,4 +1,4 @@
-//! Step 6, seal operations. Runs on admitted requests while the ledger is
+//! Step 8, seal operations. Runs on admitted requests while the ledger is
 //! open. `$proof`, `$verify` and their OperationDefinitions are answered
 //! from the ledger, bound to the caller, and never forwarded (the contract
 //! is in [`crate::seal::operations`]). Changes nothing. Results: the

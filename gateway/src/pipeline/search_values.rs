@@ -1,4 +1,4 @@
-//! Step 9, search values. Runs on searches (`GET [type]?…`, `GET ?…`,
+//! Step 11, search values. Runs on searches (`GET [type]?…`, `GET ?…`,
 //! `POST …/_search`). Each search value is decoded from a legacy charset
 //! and normalized like the stored values of its parameter's type (rule 7
 //! of the Japanese rules), so a search finds what normalization stored.

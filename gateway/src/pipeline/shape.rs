@@ -1,4 +1,4 @@
-//! Step 16, shape. Runs on buffered answers after verification. Rewrites
+//! Step 18, shape. Runs on buffered answers after verification. Rewrites
 //! the upstream's base URLs to the public base (links, references,
 //! `fullUrl`s), shows the client what the gateway adds (a
 //! CapabilityStatement lists the XML formats the bridge serves, the seal

@@ -20,11 +20,11 @@ pub struct Gateway {
     /// The upstream: forwarding client, bases, the gateway's own token.
     pub(super) upstream: UpstreamReader,
     pub metrics: Metrics,
-    /// Concurrency permits (step 5).
+    /// Concurrency permits (step 6).
     pub(super) admission: Arc<Semaphore>,
-    /// Requests whose body is being read or held (step 4).
+    /// Requests whose body is being read or held (step 5).
     pub(super) body_slots: Arc<Semaphore>,
-    /// What the upstream does with XML, learned once (step 7).
+    /// What the upstream does with XML, learned once (step 9).
     pub(super) xml_support: AtomicU8,
     pub(super) shutting_down: AtomicBool,
     /// The ledger, when `ledger.seal_writes` is on.
@@ -32,13 +32,17 @@ pub struct Gateway {
     /// Japanese charsets and normalization of request bodies.
     pub(super) japanese: crate::japanese::Japanese,
     /// Search parameter types the upstream declares (`Patient.family` →
-    /// `string`; `*.name` for system-wide ones), for step 9.
+    /// `string`; `*.name` for system-wide ones), for step 11.
     pub(super) search_param_types: RwLock<std::collections::HashMap<String, String>>,
     /// SHA-256 of the admin bearer token (`[admin] token_file`), compared
     /// digest to digest so the comparison's timing says nothing about it.
     pub(super) admin_token_digest: Option<[u8; 32]>,
     /// `$verify` requests per caller and minute.
     pub(super) verify_limiter: RateLimiter,
+    /// Bearer tokens, scopes and patient context (steps 5 and 9).
+    pub(super) authenticator: crate::auth::Authenticator,
+    /// Access records (step 19), when `[audit]` is on.
+    pub(super) auditor: Option<Arc<crate::audit::Auditor>>,
     pub(super) faults: Faults,
 }
 
@@ -47,7 +51,7 @@ pub struct Gateway {
 /// them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
-    /// A pause between the upstream's commit and the seal (step 13): a
+    /// A pause between the upstream's commit and the seal (step 15): a
     /// kill in this window is a crash after commit, before seal.
     pub seal_delay: Option<std::time::Duration>,
 }
@@ -57,6 +61,9 @@ pub struct Faults {
 pub struct Connection {
     pub peer: std::net::SocketAddr,
     pub tls: bool,
+    /// The subject of the client's TLS certificate (RFC 4514), when it
+    /// sent one the listener verified.
+    pub certificate_subject: Option<Arc<str>>,
 }
 
 impl Gateway {
@@ -71,7 +78,13 @@ impl Gateway {
             Some(path) => Some(read_admin_token_digest(path)?),
             None => None,
         };
+        let auditor = match (&sealer, config.audit.enabled) {
+            (Some(sealer), true) => Some(Arc::new(crate::audit::Auditor::new(&config, sealer.clone()))),
+            _ => None,
+        };
         Ok(Gateway {
+            authenticator: crate::auth::Authenticator::new(&config.auth)?,
+            auditor,
             admin_token_digest,
             verify_limiter: RateLimiter::per_minute(config.limits.verify_requests_per_minute),
             japanese: crate::japanese::Japanese::from_config(&config.japanese)?,
@@ -102,6 +115,11 @@ impl Gateway {
     /// The seal subsystem, when the ledger is open.
     pub fn sealer(&self) -> Option<&Arc<Sealer>> {
         self.sealer.as_ref()
+    }
+
+    /// Bearer token validation, for the start-up key fetch.
+    pub fn authenticator(&self) -> &crate::auth::Authenticator {
+        &self.authenticator
     }
 
     /// The upstream as the gateway reads it for itself.

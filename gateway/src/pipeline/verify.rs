@@ -1,4 +1,4 @@
-//! Step 15, verify. Runs on buffered answers to read, vread, history and
+//! Step 17, verify. Runs on buffered answers to read, vread, history and
 //! search while the ledger is open and `ledger.verify_reads` is not `off`,
 //! on the upstream's bytes before any rewriting (the seal covers the
 //! version as the upstream stores it). The contract is in
@@ -118,7 +118,7 @@ impl Gateway {
     }
 
     /// Which shape of answer verify-on-read checks for this interaction,
-    /// if any (step 7 puts it in the plan).
+    /// if any (step 9 puts it in the plan).
     pub(super) fn verify_shape(&self, interaction: Interaction) -> Option<Shape> {
         if self.sealer.is_none() || self.config.ledger.verify_reads == VerifyReads::Off {
             return None;

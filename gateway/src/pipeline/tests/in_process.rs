@@ -111,6 +111,7 @@ async fn send(
     let conn = Connection {
         peer: "127.0.0.1:50000".parse().unwrap(),
         tls: false,
+        certificate_subject: None,
     };
     let response = gateway.clone().handle(request, conn).await;
     let (parts, body) = response.into_parts();

@@ -110,6 +110,7 @@ fn facts(bridge: bool) -> RequestFacts {
         conn: Connection {
             peer: "192.0.2.1:4000".parse().unwrap(),
             tls: false,
+            certificate_subject: None,
         },
         method: Method::GET,
         fhir_path: "/Patient".into(),
