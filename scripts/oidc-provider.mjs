@@ -36,7 +36,7 @@ const keys = [
 // SMART scopes the tests ask for, v1 (`.read`) and v2 (`.rs`), exactly as
 // requested: the provider grants only values it lists.
 const scope = [
-  'system/*.read', 'system/*.rs', 'system/Patient.rs', 'system/Observation.rs',
+  'system/*.read', 'system/*.rs', 'system/*.cruds', 'system/Patient.rs', 'system/Observation.rs',
   'patient/*.read', 'patient/*.rs', 'patient/Patient.rs', 'patient/Observation.read',
   'patient/Observation.rs', 'user/*.rs',
 ].join(' ');

@@ -291,8 +291,27 @@ pub struct Sekmet {
 
 impl Sekmet {
     pub fn start() -> Sekmet {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        Sekmet::start_in(tempfile::tempdir().unwrap(), free_port())
+    }
+
+    /// Stops the server (the database stays).
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts it again on the same port and database.
+    pub fn restart(self) -> Sekmet {
+        let Sekmet {
+            mut process,
+            port,
+            _dir: dir,
+            ..
+        } = self;
+        process.kill();
+        Sekmet::start_in(dir, port)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16) -> Sekmet {
         let data = dir.path().join("data");
         let database = data.join("sekmet.db");
         let advertised = format!("http://localhost:{port}/fhir");

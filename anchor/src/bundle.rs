@@ -198,8 +198,12 @@ pub fn verify_bundle_with(
             leaf::commitment(&salt, &canonical)
         }
         (LeafKind::Access, "access", Some(bytes)) => {
-            let canonical = resource::canonical_access_record(bytes, Format::sniff(bytes))?;
-            check_access_identity(&canonical, &bundle.resource)?;
+            let format = Format::sniff(bytes);
+            check_access_identity(
+                &resource::canonical_resource(bytes, format)?,
+                &bundle.resource,
+            )?;
+            let canonical = resource::canonical_access_record(bytes, format)?;
             leaf::access_commitment(&salt, &canonical)
         }
         (LeafKind::Version, "version", None) | (LeafKind::Access, "access", None) => {
@@ -266,9 +270,9 @@ fn check_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Err
     .map_err(|reason| Error::Bundle(format!("{reason}; the bundle is for another version")))
 }
 
-/// An access record names its type and id; its `meta` (with the
-/// repository's `versionId`) is outside the commitment, so only those two
-/// are held to the bundle.
+/// An access record must be the one the bundle names: its type and the
+/// repository's id (the id and `meta` are outside the commitment; the
+/// ledger bound the id to the leaf when the record was delivered).
 fn check_access_identity(canonical: &[u8], expected: &BundleResource) -> Result<(), Error> {
     let value: serde_json::Value = serde_json::from_slice(canonical)
         .map_err(|e| Error::Bundle(format!("the access record is not JSON: {e}")))?;

@@ -8,7 +8,7 @@
 //!           through the gateway); other bits 0
 //! commitment (version)   = SHA-256(salt ‖ canonical bytes)
 //! commitment (tombstone) = SHA-256(salt ‖ "inkan-tombstone-v1\n" ‖ type ‖ "/" ‖ id ‖ "/" ‖ versionId)
-//! commitment (access)    = SHA-256(salt ‖ "inkan-access-v1\n" ‖ canonical bytes without `meta`)
+//! commitment (access)    = SHA-256(salt ‖ "inkan-access-v1\n" ‖ canonical bytes without `id` and `meta`)
 //! salt: 32 fresh random bytes per leaf, never published in tiles
 //! ```
 //!
@@ -49,7 +49,8 @@ pub enum LeafKind {
     Tombstone = 0x02,
     /// An access record: an AuditEvent the gateway wrote about a request
     /// it served. The commitment is over the salt, a domain tag and the
-    /// canonical bytes without `meta`, which the audit repository owns.
+    /// canonical bytes without `id` and `meta`, which the audit
+    /// repository assigns.
     Access = 0x03,
 }
 

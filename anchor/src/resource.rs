@@ -231,9 +231,11 @@ pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error
 }
 
 /// Canonical bytes of an access record (an AuditEvent the gateway wrote):
-/// the canonical form of the resource without its top-level `meta`, which
-/// the audit repository fills in (`versionId`, `lastUpdated`) when it
-/// stores the event. Pure.
+/// the canonical form of the resource without its top-level `id` and
+/// `meta`, which the audit repository assigns (many servers give every
+/// created AuditEvent an id of their own, and fill in `versionId` and
+/// `lastUpdated`). The ledger binds the repository's id to the record
+/// when it is delivered. Pure.
 pub fn canonical_access_record(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error> {
     let canonical = canonical_resource(bytes, format)?;
     let mut value: serde_json::Value =
@@ -247,7 +249,8 @@ pub fn canonical_access_record(bytes: &[u8], format: Format) -> Result<Vec<u8>, 
             reason: "an access record must be a JSON object".into(),
         });
     };
-    if object.remove("meta").is_none() {
+    let had_meta = object.remove("meta").is_some();
+    if object.remove("id").is_none() && !had_meta {
         return Ok(canonical);
     }
     let without_meta = serde_json::to_vec(&value).map_err(|e| Error::Canonical {
@@ -263,15 +266,16 @@ mod access_record_tests {
 
     #[test]
     fn the_repositorys_meta_does_not_change_an_access_records_canonical_form() {
-        let sent = br#"{"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
-        let stored = br#"{"meta":{"versionId":"1","lastUpdated":"2026-12-02T00:00:01Z"},"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
+        let sent =
+            br#"{"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
+        let stored = br#"{"meta":{"versionId":"1","lastUpdated":"2026-12-02T00:00:01Z"},"resourceType":"AuditEvent","id":"server-7","recorded":"2026-12-02T00:00:00Z","x":1.50}"#;
         let edited = br#"{"meta":{"versionId":"1"},"resourceType":"AuditEvent","id":"a","recorded":"2026-12-02T00:00:09Z","x":1.50}"#;
         let sent = canonical_access_record(sent, Format::Json).unwrap();
         assert_eq!(canonical_access_record(stored, Format::Json).unwrap(), sent);
         assert_ne!(canonical_access_record(edited, Format::Json).unwrap(), sent);
         assert_eq!(
             sent,
-            br#"{"id":"a","recorded":"2026-12-02T00:00:00Z","resourceType":"AuditEvent","x":1.50}"#
+            br#"{"recorded":"2026-12-02T00:00:00Z","resourceType":"AuditEvent","x":1.50}"#
         );
     }
 }

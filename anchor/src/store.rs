@@ -269,8 +269,12 @@ pub trait DeliveryQueue: Send + Sync {
     /// Counts an attempt for each leaf before it is sent, so that after a
     /// crash the deliverer knows the event may already have arrived.
     fn record_attempts(&self, leaf_indexes: &[u64]) -> Result<(), Error>;
-    /// The records arrived: forget them (the leaf and the index row stay).
-    fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error>;
+    /// The records arrived: forget them (the leaf and the index row
+    /// stay). A record the repository stored under an id of its own
+    /// (`Some(id)`: a server that assigns ids on create) gets an alias,
+    /// so that [`VersionIndex::find_version`] finds its seal as
+    /// `AuditEvent/<id>/_history/1` too.
+    fn mark_delivered(&self, delivered: &[(u64, Option<String>)]) -> Result<(), Error>;
     /// The attempt failed: try again at `next_attempt_ms`, remembering why.
     fn defer_deliveries(
         &self,
@@ -331,6 +335,10 @@ CREATE TABLE IF NOT EXISTS receipts (
     receipt TEXT NOT NULL,
     PRIMARY KEY (size, backend)
 );
+CREATE TABLE IF NOT EXISTS access_aliases (
+    repository_id TEXT PRIMARY KEY,
+    leaf_index    INTEGER NOT NULL UNIQUE REFERENCES leaves(leaf_index)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     leaf_index      INTEGER PRIMARY KEY REFERENCES leaves(leaf_index),
     body            BLOB NOT NULL,
@@ -626,10 +634,8 @@ fn commit_group(conn: &mut Connection, group: &[Job]) -> rusqlite::Result<Vec<Jo
                     now,
                 ])?;
                 if let Some(body) = &entry.deliver {
-                    tx.prepare_cached(
-                        "INSERT INTO deliveries (leaf_index, body) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![next, body.as_slice()])?;
+                    tx.prepare_cached("INSERT INTO deliveries (leaf_index, body) VALUES (?1, ?2)")?
+                        .execute(params![next, body.as_slice()])?;
                 }
                 indexes.push(Appended {
                     leaf_index: next,
@@ -745,14 +751,30 @@ impl LeafLog for SqliteStore {
 impl VersionIndex for SqliteStore {
     fn find_version(&self, key: &VersionKey) -> Result<Option<IndexRecord>, Error> {
         let raw = self.read(|c| {
+            let found = c
+                .prepare_cached(&format!(
+                    "{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3"
+                ))?
+                .query_row(
+                    params![key.resource_type, key.id, key.version_id],
+                    record_from_row,
+                )
+                .optional()?;
+            if found.is_some() || key.resource_type != "AuditEvent" || key.version_id != "1" {
+                return Ok(found);
+            }
+            // An access record the repository stored under its own id.
             c.prepare_cached(&format!(
-                "{RECORD_SELECT} WHERE v.resource_type = ?1 AND v.id = ?2 AND v.version_id = ?3"
+                "{RECORD_SELECT} WHERE v.leaf_index = (SELECT leaf_index FROM access_aliases WHERE repository_id = ?1)"
             ))?
-            .query_row(
-                params![key.resource_type, key.id, key.version_id],
-                record_from_row,
-            )
+            .query_row(params![key.id], record_from_row)
             .optional()
+            .map(|raw| {
+                raw.map(|mut raw| {
+                    raw.key = key.clone();
+                    raw
+                })
+            })
         })?;
         raw.map(to_record).transpose()
     }
@@ -1035,12 +1057,24 @@ impl DeliveryQueue for SqliteStore {
         )
     }
 
-    fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
-        self.update_deliveries(
-            leaf_indexes,
-            "DELETE FROM deliveries WHERE leaf_index = ?1",
-            |_| Vec::new(),
-        )
+    fn mark_delivered(&self, delivered: &[(u64, Option<String>)]) -> Result<(), Error> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            for (index, repository_id) in delivered {
+                tx.prepare_cached("DELETE FROM deliveries WHERE leaf_index = ?1")?
+                    .execute(params![index])?;
+                if let Some(id) = repository_id {
+                    tx.prepare_cached(
+                        "INSERT OR IGNORE INTO access_aliases (repository_id, leaf_index) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![id, index])?;
+                }
+            }
+            tx.commit()
+        })
     }
 
     fn defer_deliveries(

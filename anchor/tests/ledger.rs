@@ -255,12 +255,18 @@ fn an_access_record_is_queued_with_its_leaf_proves_as_stored_and_an_edit_is_tamp
         .unwrap();
     assert!(ledger.due_deliveries(10).unwrap().is_empty(), "deferred");
     assert_eq!(ledger.store().delivery_backlog().unwrap().0, 1);
-    ledger.store().mark_delivered(&[1]).unwrap();
+    // The repository stored it under an id of its own.
+    ledger
+        .store()
+        .mark_delivered(&[(1, Some("server-7".into()))])
+        .unwrap();
     assert_eq!(ledger.store().delivery_backlog().unwrap().0, 0);
 
-    // The repository adds meta; the record still verifies, offline too.
-    let stored = br#"{"resourceType":"AuditEvent","id":"ae-1","meta":{"versionId":"1","lastUpdated":"2026-12-02T01:02:04Z"},"recorded":"2026-12-02T01:02:03.456Z","outcome":"0"}"#;
-    let key = access_record_key("ae-1");
+    // The repository adds its id and meta; the record still verifies,
+    // found by the repository's id, offline too.
+    let stored = br#"{"resourceType":"AuditEvent","id":"server-7","meta":{"versionId":"1","lastUpdated":"2026-12-02T01:02:04Z"},"recorded":"2026-12-02T01:02:03.456Z","outcome":"0"}"#;
+    let key = access_record_key("server-7");
+    assert!(ledger.find(&access_record_key("nobody")).unwrap().is_none());
     assert!(matches!(
         ledger.check_version(&key, stored, Format::Json).unwrap(),
         VersionCheck::Verified { leaf_index: 1, .. }
@@ -269,7 +275,9 @@ fn an_access_record_is_queued_with_its_leaf_proves_as_stored_and_an_edit_is_tamp
         .unwrap()
         .replace(r#""outcome":"0""#, r#""outcome":"4""#);
     assert!(matches!(
-        ledger.check_version(&key, edited.as_bytes(), Format::Json).unwrap(),
+        ledger
+            .check_version(&key, edited.as_bytes(), Format::Json)
+            .unwrap(),
         VersionCheck::Tampered { leaf_index: 1, .. }
     ));
     ledger.checkpoint().unwrap().unwrap();
@@ -278,7 +286,10 @@ fn an_access_record_is_queued_with_its_leaf_proves_as_stored_and_an_edit_is_tamp
     let verifier = ledger.verifier();
     verify_bundle(&bundle, Some(stored), &verifier).unwrap();
     let refused = verify_bundle(&bundle, Some(edited.as_bytes()), &verifier).unwrap_err();
-    assert!(refused.to_string().contains("commitment mismatch"), "{refused}");
+    assert!(
+        refused.to_string().contains("commitment mismatch"),
+        "{refused}"
+    );
     // The same bytes sealed as an ordinary version do not verify as the
     // access record (domain separation).
     let other = stored.to_vec();
@@ -616,8 +627,8 @@ mod failed_but_persisted {
     use ledger::leaf::LEAF_LEN;
     use ledger::merkle::Hash;
     use ledger::store::{
-        AnchorHealth, AnchorState, Appended, CheckpointStore, IndexRecord, Intent, IntentJournal,
-        Delivery, DeliveryQueue, LeafLog, NewEntry, SqliteStore, StoredCheckpoint, VersionIndex,
+        AnchorHealth, AnchorState, Appended, CheckpointStore, Delivery, DeliveryQueue, IndexRecord,
+        Intent, IntentJournal, LeafLog, NewEntry, SqliteStore, StoredCheckpoint, VersionIndex,
         VersionKey,
     };
     use ledger::Error;
@@ -700,10 +711,15 @@ mod failed_but_persisted {
         fn record_attempts(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
             self.inner.record_attempts(leaf_indexes)
         }
-        fn mark_delivered(&self, leaf_indexes: &[u64]) -> Result<(), Error> {
-            self.inner.mark_delivered(leaf_indexes)
+        fn mark_delivered(&self, delivered: &[(u64, Option<String>)]) -> Result<(), Error> {
+            self.inner.mark_delivered(delivered)
         }
-        fn defer_deliveries(&self, leaf_indexes: &[u64], next: i64, error: &str) -> Result<(), Error> {
+        fn defer_deliveries(
+            &self,
+            leaf_indexes: &[u64],
+            next: i64,
+            error: &str,
+        ) -> Result<(), Error> {
             self.inner.defer_deliveries(leaf_indexes, next, error)
         }
         fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error> {

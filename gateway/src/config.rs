@@ -729,7 +729,8 @@ impl Config {
         }
         if self.audit.enabled && !self.ledger.seal_writes {
             return Err(ConfigError::Invalid(
-                "audit.enabled needs ledger.seal_writes: access records are sealed in the ledger".into(),
+                "audit.enabled needs ledger.seal_writes: access records are sealed in the ledger"
+                    .into(),
             ));
         }
         if self.audit.batch_size == 0 || self.audit.max_patients_per_request == 0 {

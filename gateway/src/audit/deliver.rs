@@ -1,17 +1,19 @@
 //! Delivery of sealed access records to the audit repository, in the
-//! background, in batches: one transaction Bundle of `PUT AuditEvent/<id>`
-//! entries per round (a PUT with the gateway's id creates version 1, the
-//! version the seal names, and a repeated PUT of a delivered event is
-//! avoided below).
+//! background, in batches: one transaction Bundle of AuditEvent creates
+//! per round. Repositories treat AuditEvents as immutable (HFS refuses
+//! `PUT AuditEvent/<id>`), so each is created with `POST` and gets the
+//! repository's id; the transaction-response's `location` of each entry
+//! is recorded as the record's alias in the ledger, which is how `$proof`,
+//! verify-on-read and `inkan audit` find its seal afterwards.
 //!
-//! Never loses, never duplicates:
-//! - an event leaves the queue only after the repository accepted the
-//!   whole transaction;
-//! - before sending, the attempt is counted durably; an event with an
-//!   earlier attempt may have arrived even though the answer was lost, so
-//!   the deliverer first asks the repository which of those it has
-//!   (`AuditEvent?_id=…`) and sends only the others;
-//! - failures back off per event (1 s doubling to 5 min) and survive
+//! - An event leaves the queue only after the repository accepted the
+//!   whole transaction (all or nothing) and its id is recorded.
+//! - The attempt is counted durably before sending. An attempt whose
+//!   answer was lost (connection reset after the commit) is retried: the
+//!   repository may then hold the event twice, and the copy without an
+//!   alias is reported by `inkan audit` as an unsealed AuditEvent — never
+//!   lost, never silently changed.
+//! - Failures back off per event (1 s doubling to 5 min) and survive
 //!   restarts, because the schedule lives in the ledger's queue.
 
 use std::sync::Arc;
@@ -34,7 +36,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
     pub delivered: usize,
-    pub already_there: usize,
     pub deferred: usize,
 }
 
@@ -63,8 +64,8 @@ pub async fn run(
 ) {
     loop {
         match deliver_round(&sealer, &repository, batch_size).await {
-            Ok(round) if round.delivered + round.already_there > 0 => {
-                delivered.inc_by((round.delivered + round.already_there) as u64);
+            Ok(round) if round.delivered > 0 => {
+                delivered.inc_by(round.delivered as u64);
                 if round.deferred == 0 {
                     continue;
                 }
@@ -88,31 +89,17 @@ pub async fn deliver_round(
         return Ok(Round::default());
     }
     let mut round = Round::default();
-    // Events tried before may be there already.
-    let retried: Vec<&Delivery> = due.iter().filter(|d| d.attempts > 0).collect();
-    let present = match retried.is_empty() {
-        true => Vec::new(),
-        false => present_in_repository(repository, &retried).await.unwrap_or_default(),
-    };
-    let (there, to_send): (Vec<&Delivery>, Vec<&Delivery>) = due
-        .iter()
-        .partition(|d| present.iter().any(|id| *id == d.key.id));
-    let there_ids: Vec<u64> = there.iter().map(|d| d.leaf_index).collect();
-    blocking(|| ledger.store().mark_delivered(&there_ids))?;
-    round.already_there = there_ids.len();
-    if to_send.is_empty() {
-        return Ok(round);
-    }
-    let sending: Vec<u64> = to_send.iter().map(|d| d.leaf_index).collect();
+    let sending: Vec<u64> = due.iter().map(|d| d.leaf_index).collect();
     blocking(|| ledger.store().record_attempts(&sending))?;
-    match send_transaction(repository, &to_send).await {
-        Ok(()) => {
-            blocking(|| ledger.store().mark_delivered(&sending))?;
-            round.delivered = sending.len();
-            tracing::debug!(events = sending.len(), "access records delivered");
+    match send_transaction(repository, &due).await {
+        Ok(ids) => {
+            let delivered: Vec<(u64, Option<String>)> = sending.iter().copied().zip(ids).collect();
+            blocking(|| ledger.store().mark_delivered(&delivered))?;
+            round.delivered = delivered.len();
+            tracing::debug!(events = delivered.len(), "access records delivered");
         }
         Err(error) => {
-            let attempts = to_send.iter().map(|d| d.attempts).min().unwrap_or(0);
+            let attempts = due.iter().map(|d| d.attempts).min().unwrap_or(0);
             let wait = backoff(attempts);
             let next = ledger::clock::unix_millis() + wait.as_millis() as i64;
             tracing::warn!(
@@ -134,39 +121,24 @@ fn backoff(attempts_before: u32) -> Duration {
     Duration::from_secs(seconds).min(MAX_BACKOFF)
 }
 
-/// The ids among `events` the repository already holds.
-async fn present_in_repository(
+/// Creates `events` in one transaction; the repository's id of each, in
+/// order (`None` where the answer names none).
+async fn send_transaction(
     repository: &UpstreamReader,
-    events: &[&Delivery],
-) -> Result<Vec<String>, String> {
-    let ids: Vec<&str> = events.iter().map(|d| d.key.id.as_str()).collect();
-    let path = format!(
-        "/AuditEvent?_id={}&_elements=id&_count={}",
-        ids.join(","),
-        ids.len()
-    );
-    let body = repository.get(&path).await.map_err(|e| e.to_string())?;
-    let bundle: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    Ok(bundle["entry"]
-        .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .filter_map(|e| e["resource"]["id"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default())
-}
-
-async fn send_transaction(repository: &UpstreamReader, events: &[&Delivery]) -> Result<(), String> {
+    events: &[Delivery],
+) -> Result<Vec<Option<String>>, String> {
     let mut entries = Vec::with_capacity(events.len());
     for delivery in events {
-        let resource: serde_json::Value = serde_json::from_slice(&delivery.body)
+        let mut resource: serde_json::Value = serde_json::from_slice(&delivery.body)
             .map_err(|e| format!("queued access record is not JSON: {e}"))?;
+        // A create carries no id; the repository assigns one.
+        if let Some(object) = resource.as_object_mut() {
+            object.remove("id");
+        }
         entries.push(serde_json::json!({
             "fullUrl": format!("urn:uuid:{}", delivery.key.id),
             "resource": resource,
-            "request": {"method": "PUT", "url": format!("AuditEvent/{}", delivery.key.id)},
+            "request": {"method": "POST", "url": "AuditEvent"},
         }));
     }
     let bundle = serde_json::json!({
@@ -189,12 +161,40 @@ async fn send_transaction(repository: &UpstreamReader, events: &[&Delivery]) -> 
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
-    // Drain the answer so the connection can be reused.
-    let _ = response.into_body().collect().await;
-    match status.is_success() {
-        true => Ok(()),
-        false => Err(format!("the repository answered HTTP {}", status.as_u16())),
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if !status.is_success() {
+        return Err(format!("the repository answered HTTP {}", status.as_u16()));
     }
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|_| "the repository's transaction-response is not JSON".to_owned())?;
+    let entries = answer["entry"].as_array().cloned().unwrap_or_default();
+    if entries.len() != events.len() {
+        return Err(format!(
+            "the transaction-response has {} entries for {} events",
+            entries.len(),
+            events.len()
+        ));
+    }
+    Ok(entries
+        .iter()
+        .map(|entry| {
+            let location = entry["response"]["location"].as_str()?;
+            repository_id(location).map(str::to_owned)
+        })
+        .collect())
+}
+
+/// The id in a `location` such as `AuditEvent/7/_history/1` or an
+/// absolute URL of it.
+fn repository_id(location: &str) -> Option<&str> {
+    let path = location.split("/_history/").next()?;
+    let (head, id) = path.rsplit_once('/')?;
+    (head == "AuditEvent" || head.ends_with("/AuditEvent")).then_some(id)
 }
 
 #[cfg(test)]
@@ -202,8 +202,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn repository_ids_come_from_locations() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("AuditEvent/7/_history/1", Some("7")),
+            (
+                "http://audit.test/fhir/AuditEvent/a-b/_history/1",
+                Some("a-b"),
+            ),
+            ("AuditEvent/7", Some("7")),
+            ("Patient/7/_history/1", None),
+        ];
+        for (location, expected) in cases {
+            assert_eq!(repository_id(location), *expected, "{location}");
+        }
+    }
+
+    #[test]
     fn backoff_doubles_from_one_second_to_five_minutes() {
-        let waits: Vec<u64> = [0, 1, 2, 5, 8, 9, 30].iter().map(|&a| backoff(a).as_secs()).collect();
+        let waits: Vec<u64> = [0, 1, 2, 5, 8, 9, 30]
+            .iter()
+            .map(|&a| backoff(a).as_secs())
+            .collect();
         assert_eq!(waits, [1, 2, 4, 32, 256, 300, 300]);
     }
 }

@@ -90,7 +90,11 @@ fn classify(interaction: Interaction) -> (&'static str, &'static str, &'static s
 
 /// The events for one request: `(id, JSON)`, one per patient (at most
 /// `max_patients`, plus one for the rest), or one without a patient.
-pub fn events(access: &Access<'_>, observer: &Observer, max_patients: usize) -> Vec<(String, Vec<u8>)> {
+pub fn events(
+    access: &Access<'_>,
+    observer: &Observer,
+    max_patients: usize,
+) -> Vec<(String, Vec<u8>)> {
     let mut patients: Vec<Option<&str>> = access
         .patients
         .iter()
@@ -136,11 +140,20 @@ fn event(
     // BALP Read reverses the roles: the client receives the data.
     let reading = action == "R";
     let (client_role, server_role) = match (reading, action) {
-        (true, _) => (("110152", "Destination Role ID"), ("110153", "Source Role ID")),
+        (true, _) => (
+            ("110152", "Destination Role ID"),
+            ("110153", "Source Role ID"),
+        ),
         (false, "D") => (("110150", "Application"), ("110152", "Destination Role ID")),
-        (false, _) => (("110153", "Source Role ID"), ("110152", "Destination Role ID")),
+        (false, _) => (
+            ("110153", "Source Role ID"),
+            ("110152", "Destination Role ID"),
+        ),
     };
-    let mut agents = vec![client_agent(access, client_role), server_agent(observer, server_role)];
+    let mut agents = vec![
+        client_agent(access, client_role),
+        server_agent(observer, server_role),
+    ];
     if let Some(user) = user_agent(access.caller, reading || action == "E") {
         agents.push(user);
     }
@@ -370,7 +383,11 @@ mod tests {
         for (interaction, with_patient, profile, subtype, action) in cases {
             let patients: &[String] = if with_patient { &p1 } else { &[] };
             let event = one(&access(interaction, &caller, &[], patients));
-            assert_eq!(event["meta"]["profile"][0], format!("{BALP}{profile}"), "{interaction:?}");
+            assert_eq!(
+                event["meta"]["profile"][0],
+                format!("{BALP}{profile}"),
+                "{interaction:?}"
+            );
             assert_eq!(event["subtype"][0]["code"], subtype, "{interaction:?}");
             assert_eq!(event["action"], action, "{interaction:?}");
             let has_query = event["entity"]
@@ -396,8 +413,14 @@ mod tests {
         assert_eq!(requestors[0]["type"]["coding"][0]["code"], "IRCP");
         assert!(requestors[0].get("extension").is_none(), "verified");
         assert_eq!(agents[0]["who"]["identifier"]["value"], "ward-app");
-        assert_eq!(agents[0]["type"]["coding"][0]["code"], "110152", "BALP Read: client is the destination");
-        assert_eq!(event["source"]["observer"]["display"], "test.example.jp/inkan");
+        assert_eq!(
+            agents[0]["type"]["coding"][0]["code"], "110152",
+            "BALP Read: client is the destination"
+        );
+        assert_eq!(
+            event["source"]["observer"]["display"],
+            "test.example.jp/inkan"
+        );
         let entities = event["entity"].as_array().unwrap();
         assert_eq!(entities[0]["what"]["identifier"]["value"], "req-1");
         assert_eq!(entities[1]["what"]["reference"], "Patient/p1");
@@ -415,7 +438,13 @@ mod tests {
         let event = one(&refused);
         assert_eq!(event["outcome"], "4");
         assert_eq!(event["outcomeDesc"], "HTTP 403: not allowed: scope");
-        let user = event["agent"].as_array().unwrap().iter().find(|a| a["requestor"] == true).unwrap().clone();
+        let user = event["agent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["requestor"] == true)
+            .unwrap()
+            .clone();
         assert_eq!(user["extension"][0]["url"], UNVERIFIED_EXTENSION);
     }
 
@@ -430,9 +459,18 @@ mod tests {
         let capped = events(&search, &observer(), 3);
         assert_eq!(capped.len(), 4, "three patients and one for the rest");
         let rest: Value = serde_json::from_slice(&capped[3].1).unwrap();
-        assert!(rest["outcomeDesc"].as_str().unwrap().contains("further patients"));
+        assert!(rest["outcomeDesc"]
+            .as_str()
+            .unwrap()
+            .contains("further patients"));
         let first: Value = serde_json::from_slice(&all[0].1).unwrap();
-        let query = first["entity"].as_array().unwrap().iter().find(|e| e["role"]["code"] == "24").unwrap().clone();
+        let query = first["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["role"]["code"] == "24")
+            .unwrap()
+            .clone();
         assert_eq!(query["description"], "GET /Patient/p1?code=1234-5");
         let ids: std::collections::HashSet<&String> = all.iter().map(|(id, _)| id).collect();
         assert_eq!(ids.len(), 5, "each event has its own id");

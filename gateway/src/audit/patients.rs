@@ -105,7 +105,11 @@ fn collect(resource: &Resource, patients: &mut Vec<String>, max: usize) {
             None => &[],
         };
         for reference in references {
-            if let Some(id) = reference.reference.as_deref().and_then(patient_of_reference) {
+            if let Some(id) = reference
+                .reference
+                .as_deref()
+                .and_then(patient_of_reference)
+            {
                 add(patients, id, max);
             }
         }
@@ -124,18 +128,33 @@ mod tests {
             ("/Patient/p1/_history/2", None, "", &["p1"]),
             ("/Patient/$verify", None, "", &[]),
             ("/Observation", Some("patient=p1"), "", &["p1"]),
-            ("/Observation", Some("subject=Patient%2Fp2&code=x"), "", &["p2"]),
+            (
+                "/Observation",
+                Some("subject=Patient%2Fp2&code=x"),
+                "",
+                &["p2"],
+            ),
             ("/Observation", Some("subject=Group/g1"), "", &[]),
             ("/Patient", Some("_id=p1,p2"), "", &["p1", "p2"]),
             ("/Observation", Some("_id=o1"), "", &[]),
-            ("/Observation/o1", None, r#"{"resourceType":"Observation","subject":{"reference":"Patient/p3"}}"#, &["p3"]),
+            (
+                "/Observation/o1",
+                None,
+                r#"{"resourceType":"Observation","subject":{"reference":"Patient/p3"}}"#,
+                &["p3"],
+            ),
             (
                 "/Observation",
                 None,
                 r#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"http://x/fhir/Patient/p4/_history/1"}}},{"resource":{"resourceType":"Patient","id":"p5"}},{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/p4"}}}]}"#,
                 &["p4", "p5"],
             ),
-            ("/Coverage/c1", None, r#"{"resourceType":"Coverage","beneficiary":{"reference":"Patient/p6"}}"#, &["p6"]),
+            (
+                "/Coverage/c1",
+                None,
+                r#"{"resourceType":"Coverage","beneficiary":{"reference":"Patient/p6"}}"#,
+                &["p6"],
+            ),
             ("/Observation/o1", None, "<Observation/>", &[]),
         ];
         for (path, query, answer, expected) in cases {

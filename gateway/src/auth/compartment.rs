@@ -181,7 +181,11 @@ pub fn foreign_patient(resource: &serde_json::Value, patient: &str) -> Option<St
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query.split('&').filter(|p| !p.is_empty()).map(|pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         (decode(name), decode(value))
     })
 }
@@ -200,7 +204,11 @@ mod tests {
             ("Observation", Some("code=1234-5"), add("patient")),
             ("Observation", Some("patient=p1"), Ok(AlreadyPinned)),
             ("Observation", Some("patient=Patient/p1"), Ok(AlreadyPinned)),
-            ("Observation", Some("subject=Patient%2Fp1"), Ok(AlreadyPinned)),
+            (
+                "Observation",
+                Some("subject=Patient%2Fp1"),
+                Ok(AlreadyPinned),
+            ),
             ("Observation", Some("subject:Patient=p1"), Ok(AlreadyPinned)),
             ("Observation", Some("patient=p2"), Err(())),
             ("Observation", Some("patient=p1,p2"), Err(())),
@@ -241,17 +249,39 @@ mod tests {
     fn resources_pointing_at_another_patient_are_found() {
         let cases: &[(&str, Option<&str>)] = &[
             (r#"{"resourceType":"Patient","id":"p1"}"#, None),
-            (r#"{"resourceType":"Patient","id":"p2"}"#, Some("Patient/p2")),
-            (r#"{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}"#, None),
-            (r#"{"resourceType":"Observation","subject":{"reference":"Patient/p2"}}"#, Some("Patient/p2")),
-            (r#"{"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/p2"}}"#, Some("Patient/p2")),
-            (r#"{"resourceType":"Coverage","beneficiary":{"reference":"Patient/p2"}}"#, Some("Patient/p2")),
-            (r#"{"resourceType":"Observation","subject":{"identifier":{"value":"x"}}}"#, Some("subject without a literal reference")),
+            (
+                r#"{"resourceType":"Patient","id":"p2"}"#,
+                Some("Patient/p2"),
+            ),
+            (
+                r#"{"resourceType":"Observation","subject":{"reference":"Patient/p1"}}"#,
+                None,
+            ),
+            (
+                r#"{"resourceType":"Observation","subject":{"reference":"Patient/p2"}}"#,
+                Some("Patient/p2"),
+            ),
+            (
+                r#"{"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/p2"}}"#,
+                Some("Patient/p2"),
+            ),
+            (
+                r#"{"resourceType":"Coverage","beneficiary":{"reference":"Patient/p2"}}"#,
+                Some("Patient/p2"),
+            ),
+            (
+                r#"{"resourceType":"Observation","subject":{"identifier":{"value":"x"}}}"#,
+                Some("subject without a literal reference"),
+            ),
             (r#"{"resourceType":"Practitioner","id":"d1"}"#, None),
         ];
         for (json, expected) in cases {
             let value: serde_json::Value = serde_json::from_str(json).unwrap();
-            assert_eq!(foreign_patient(&value, "p1").as_deref(), *expected, "{json}");
+            assert_eq!(
+                foreign_patient(&value, "p1").as_deref(),
+                *expected,
+                "{json}"
+            );
         }
     }
 }

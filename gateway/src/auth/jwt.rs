@@ -62,7 +62,10 @@ impl std::fmt::Debug for KeyCache {
 #[derive(Debug)]
 enum KeySource {
     File,
-    Discovery { issuer: String, client: Upstream },
+    Discovery {
+        issuer: String,
+        client: Box<Upstream>,
+    },
 }
 
 /// Validates bearer JWTs for one issuer.
@@ -85,7 +88,9 @@ impl JwtValidator {
             .clone()
             .ok_or_else(|| invalid("mode = \"jwt\" needs issuer"))?;
         if config.audience.is_empty() {
-            return Err(invalid("mode = \"jwt\" needs audience (the FHIR base URL tokens are issued for)"));
+            return Err(invalid(
+                "mode = \"jwt\" needs audience (the FHIR base URL tokens are issued for)",
+            ));
         }
         let mut keys = HashMap::new();
         let source = match &config.jwks_file {
@@ -116,7 +121,7 @@ impl JwtValidator {
                 })?;
                 KeySource::Discovery {
                     issuer: issuer.trim_end_matches('/').to_owned(),
-                    client,
+                    client: Box::new(client),
                 }
             }
         };
@@ -148,8 +153,13 @@ impl JwtValidator {
         let invalid = |why: &str| InvalidToken(why.to_owned());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| invalid("the token is not a signed JWT with a supported algorithm"))?;
-        if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA) {
-            return Err(invalid("the token's algorithm is not accepted (RS256, ES256, EdDSA)"));
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::EdDSA
+        ) {
+            return Err(invalid(
+                "the token's algorithm is not accepted (RS256, ES256, EdDSA)",
+            ));
         }
         let (key, key_alg) = self.key_for(header.kid.as_deref(), header.alg).await?;
         if key_alg != header.alg {
@@ -262,7 +272,11 @@ async fn fetch_keys(
         .map_err(|e| e.to_string())?;
     let discovery: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("discovery document: {e}"))?;
-    if discovery["issuer"].as_str().map(|s| s.trim_end_matches('/')) != Some(issuer) {
+    if discovery["issuer"]
+        .as_str()
+        .map(|s| s.trim_end_matches('/'))
+        != Some(issuer)
+    {
         return Err("the discovery document names another issuer".into());
     }
     let jwks_uri = discovery["jwks_uri"]

@@ -174,7 +174,9 @@ impl Authenticator {
                 None => {
                     let granular = match caller.scopes.granular_ignored.is_empty() {
                         true => String::new(),
-                        false => " (granular scopes with a query are not granted by the gateway)".into(),
+                        false => {
+                            " (granular scopes with a query are not granted by the gateway)".into()
+                        }
                     };
                     return Err(forbidden(format!(
                         "the token's scopes do not grant {need}{granular}"
@@ -190,8 +192,8 @@ impl Authenticator {
             }
         }
         if let Some(patient) = grant.patient.clone() {
-            grant.added_search_parameter = pin_to_patient(interaction, fhir_path, query, &patient)
-                .map_err(forbidden)?;
+            grant.added_search_parameter =
+                pin_to_patient(interaction, fhir_path, query, &patient).map_err(forbidden)?;
         }
         Ok(grant)
     }
@@ -218,16 +220,11 @@ fn pin_to_patient(
         Interaction::SearchType if fhir_path.ends_with("/_search") => {
             Err("POST _search is refused with a patient context; search with GET".into())
         }
-        Interaction::SearchType => {
-            match compartment::pin_search(resource_type, query, patient)? {
-                compartment::SearchPin::AlreadyPinned => Ok(None),
-                compartment::SearchPin::Add(name, value) => Ok(Some((name, value))),
-            }
-        }
-        Interaction::Create
-        | Interaction::Update
-        | Interaction::Patch
-        | Interaction::Delete => {
+        Interaction::SearchType => match compartment::pin_search(resource_type, query, patient)? {
+            compartment::SearchPin::AlreadyPinned => Ok(None),
+            compartment::SearchPin::Add(name, value) => Ok(Some((name, value))),
+        },
+        Interaction::Create | Interaction::Update | Interaction::Patch | Interaction::Delete => {
             if resource_type == "Patient" && segments.get(1).is_some_and(|id| *id != patient) {
                 return Err("the token's patient context is another patient".into());
             }
@@ -292,31 +289,132 @@ mod tests {
         let pinned = |n: &str, v: &str| Some((n.to_owned(), v.to_owned()));
         // (scope, patient, interaction, path, query, expected: Err(()) or the added parameter)
         #[allow(clippy::type_complexity)]
-        let cases: &[(&str, Option<&str>, Interaction, &str, Option<&str>, Result<Option<(String, String)>, ()>)] = &[
-            ("patient/Patient.rs", Some("p1"), Read, "/Patient/p1", None, Ok(None)),
-            ("patient/Patient.rs", Some("p1"), Read, "/Patient/p2", None, Err(())),
-            ("patient/Patient.rs", None, Read, "/Patient/p1", None, Err(())),
+        let cases: &[(
+            &str,
+            Option<&str>,
+            Interaction,
+            &str,
+            Option<&str>,
+            Result<Option<(String, String)>, ()>,
+        )] = &[
+            (
+                "patient/Patient.rs",
+                Some("p1"),
+                Read,
+                "/Patient/p1",
+                None,
+                Ok(None),
+            ),
+            (
+                "patient/Patient.rs",
+                Some("p1"),
+                Read,
+                "/Patient/p2",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Patient.rs",
+                None,
+                Read,
+                "/Patient/p1",
+                None,
+                Err(()),
+            ),
             ("user/Patient.rs", None, Read, "/Patient/p2", None, Ok(None)),
-            ("patient/Observation.rs", Some("p1"), SearchType, "/Observation", Some("code=x"), Ok(pinned("patient", "p1"))),
-            ("patient/Observation.rs", Some("p1"), SearchType, "/Observation", Some("patient=p2"), Err(())),
-            ("patient/Observation.rs", Some("p1"), SearchType, "/Observation/_search", None, Err(())),
-            ("patient/Observation.rs", Some("p1"), Create, "/Observation", None, Err(())),
-            ("patient/Observation.cruds", Some("p1"), Create, "/Observation", None, Ok(None)),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                SearchType,
+                "/Observation",
+                Some("code=x"),
+                Ok(pinned("patient", "p1")),
+            ),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                SearchType,
+                "/Observation",
+                Some("patient=p2"),
+                Err(()),
+            ),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                SearchType,
+                "/Observation/_search",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                Create,
+                "/Observation",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Observation.cruds",
+                Some("p1"),
+                Create,
+                "/Observation",
+                None,
+                Ok(None),
+            ),
             ("patient/*.rs", Some("p1"), SearchSystem, "/", None, Err(())),
-            ("patient/*.rs", Some("p1"), Operation, "/Patient/p1/$proof", None, Ok(None)),
-            ("patient/*.rs", Some("p1"), Operation, "/Patient/p2/$proof", None, Err(())),
-            ("patient/*.rs", Some("p1"), Operation, "/Observation/o1/$proof", None, Err(())),
+            (
+                "patient/*.rs",
+                Some("p1"),
+                Operation,
+                "/Patient/p1/$proof",
+                None,
+                Ok(None),
+            ),
+            (
+                "patient/*.rs",
+                Some("p1"),
+                Operation,
+                "/Patient/p2/$proof",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/*.rs",
+                Some("p1"),
+                Operation,
+                "/Observation/o1/$proof",
+                None,
+                Err(()),
+            ),
             ("system/*.rs", None, SearchSystem, "/", None, Ok(None)),
-            ("system/Patient.rs", None, Read, "/Observation/o1", None, Err(())),
+            (
+                "system/Patient.rs",
+                None,
+                Read,
+                "/Observation/o1",
+                None,
+                Err(()),
+            ),
             ("", None, Capabilities, "/metadata", None, Ok(None)),
-            ("system/*.rs", None, Other, "/Patient/1/a/b/c", None, Err(())),
+            (
+                "system/*.rs",
+                None,
+                Other,
+                "/Patient/1/a/b/c",
+                None,
+                Err(()),
+            ),
         ];
         for (scope, patient, interaction, path, query, expected) in cases {
             let got = auth
                 .authorize(&caller(scope, *patient), *interaction, path, *query, None)
                 .map(|g| g.added_search_parameter)
                 .map_err(|_| ());
-            assert_eq!(&got, expected, "{scope} {patient:?} {interaction:?} {path} {query:?}");
+            assert_eq!(
+                &got, expected,
+                "{scope} {patient:?} {interaction:?} {path} {query:?}"
+            );
         }
     }
 
@@ -324,20 +422,40 @@ mod tests {
     fn batch_entries_are_each_authorized() {
         let auth = enforcing();
         let entries = |list: &[(&str, &str)]| -> Vec<(String, String)> {
-            list.iter().map(|(m, u)| (m.to_string(), u.to_string())).collect()
+            list.iter()
+                .map(|(m, u)| (m.to_string(), u.to_string()))
+                .collect()
         };
         let writer = caller("user/Observation.cruds user/Patient.rs", None);
         let ok = entries(&[("POST", "Observation"), ("GET", "Patient/1")]);
         assert!(auth
-            .authorize(&writer, Interaction::BatchOrTransaction, "/", None, Some(&ok))
+            .authorize(
+                &writer,
+                Interaction::BatchOrTransaction,
+                "/",
+                None,
+                Some(&ok)
+            )
             .is_ok());
         let too_much = entries(&[("POST", "Observation"), ("DELETE", "Patient/1")]);
         assert!(auth
-            .authorize(&writer, Interaction::BatchOrTransaction, "/", None, Some(&too_much))
+            .authorize(
+                &writer,
+                Interaction::BatchOrTransaction,
+                "/",
+                None,
+                Some(&too_much)
+            )
             .is_err());
         let patient = caller("patient/*.cruds", Some("p1"));
         assert!(auth
-            .authorize(&patient, Interaction::BatchOrTransaction, "/", None, Some(&ok))
+            .authorize(
+                &patient,
+                Interaction::BatchOrTransaction,
+                "/",
+                None,
+                Some(&ok)
+            )
             .is_err());
     }
 

@@ -230,11 +230,31 @@ mod tests {
         use Permission::*;
         // (scope claim, resource type needed, permission, granting context)
         let cases: &[(&str, Option<&str>, Permission, Option<ScopeContext>)] = &[
-            ("patient/Observation.read", Some("Observation"), Read, Some(Patient)),
-            ("patient/Observation.read", Some("Observation"), Search, Some(Patient)),
-            ("patient/Observation.read", Some("Observation"), Create, None),
+            (
+                "patient/Observation.read",
+                Some("Observation"),
+                Read,
+                Some(Patient),
+            ),
+            (
+                "patient/Observation.read",
+                Some("Observation"),
+                Search,
+                Some(Patient),
+            ),
+            (
+                "patient/Observation.read",
+                Some("Observation"),
+                Create,
+                None,
+            ),
             ("patient/Observation.read", Some("Condition"), Read, None),
-            ("patient/Observation.rs", Some("Observation"), Search, Some(Patient)),
+            (
+                "patient/Observation.rs",
+                Some("Observation"),
+                Search,
+                Some(Patient),
+            ),
             ("patient/Observation.r", Some("Observation"), Search, None),
             ("patient/Observation.s", Some("Observation"), Read, None),
             ("user/*.write", Some("Patient"), Update, Some(User)),
@@ -242,15 +262,35 @@ mod tests {
             ("user/*.cruds", None, Search, Some(User)),
             ("user/Patient.rs", None, Search, None),
             ("system/*.*", Some("Patient"), Delete, Some(System)),
-            ("patient/*.rs user/Patient.rs", Some("Patient"), Read, Some(User)),
-            ("patient/*.rs system/Patient.r", Some("Patient"), Read, Some(System)),
+            (
+                "patient/*.rs user/Patient.rs",
+                Some("Patient"),
+                Read,
+                Some(User),
+            ),
+            (
+                "patient/*.rs system/Patient.r",
+                Some("Patient"),
+                Read,
+                Some(System),
+            ),
             // v2 letters out of order, unknown contexts and types, granular.
             ("patient/Observation.sr", Some("Observation"), Read, None),
             ("patient/Observation.rx", Some("Observation"), Read, None),
             ("admin/*.read", Some("Patient"), Read, None),
             ("patient/observation.read", Some("observation"), Read, None),
-            ("patient/Observation.rs?category=laboratory", Some("Observation"), Read, None),
-            ("openid fhirUser launch/patient", Some("Patient"), Read, None),
+            (
+                "patient/Observation.rs?category=laboratory",
+                Some("Observation"),
+                Read,
+                None,
+            ),
+            (
+                "openid fhirUser launch/patient",
+                Some("Patient"),
+                Read,
+                None,
+            ),
             ("", Some("Patient"), Read, None),
         ];
         for (claim, resource_type, permission, expected) in cases {
@@ -271,20 +311,61 @@ mod tests {
     fn interactions_need_these_permissions() {
         use Interaction::*;
         use Permission as P;
-        let cases: &[(Interaction, &str, Option<(Option<&str>, Permission)>)] = &[
+        type Case<'a> = (Interaction, &'a str, Option<(Option<&'a str>, Permission)>);
+        let cases: &[Case] = &[
             (Read, "/Patient/1", Some((Some("Patient"), P::Read))),
-            (Vread, "/Patient/1/_history/2", Some((Some("Patient"), P::Read))),
-            (HistoryInstance, "/Patient/1/_history", Some((Some("Patient"), P::Read))),
-            (SearchType, "/Observation", Some((Some("Observation"), P::Search))),
-            (HistoryType, "/Observation/_history", Some((Some("Observation"), P::Search))),
+            (
+                Vread,
+                "/Patient/1/_history/2",
+                Some((Some("Patient"), P::Read)),
+            ),
+            (
+                HistoryInstance,
+                "/Patient/1/_history",
+                Some((Some("Patient"), P::Read)),
+            ),
+            (
+                SearchType,
+                "/Observation",
+                Some((Some("Observation"), P::Search)),
+            ),
+            (
+                HistoryType,
+                "/Observation/_history",
+                Some((Some("Observation"), P::Search)),
+            ),
             (SearchSystem, "/", Some((None, P::Search))),
             (HistorySystem, "/_history", Some((None, P::Search))),
-            (Create, "/Observation", Some((Some("Observation"), P::Create))),
-            (Update, "/Observation/1", Some((Some("Observation"), P::Update))),
-            (Patch, "/Observation/1", Some((Some("Observation"), P::Update))),
-            (ConditionalDelete, "/Observation", Some((Some("Observation"), P::Delete))),
-            (Operation, "/Patient/1/$proof", Some((Some("Patient"), P::Read))),
-            (Operation, "/Patient/$verify", Some((Some("Patient"), P::Search))),
+            (
+                Create,
+                "/Observation",
+                Some((Some("Observation"), P::Create)),
+            ),
+            (
+                Update,
+                "/Observation/1",
+                Some((Some("Observation"), P::Update)),
+            ),
+            (
+                Patch,
+                "/Observation/1",
+                Some((Some("Observation"), P::Update)),
+            ),
+            (
+                ConditionalDelete,
+                "/Observation",
+                Some((Some("Observation"), P::Delete)),
+            ),
+            (
+                Operation,
+                "/Patient/1/$proof",
+                Some((Some("Patient"), P::Read)),
+            ),
+            (
+                Operation,
+                "/Patient/$verify",
+                Some((Some("Patient"), P::Search)),
+            ),
             (Operation, "/$export", Some((None, P::Search))),
             (Capabilities, "/metadata", None),
             (BatchOrTransaction, "/", None),
@@ -292,7 +373,11 @@ mod tests {
         ];
         for (interaction, path, expected) in cases {
             let expected = expected.map(|(t, p)| vec![need(t, p)]);
-            assert_eq!(needs(*interaction, path), expected, "{interaction:?} {path}");
+            assert_eq!(
+                needs(*interaction, path),
+                expected,
+                "{interaction:?} {path}"
+            );
         }
     }
 }

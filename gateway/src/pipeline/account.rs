@@ -33,7 +33,12 @@ impl Gateway {
         if let Some(patient) = &notes.grant.patient {
             patients::add(&mut notes.patients, patient, max);
         }
-        patients::in_request(&facts.fhir_path, facts.query.as_deref(), &mut notes.patients, max);
+        patients::in_request(
+            &facts.fhir_path,
+            facts.query.as_deref(),
+            &mut notes.patients,
+            max,
+        );
         let data = touched(facts, &response);
         let recorded = now_instant();
         let access = Access {
@@ -70,8 +75,7 @@ impl Gateway {
                     "the access record could not be sealed; the answer is withheld"
                 );
                 let error = GatewayError::from(error);
-                let response =
-                    observe::error_response(&error, facts.wanted.outcome_format());
+                let response = observe::error_response(&error, facts.wanted.outcome_format());
                 observe::with_request_id(response, &facts.request_id)
             }
         }

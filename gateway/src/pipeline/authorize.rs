@@ -75,11 +75,10 @@ impl Gateway {
         if !matches!(facts.interaction, Interaction::Create | Interaction::Update) {
             return Ok(());
         }
-        let resource: serde_json::Value = serde_json::from_slice(body).map_err(|_| {
-            GatewayError::Forbidden {
+        let resource: serde_json::Value =
+            serde_json::from_slice(body).map_err(|_| GatewayError::Forbidden {
                 reason: "a write under a patient context must be a FHIR JSON resource".into(),
-            }
-        })?;
+            })?;
         match compartment::foreign_patient(&resource, patient) {
             None => Ok(()),
             Some(_) => Err(GatewayError::Forbidden {
@@ -136,7 +135,9 @@ impl Gateway {
 /// `(method, url)` of each entry of a batch or transaction Bundle (JSON).
 fn batch_entries(body: &Bytes) -> Result<Vec<(String, String)>, GatewayError> {
     let refused = || GatewayError::Forbidden {
-        reason: "a batch or transaction must be a FHIR JSON Bundle for its entries to be authorized".into(),
+        reason:
+            "a batch or transaction must be a FHIR JSON Bundle for its entries to be authorized"
+                .into(),
     };
     let bundle: serde_json::Value = serde_json::from_slice(body).map_err(|_| refused())?;
     let entries = bundle["entry"].as_array().cloned().unwrap_or_default();

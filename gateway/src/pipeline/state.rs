@@ -79,7 +79,10 @@ impl Gateway {
             None => None,
         };
         let auditor = match (&sealer, config.audit.enabled) {
-            (Some(sealer), true) => Some(Arc::new(crate::audit::Auditor::new(&config, sealer.clone()))),
+            (Some(sealer), true) => Some(Arc::new(crate::audit::Auditor::new(
+                &config,
+                sealer.clone(),
+            ))),
             _ => None,
         };
         Ok(Gateway {
