@@ -59,7 +59,7 @@ pub struct NewEntry {
     pub original_digest: Option<Hash>,
     /// For an access record: the AuditEvent to deliver to the audit
     /// repository, stored in the same transaction as the leaf and kept
-    /// until [`DeliveryQueue::settle_deliveries`] says it arrived.
+    /// until [`DeliveryQueue::mark_delivered`] says it arrived.
     pub deliver: Option<Vec<u8>>,
 }
 
