@@ -1,7 +1,12 @@
 // A small OpenID provider for the identity tests: node-oidc-provider (a
 // certified implementation, scripts/install-oidc-provider.sh) on 127.0.0.1
-// with fresh signing keys, one confidential client and JWT access tokens
-// for one resource (the gateway's FHIR base).
+// with fresh signing keys and JWT access tokens for one resource (the
+// gateway's FHIR base). Two clients: a backend service (client
+// credentials) and a patient-facing app (authorization code with PKCE:
+// a SMART standalone patient launch). The app's user logs in without a
+// password: the login_hint of the authorization request is the account,
+// which is also the patient id put into the token's launch context
+// (`patient`, `fhirUser`), and consent is given at once.
 //
 //   node scripts/oidc-provider.mjs <port> <resource>
 //
@@ -53,7 +58,20 @@ const provider = new Provider(issuer, {
       redirect_uris: [],
       response_types: [],
     },
+    {
+      client_id: 'inkan-patient-app',
+      client_secret: 'inkan-patient-app-secret',
+      scope: `openid ${scope}`,
+      grant_types: ['authorization_code'],
+      redirect_uris: ['http://127.0.0.1/callback'],
+      response_types: ['code'],
+    },
   ],
+  findAccount: (ctx, id) => ({ accountId: id, claims: () => ({ sub: id }) }),
+  // The SMART launch context: the logged-in account is the patient.
+  extraTokenClaims: (ctx, token) =>
+    token.accountId ? { patient: token.accountId, fhirUser: `Patient/${token.accountId}` } : undefined,
+  interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
@@ -67,5 +85,34 @@ const provider = new Provider(issuer, {
       },
     },
   },
+});
+// Login and consent without a page: the account is the login_hint, and
+// every scope the provider says is missing is granted (the SMART scopes
+// are both OpenID scopes of the provider and scopes of the resource).
+provider.use(async (ctx, next) => {
+  if (!ctx.path.startsWith('/interaction/')) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  const { prompt, params, session } = details;
+  let result;
+  if (prompt.name === 'login') {
+    if (!params.login_hint) {
+      ctx.status = 400;
+      ctx.body = 'login_hint names the account';
+      return undefined;
+    }
+    result = { login: { accountId: params.login_hint } };
+  } else {
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+    const { missingOIDCScope = [], missingResourceScopes = {} } = prompt.details;
+    if (missingOIDCScope.length) grant.addOIDCScope(missingOIDCScope.join(' '));
+    for (const [indicator, scopes] of Object.entries(missingResourceScopes)) {
+      grant.addResourceScope(indicator, scopes.join(' '));
+    }
+    result = { consent: { grantId: await grant.save() } };
+  }
+  ctx.redirect(await provider.interactionResult(ctx.req, ctx.res, result, { mergeWithLastSubmission: true }));
+  return undefined;
 });
 provider.listen(Number(port), '127.0.0.1', () => console.log(`ready ${issuer}`));

@@ -622,3 +622,211 @@ fn passthrough_records_token_claims_as_unverified() {
     );
     assert_eq!(user["extension"][0]["valueBoolean"], true);
 }
+
+/// A SMART standalone patient launch against the provider: the
+/// authorization code flow with PKCE for the patient app, logged in as
+/// `patient` (the provider's login_hint), redirects and cookies followed
+/// by hand as a browser would. Returns the access token.
+fn patient_launch(op: &OpenIdProvider, patient: &str, scope: &str) -> String {
+    use sha2::{Digest, Sha256};
+    const REDIRECT: &str = "http://127.0.0.1/callback";
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let verifier = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    let mut url = reqwest::Url::parse(&format!("{}/auth", op.issuer)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", "inkan-patient-app")
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", &format!("openid {scope}"))
+        .append_pair("resource", RESOURCE)
+        .append_pair("login_hint", patient)
+        .append_pair("state", "launch-1")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let mut cookies: std::collections::BTreeMap<String, String> = Default::default();
+    let mut next = url.to_string();
+    let code = 'follow: {
+        for _ in 0..12 {
+            let cookie_header = cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let response = http
+                .get(&next)
+                .header("Cookie", cookie_header)
+                .send()
+                .unwrap();
+            for set in response.headers().get_all("set-cookie") {
+                let pair = set.to_str().unwrap().split(';').next().unwrap();
+                if let Some((name, value)) = pair.split_once('=') {
+                    cookies.insert(name.to_owned(), value.to_owned());
+                }
+            }
+            assert!(
+                response.status().is_redirection(),
+                "{}: {}",
+                response.status(),
+                response.text().unwrap()
+            );
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            let location = match location.starts_with('/') {
+                true => format!("{}{location}", op.issuer),
+                false => location,
+            };
+            if location.starts_with(REDIRECT) {
+                let url = reqwest::Url::parse(&location).unwrap();
+                let code = url.query_pairs().find(|(k, _)| k == "code");
+                break 'follow code
+                    .unwrap_or_else(|| panic!("no code in {location}"))
+                    .1
+                    .into_owned();
+            }
+            next = location;
+        }
+        panic!(
+            "the authorization flow did not reach the redirect URI:\n{}",
+            op.process.log()
+        );
+    };
+    let answer: Value = http
+        .post(format!("{}/token", op.issuer))
+        .basic_auth("inkan-patient-app", Some("inkan-patient-app-secret"))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned()
+}
+
+fn create_as(base: &str, token: &str, resource: &Value) -> String {
+    let response = client()
+        .post(format!(
+            "{base}/{}",
+            resource["resourceType"].as_str().unwrap()
+        ))
+        .bearer_auth(token)
+        .header("Content-Type", "application/fhir+json")
+        .body(resource.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let tail = location
+        .rsplit_once(&format!("/{}/", resource["resourceType"].as_str().unwrap()))
+        .unwrap()
+        .1;
+    tail.split('/').next().unwrap().to_owned()
+}
+
+/// A patient's own app (authorization code, patient context) sees that
+/// patient's records and nobody else's; its reads are recorded under the
+/// patient with the user from the token.
+#[test]
+fn a_patient_launch_token_sees_only_its_patients_compartment() {
+    let op = OpenIdProvider::start(RESOURCE);
+    let hfs = Hfs::start();
+    let repository = Sekmet::start();
+    let ledger = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}{}",
+        ledger_and_audit(ledger.path(), &repository.url),
+        jwt_auth(&op.issuer)
+    );
+    let gateway = Gateway::start(&hfs.url, &config);
+    let system = token(&op, "system/*.cruds");
+    let me = create_as(&gateway.base, &system, &crate::patient("Self", "Hanako"));
+    let other = create_as(&gateway.base, &system, &crate::patient("Other", "Taro"));
+    let observation = |patient: &str, value: u32| {
+        json!({
+            "resourceType": "Observation", "status": "final",
+            "code": {"text": "body weight"},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "valueQuantity": {"value": value, "unit": "kg"},
+        })
+    };
+    let mine = create_as(&gateway.base, &system, &observation(&me, 50));
+    let theirs = create_as(&gateway.base, &system, &observation(&other, 70));
+
+    let app = patient_launch(&op, &me, "patient/Patient.rs patient/Observation.rs");
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(app.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["patient"], me.as_str(), "{claims}");
+    assert_eq!(claims["fhirUser"], format!("Patient/{me}"));
+    let get = |path: &str| {
+        client()
+            .get(format!("{}{path}", gateway.base))
+            .bearer_auth(&app)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(get(&format!("/Patient/{me}")).status(), 200);
+    assert_eq!(get(&format!("/Observation/{mine}")).status(), 200);
+    for refused in [
+        format!("/Patient/{other}"),
+        format!("/Observation/{theirs}"),
+        format!("/Observation?patient={other}"),
+        format!("/Observation?subject:Patient.name=Other"),
+        "/Condition?code=x".to_owned(),
+        "/".to_owned(),
+    ] {
+        let response = get(&refused);
+        assert_eq!(response.status(), 403, "{refused}");
+    }
+    // An unpinned search is pinned to the patient: only their weight.
+    let search: Value = get("/Observation").json().unwrap();
+    let subjects: Vec<&str> = search["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["subject"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, [format!("Patient/{me}")], "{search}");
+    let patients: Value = get("/Patient").json().unwrap();
+    assert_eq!(patients["entry"].as_array().unwrap().len(), 1, "{patients}");
+
+    // The read of their own record names them as user and patient.
+    let read = get(&format!("/Observation/{mine}"));
+    let events = delivered_events(
+        &repository.url,
+        &request_id(&read),
+        1,
+        Duration::from_secs(15),
+    );
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    let user = event["agent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["requestor"] == true)
+        .cloned()
+        .unwrap();
+    assert_eq!(user["who"]["reference"], format!("Patient/{me}"));
+    assert_eq!(user["who"]["identifier"]["value"], me.as_str());
+    let patient_entity = event["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["role"]["code"] == "1")
+        .cloned()
+        .unwrap();
+    assert_eq!(patient_entity["what"]["reference"], format!("Patient/{me}"));
+}
