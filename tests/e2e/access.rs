@@ -783,7 +783,7 @@ fn a_patient_launch_token_sees_only_its_patients_compartment() {
         format!("/Patient/{other}"),
         format!("/Observation/{theirs}"),
         format!("/Observation?patient={other}"),
-        format!("/Observation?subject:Patient.name=Other"),
+        "/Observation?subject:Patient.name=Other".to_owned(),
         "/Condition?code=x".to_owned(),
         "/".to_owned(),
     ] {
