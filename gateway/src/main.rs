@@ -172,13 +172,10 @@ async fn run(config: Config) -> ExitCode {
         ));
     }
     gateway.authenticator().prefetch().await;
-    if let (Some(sealer), true) = (gateway.sealer(), gateway.config.audit.enabled) {
+    if let (Some(sealer), Some(repository)) = (gateway.sealer(), gateway.audit_repository()) {
         // Access records go to the audit repository in the background;
         // what waits is in the ledger, so a restart resumes delivery.
-        let repository = match inkan::audit::deliver::repository(&gateway.config) {
-            Ok(repository) => repository,
-            Err(error) => return fail(&error),
-        };
+        let repository = repository.clone();
         let delivered = gateway
             .metrics
             .access_records

@@ -231,7 +231,7 @@ fn pin_to_patient(
             // The body's references are checked before it leaves.
             Ok(None)
         }
-        Interaction::Operation if resource_type == "Patient" && segments.len() == 3 => {
+        Interaction::Operation if resource_type == "Patient" && matches!(segments.len(), 3 | 5) => {
             match segments.get(1) == Some(&patient) {
                 true => Ok(None),
                 false => Err("the token's patient context is another patient".into()),

@@ -200,7 +200,9 @@ pub fn needs(interaction: Interaction, fhir_path: &str) -> Option<Vec<Need>> {
             // Instance operations ($proof, $verify, $everything, …) read
             // the instance; type operations search the type; system
             // operations need every type.
-            [_, _, op] if op.starts_with('$') => on_type(Permission::Read),
+            [_, _, op] | [_, _, "_history", _, op] if op.starts_with('$') => {
+                on_type(Permission::Read)
+            }
             [_, op] if op.starts_with('$') => on_type(Permission::Search),
             [op] if op.starts_with('$') => on_all(Permission::Search),
             _ => None,
@@ -359,6 +361,11 @@ mod tests {
             (
                 Operation,
                 "/Patient/1/$proof",
+                Some((Some("Patient"), P::Read)),
+            ),
+            (
+                Operation,
+                "/Patient/1/_history/2/$proof",
                 Some((Some("Patient"), P::Read)),
             ),
             (

@@ -40,13 +40,14 @@ impl Gateway {
             wanted: facts.wanted,
             peer: facts.conn.peer.ip(),
         };
-        operations::answer(
-            sealer,
-            &self.upstream,
-            &self.verify_limiter,
-            operation,
-            request,
-        )
-        .await
+        // An access record lives in the audit repository: the caller's
+        // right to read it is asked there.
+        let audit_event =
+            crate::fhir::path::resource_type_of(&facts.fhir_path) == Some("AuditEvent");
+        let holder = match (&self.audit_repository, audit_event) {
+            (Some(repository), true) => repository,
+            _ => &self.upstream,
+        };
+        operations::answer(sealer, holder, &self.verify_limiter, operation, request).await
     }
 }

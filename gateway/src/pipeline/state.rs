@@ -41,8 +41,12 @@ pub struct Gateway {
     pub(super) verify_limiter: RateLimiter,
     /// Bearer tokens, scopes and patient context (steps 5 and 9).
     pub(super) authenticator: crate::auth::Authenticator,
-    /// Access records (step 19), when `[audit]` is on.
+    /// Access records (step 21), when `[audit]` is on.
     pub(super) auditor: Option<Arc<crate::audit::Auditor>>,
+    /// Where access records are delivered (the upstream unless
+    /// `[audit] repository_url` names another server), when `[audit]` is
+    /// on. `$proof` of an AuditEvent asks it, as the caller, for the record.
+    pub(super) audit_repository: Option<UpstreamReader>,
     pub(super) faults: Faults,
 }
 
@@ -85,9 +89,14 @@ impl Gateway {
             ))),
             _ => None,
         };
+        let audit_repository = match auditor {
+            Some(_) => Some(crate::audit::deliver::repository(&config)?),
+            None => None,
+        };
         Ok(Gateway {
             authenticator: crate::auth::Authenticator::new(&config.auth)?,
             auditor,
+            audit_repository,
             admin_token_digest,
             verify_limiter: RateLimiter::per_minute(config.limits.verify_requests_per_minute),
             japanese: crate::japanese::Japanese::from_config(&config.japanese)?,
@@ -118,6 +127,11 @@ impl Gateway {
     /// The seal subsystem, when the ledger is open.
     pub fn sealer(&self) -> Option<&Arc<Sealer>> {
         self.sealer.as_ref()
+    }
+
+    /// The audit repository, when access records are on.
+    pub fn audit_repository(&self) -> Option<&UpstreamReader> {
+        self.audit_repository.as_ref()
     }
 
     /// Bearer token validation, for the start-up key fetch.
