@@ -99,10 +99,12 @@ impl SealRequest {
     }
 }
 
-/// The key an access record is sealed under: `AuditEvent/<id>/_history/1`.
-/// The gateway delivers it with `PUT AuditEvent/<id>`, which creates
-/// version 1 in the audit repository; any later version of it is an edit
-/// of an access record, reported by `inkan audit` as unsealed.
+/// The key an access record is sealed under: `AuditEvent/<id>/_history/1`,
+/// `<id>` the gateway's own. The audit repository stores it under an id
+/// of its own, which the delivery binds to the leaf
+/// ([`crate::store::DeliveryQueue::mark_delivered`]); any later version
+/// of it is an edit of an access record, reported by `inkan audit` as
+/// unsealed.
 pub fn access_record_key(id: &str) -> VersionKey {
     VersionKey {
         resource_type: "AuditEvent".into(),

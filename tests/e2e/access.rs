@@ -772,10 +772,20 @@ fn a_patient_launch_token_sees_only_its_patients_compartment() {
         "/Observation?subject:Patient.name=Other".to_owned(),
         "/Condition?code=x".to_owned(),
         "/".to_owned(),
+        format!("/Observation/{mine}?_elements=valueQuantity"),
     ] {
         let response = get(&refused);
         assert_eq!(response.status(), 403, "{refused}");
     }
+    // Writes that cannot be checked before they happen are refused, and
+    // the record is still there.
+    let delete = client()
+        .delete(format!("{}/Observation/{mine}", gateway.base))
+        .bearer_auth(&app)
+        .send()
+        .unwrap();
+    assert_eq!(delete.status(), 403);
+    assert_eq!(get(&format!("/Observation/{mine}")).status(), 200);
     // An unpinned search is pinned to the patient: only their weight.
     let search: Value = get("/Observation").json().unwrap();
     let subjects: Vec<&str> = search["entry"]

@@ -14,7 +14,9 @@
 //!   alias is reported by `inkan audit` as an unsealed AuditEvent — never
 //!   lost, never silently changed.
 //! - Failures back off per event (1 s doubling to 5 min) and survive
-//!   restarts, because the schedule lives in the ledger's queue.
+//!   restarts, because the schedule lives in the ledger's queue. Events
+//!   that failed before are retried one per transaction, so one event the
+//!   repository refuses cannot hold back the rest of its batch.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,30 +91,70 @@ pub async fn deliver_round(
         return Ok(Round::default());
     }
     let mut round = Round::default();
-    let sending: Vec<u64> = due.iter().map(|d| d.leaf_index).collect();
+    let refused = deliver_batch(ledger, repository, &due, &mut round).await?;
+    // The repository refused the transaction (4xx): one event it will not
+    // take (a poison message) must not hold back the others, which the
+    // transaction refused with it. They go one per transaction, at once.
+    if refused && due.len() > 1 {
+        round.deferred = 0;
+        for single in due.chunks(1) {
+            deliver_batch(ledger, repository, single, &mut round).await?;
+        }
+    }
+    Ok(round)
+}
+
+/// Sends one transaction; true when the repository refused it (4xx).
+async fn deliver_batch(
+    ledger: &ledger::log::Ledger,
+    repository: &UpstreamReader,
+    batch: &[Delivery],
+    round: &mut Round,
+) -> Result<bool, ledger::Error> {
+    let sending: Vec<u64> = batch.iter().map(|d| d.leaf_index).collect();
     blocking(|| ledger.store().record_attempts(&sending))?;
-    match send_transaction(repository, &due).await {
+    match send_transaction(repository, batch).await {
         Ok(ids) => {
             let delivered: Vec<(u64, Option<String>)> = sending.iter().copied().zip(ids).collect();
             blocking(|| ledger.store().mark_delivered(&delivered))?;
-            round.delivered = delivered.len();
+            round.delivered += delivered.len();
             tracing::debug!(events = delivered.len(), "access records delivered");
+            Ok(false)
         }
-        Err(error) => {
-            let attempts = due.iter().map(|d| d.attempts).min().unwrap_or(0);
+        Err(Undelivered { refused, error }) => {
+            let attempts = batch.iter().map(|d| d.attempts).min().unwrap_or(0);
             let wait = backoff(attempts);
             let next = ledger::clock::unix_millis() + wait.as_millis() as i64;
             tracing::warn!(
                 events = sending.len(),
+                first_leaf = sending.first().copied().unwrap_or_default(),
                 %error,
                 retry_in_ms = wait.as_millis() as u64,
                 "the audit repository did not take access records; they stay queued"
             );
             blocking(|| ledger.store().defer_deliveries(&sending, next, &error))?;
-            round.deferred = sending.len();
+            round.deferred += sending.len();
+            Ok(refused)
         }
     }
-    Ok(round)
+}
+
+/// Why a transaction did not deliver its events.
+#[derive(Debug)]
+struct Undelivered {
+    /// The repository answered 4xx: something in the events, not an
+    /// outage.
+    refused: bool,
+    error: String,
+}
+
+impl From<String> for Undelivered {
+    fn from(error: String) -> Undelivered {
+        Undelivered {
+            refused: false,
+            error,
+        }
+    }
 }
 
 /// 1 s after the first failure, doubling, at most five minutes.
@@ -126,7 +168,7 @@ fn backoff(attempts_before: u32) -> Duration {
 async fn send_transaction(
     repository: &UpstreamReader,
     events: &[Delivery],
-) -> Result<Vec<Option<String>>, String> {
+) -> Result<Vec<Option<String>>, Undelivered> {
     let mut entries = Vec::with_capacity(events.len());
     for delivery in events {
         let mut resource: serde_json::Value = serde_json::from_slice(&delivery.body)
@@ -161,24 +203,32 @@ async fn send_transaction(
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // Bounded in time and size: a stalled repository must not hang the
+    // delivery task (the answer is retried like any failure).
+    let body = http_body_util::Limited::new(response.into_body(), 64 << 20).collect();
+    let body = match tokio::time::timeout(Duration::from_secs(60), body).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => {
+            return Err(Undelivered::from(
+                "the repository's answer did not arrive".to_owned(),
+            ))
+        }
+    };
     if !status.is_success() {
-        return Err(format!("the repository answered HTTP {}", status.as_u16()));
+        return Err(Undelivered {
+            refused: status.is_client_error(),
+            error: format!("the repository answered HTTP {}", status.as_u16()),
+        });
     }
     let answer: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|_| "the repository's transaction-response is not JSON".to_owned())?;
     let entries = answer["entry"].as_array().cloned().unwrap_or_default();
     if entries.len() != events.len() {
-        return Err(format!(
+        return Err(Undelivered::from(format!(
             "the transaction-response has {} entries for {} events",
             entries.len(),
             events.len()
-        ));
+        )));
     }
     Ok(entries
         .iter()

@@ -162,10 +162,16 @@ fn event(
         "what": {"identifier": {"value": access.request_id}},
     })];
     for reference in access.data {
+        // A refused or failed request may name what does not exist: text
+        // then, not a literal reference a repository could refuse.
+        let what = match outcome {
+            "0" => json!({"reference": reference}),
+            _ => json!({"display": reference}),
+        };
         entities.push(json!({
             "type": coding(ENTITY_TYPE, "2", "System Object"),
             "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
-            "what": {"reference": reference},
+            "what": what,
         }));
     }
     if action == "E" {
@@ -228,16 +234,20 @@ fn event(
 fn client_agent(access: &Access<'_>, role: (&str, &str)) -> Value {
     let caller = access.caller;
     let mut who = serde_json::Map::new();
-    match (caller.client_id(), &caller.certificate_subject) {
-        (Some(client_id), _) => {
-            let issuer = caller.claims.as_ref().and_then(|c| c.iss.as_deref());
-            who.insert("identifier".into(), identifier(issuer, client_id));
-        }
-        (None, Some(subject)) => {
+    // The TLS-verified certificate first: a token's client_id may be
+    // unverified (passthrough), and then only accompanies it.
+    let mut also_known_as = None;
+    match (&caller.certificate_subject, caller.client_id()) {
+        (Some(subject), client_id) => {
             who.insert(
                 "identifier".into(),
                 json!({"system": "urn:ietf:rfc:5280:subject", "value": subject}),
             );
+            also_known_as = client_id;
+        }
+        (None, Some(client_id)) => {
+            let issuer = caller.claims.as_ref().and_then(|c| c.iss.as_deref());
+            who.insert("identifier".into(), identifier(issuer, client_id));
         }
         (None, None) => {
             who.insert("display".into(), json!("unidentified client"));
@@ -249,7 +259,10 @@ fn client_agent(access: &Access<'_>, role: (&str, &str)) -> Value {
         "requestor": false,
         "network": {"address": access.client_address, "type": "2"},
     });
-    if caller.client_id().is_some() {
+    if let Some(client_id) = also_known_as {
+        agent["altId"] = json!(client_id);
+    }
+    if caller.certificate_subject.is_none() && caller.client_id().is_some() {
         mark_unverified(&mut agent, caller);
     }
     agent
@@ -278,7 +291,15 @@ fn user_agent(caller: &Caller, receives: bool) -> Option<Value> {
     };
     let mut who = serde_json::Map::new();
     if let Some(fhir_user) = &claims.fhir_user {
-        who.insert("reference".into(), json!(fhir_user));
+        // Unverified, it is only text: a literal reference could name
+        // anything, and repositories that check references would refuse
+        // the event.
+        let key = if caller.verified {
+            "reference"
+        } else {
+            "display"
+        };
+        who.insert(key.into(), json!(fhir_user));
     }
     if let Some(sub) = sub {
         who.insert("identifier".into(), identifier(claims.iss.as_deref(), sub));

@@ -309,6 +309,19 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
             }
             _ => continue,
         };
+        // A key published for encryption, or for another algorithm, does
+        // not verify signatures here.
+        let for_signing = !matches!(
+            jwk.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+        );
+        let alg_matches = jwk
+            .common
+            .key_algorithm
+            .is_none_or(|declared| format!("{declared:?}") == format!("{alg:?}"));
+        if !for_signing || !alg_matches {
+            continue;
+        }
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
             continue;
         };
@@ -319,10 +332,17 @@ fn usable_keys(set: &JwkSet) -> HashMap<String, (DecodingKey, Algorithm)> {
 }
 
 fn is_loopback_url(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+    // Parsed, not split: `http://localhost:1@evil.example/` has the host
+    // evil.example.
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+    !userinfo
+        && matches!(
+            uri.host(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+        )
 }
 
 /// The claims of a token read without checking anything: what passthrough
@@ -334,4 +354,24 @@ pub fn unverified_claims(token: &str) -> Option<Claims> {
         .decode(payload.trim_end_matches('='))
         .ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_hosts_count_as_loopback() {
+        let cases: &[(&str, bool)] = &[
+            ("http://127.0.0.1:8080/x", true),
+            ("http://localhost/x", true),
+            ("http://[::1]:9/", true),
+            ("http://localhost:1@evil.example/", false),
+            ("http://127.0.0.1.evil.example/", false),
+            ("http://example.jp/", false),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(is_loopback_url(url), *expected, "{url}");
+        }
+    }
 }

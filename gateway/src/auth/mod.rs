@@ -100,7 +100,7 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
         certificate_subject: Option<&str>,
-        interaction: Interaction,
+        open_to_all: bool,
     ) -> Result<Caller, GatewayError> {
         let token = bearer_token(headers);
         let mut caller = Caller {
@@ -112,7 +112,7 @@ impl Authenticator {
             return Ok(caller);
         };
         let Some(token) = token else {
-            if interaction == Interaction::Capabilities {
+            if open_to_all {
                 return Ok(caller);
             }
             return Err(GatewayError::MissingToken);
@@ -134,11 +134,12 @@ impl Authenticator {
         &self,
         caller: &Caller,
         interaction: Interaction,
+        method: &http::Method,
         fhir_path: &str,
         query: Option<&str>,
         batch: Option<&[(String, String)]>,
     ) -> Result<Grant, GatewayError> {
-        if !self.enforces() || interaction == Interaction::Capabilities {
+        if !self.enforces() || open_to_all(interaction, fhir_path) {
             return Ok(Grant::default());
         }
         let forbidden = |reason: String| GatewayError::Forbidden { reason };
@@ -153,7 +154,8 @@ impl Authenticator {
                 if entry == Interaction::BatchOrTransaction {
                     return Err(forbidden("a batch inside a batch".into()));
                 }
-                let grant = self.authorize(caller, entry, &path, Some(entry_query), None)?;
+                let grant =
+                    self.authorize(caller, entry, &method, &path, Some(entry_query), None)?;
                 if grant.patient.is_some() {
                     return Err(forbidden(
                         "batch and transaction entries cannot be held to a patient context; use a user or system scope".into(),
@@ -162,7 +164,7 @@ impl Authenticator {
             }
             return Ok(Grant::default());
         }
-        let needs = smart::needs(interaction, fhir_path).ok_or_else(|| {
+        let needs = smart::needs(interaction, method, fhir_path).ok_or_else(|| {
             forbidden(format!(
                 "no SMART scope grants a {} request on this path",
                 interaction.as_str()
@@ -193,46 +195,68 @@ impl Authenticator {
         }
         if let Some(patient) = grant.patient.clone() {
             grant.added_search_parameter =
-                pin_to_patient(interaction, fhir_path, query, &patient).map_err(forbidden)?;
+                pin_to_patient(interaction, method, fhir_path, query, &patient)
+                    .map_err(forbidden)?;
         }
         Ok(grant)
     }
+}
+
+/// Requests that need no token: the CapabilityStatement and the SMART
+/// configuration, which clients read to learn how to get one.
+pub fn open_to_all(interaction: Interaction, fhir_path: &str) -> bool {
+    interaction == Interaction::Capabilities
+        || fhir_path.trim_end_matches('/') == "/.well-known/smart-configuration"
 }
 
 /// Checks a patient-context request against its path and query; for a
 /// search, the parameter to add (if the query does not pin it already).
 fn pin_to_patient(
     interaction: Interaction,
+    method: &http::Method,
     fhir_path: &str,
     query: Option<&str>,
     patient: &str,
 ) -> Result<Option<(String, String)>, String> {
     let segments = crate::fhir::path::segments(fhir_path);
     let resource_type = segments.first().copied().unwrap_or("");
+    let names_the_patient = segments.get(1) == Some(&patient);
+    // Parameters that take the patient's references out of an answer, so
+    // that the answer check below would see nothing to compare.
+    let hiding = query.unwrap_or("").split('&').find(|pair| {
+        let name = pair.split('=').next().unwrap_or("");
+        matches!(
+            name,
+            "_elements" | "_summary" | "_contained" | "_containedType"
+        )
+    });
+    if let Some(pair) = hiding {
+        let name = pair.split('=').next().unwrap_or("");
+        return Err(format!("{name} is refused with a patient context"));
+    }
     match interaction {
         Interaction::Read | Interaction::Vread | Interaction::HistoryInstance => {
-            if resource_type == "Patient" && segments.get(1) != Some(&patient) {
+            if resource_type == "Patient" && !names_the_patient {
                 return Err("the token's patient context is another patient".into());
             }
             // Other types: the answer's references are checked once it is in.
             Ok(None)
         }
-        Interaction::SearchType if fhir_path.ends_with("/_search") => {
+        Interaction::SearchType if *method == http::Method::POST => {
             Err("POST _search is refused with a patient context; search with GET".into())
         }
         Interaction::SearchType => match compartment::pin_search(resource_type, query, patient)? {
             compartment::SearchPin::AlreadyPinned => Ok(None),
             compartment::SearchPin::Add(name, value) => Ok(Some((name, value))),
         },
-        Interaction::Create | Interaction::Update | Interaction::Patch | Interaction::Delete => {
-            if resource_type == "Patient" && segments.get(1).is_some_and(|id| *id != patient) {
-                return Err("the token's patient context is another patient".into());
-            }
-            // The body's references are checked before it leaves.
-            Ok(None)
-        }
+        // A new resource's body is checked before it leaves.
+        Interaction::Create => Ok(None),
+        // The patient's own Patient resource only: another type's current
+        // version, which the update replaces, cannot be checked before the
+        // write (and a delete or a patch leaves nothing to check).
+        Interaction::Update if resource_type == "Patient" && names_the_patient => Ok(None),
         Interaction::Operation if resource_type == "Patient" && matches!(segments.len(), 3 | 5) => {
-            match segments.get(1) == Some(&patient) {
+            match names_the_patient {
                 true => Ok(None),
                 false => Err("the token's patient context is another patient".into()),
             }
@@ -405,16 +429,98 @@ mod tests {
                 None,
                 Err(()),
             ),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                Read,
+                "/Observation/o1",
+                Some("_elements=valueQuantity"),
+                Err(()),
+            ),
+            (
+                "patient/Observation.rs",
+                Some("p1"),
+                SearchType,
+                "/Observation",
+                Some("_summary=count"),
+                Err(()),
+            ),
+            (
+                "patient/Observation.cruds",
+                Some("p1"),
+                Update,
+                "/Observation/o1",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Observation.cruds",
+                Some("p1"),
+                Delete,
+                "/Observation/o1",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Observation.cruds",
+                Some("p1"),
+                Patch,
+                "/Observation/o1",
+                None,
+                Err(()),
+            ),
+            (
+                "patient/Patient.cruds",
+                Some("p1"),
+                Update,
+                "/Patient/p1",
+                None,
+                Ok(None),
+            ),
+            (
+                "patient/Patient.cruds",
+                Some("p1"),
+                Update,
+                "/Patient/p2",
+                None,
+                Err(()),
+            ),
+            (
+                "user/Observation.cruds",
+                None,
+                Delete,
+                "/Observation/o1",
+                None,
+                Ok(None),
+            ),
         ];
         for (scope, patient, interaction, path, query, expected) in cases {
             let got = auth
-                .authorize(&caller(scope, *patient), *interaction, path, *query, None)
+                .authorize(
+                    &caller(scope, *patient),
+                    *interaction,
+                    &method_of(*interaction, path),
+                    path,
+                    *query,
+                    None,
+                )
                 .map(|g| g.added_search_parameter)
                 .map_err(|_| ());
             assert_eq!(
                 &got, expected,
                 "{scope} {patient:?} {interaction:?} {path} {query:?}"
             );
+        }
+    }
+
+    fn method_of(interaction: Interaction, path: &str) -> http::Method {
+        match interaction {
+            Interaction::SearchType if path.ends_with("/_search") => http::Method::POST,
+            Interaction::Create | Interaction::BatchOrTransaction => http::Method::POST,
+            Interaction::Update => http::Method::PUT,
+            Interaction::Patch => http::Method::PATCH,
+            Interaction::Delete => http::Method::DELETE,
+            _ => http::Method::GET,
         }
     }
 
@@ -432,6 +538,7 @@ mod tests {
             .authorize(
                 &writer,
                 Interaction::BatchOrTransaction,
+                &http::Method::POST,
                 "/",
                 None,
                 Some(&ok)
@@ -442,6 +549,7 @@ mod tests {
             .authorize(
                 &writer,
                 Interaction::BatchOrTransaction,
+                &http::Method::POST,
                 "/",
                 None,
                 Some(&too_much)
@@ -452,6 +560,7 @@ mod tests {
             .authorize(
                 &patient,
                 Interaction::BatchOrTransaction,
+                &http::Method::POST,
                 "/",
                 None,
                 Some(&ok)

@@ -162,9 +162,36 @@ fn parse_scope(word: &str) -> Option<Scope> {
     })
 }
 
-/// What an interaction on `fhir_path` needs. `None` when no scope can
-/// grant it (an unknown shape of request).
-pub fn needs(interaction: Interaction, fhir_path: &str) -> Option<Vec<Need>> {
+/// Operations that only read, whatever the method (`POST` carries their
+/// parameters). Any other operation may change data and needs the write
+/// permissions `cud` on its type (or on every type, at the system level).
+const READ_ONLY_OPERATIONS: &[&str] = &[
+    "$proof",
+    "$verify",
+    "$validate",
+    "$everything",
+    "$export",
+    "$lastn",
+    "$stats",
+    "$expand",
+    "$lookup",
+    "$translate",
+    "$validate-code",
+    "$subsumes",
+    "$meta",
+    "$document",
+    "$summary",
+];
+
+/// What an interaction on `fhir_path` with `method` needs. `None` when no
+/// scope can grant it (an unknown shape of request, or a history read
+/// with a method that is not a read).
+pub fn needs(
+    interaction: Interaction,
+    method: &http::Method,
+    fhir_path: &str,
+) -> Option<Vec<Need>> {
+    let reading = matches!(*method, http::Method::GET | http::Method::HEAD);
     let segments = path::segments(fhir_path);
     let resource_type = segments
         .first()
@@ -184,6 +211,28 @@ pub fn needs(interaction: Interaction, fhir_path: &str) -> Option<Vec<Need>> {
             permission,
         })
     };
+    let history = matches!(
+        interaction,
+        Interaction::HistoryInstance | Interaction::HistoryType | Interaction::HistorySystem
+    );
+    if history && !reading {
+        // `DELETE Patient/1/_history` purges on some servers.
+        return None;
+    }
+    if interaction == Interaction::Operation {
+        let operation = segments.last().copied().unwrap_or("");
+        let read_only = reading || READ_ONLY_OPERATIONS.contains(&operation);
+        if !read_only {
+            let on = |permission| match segments.len() {
+                1 => on_all(permission),
+                _ => on_type(permission),
+            };
+            return [Permission::Create, Permission::Update, Permission::Delete]
+                .into_iter()
+                .map(on)
+                .collect();
+        }
+    }
     let need = match interaction {
         Interaction::Read | Interaction::Vread | Interaction::HistoryInstance => {
             on_type(Permission::Read)
@@ -310,6 +359,66 @@ mod tests {
     }
 
     #[test]
+    fn operations_that_may_write_need_write_permissions_and_history_only_reads() {
+        use Permission as P;
+        let post = http::Method::POST;
+        let writes = |t: Option<&str>| {
+            Some(vec![
+                need(t, P::Create),
+                need(t, P::Update),
+                need(t, P::Delete),
+            ])
+        };
+        // (method, interaction, path, expected)
+        let cases: &[(&http::Method, Interaction, &str, Option<Vec<Need>>)] = &[
+            (
+                &post,
+                Interaction::Operation,
+                "/Patient/1/$meta-delete",
+                writes(Some("Patient")),
+            ),
+            (
+                &post,
+                Interaction::Operation,
+                "/Patient/$merge",
+                writes(Some("Patient")),
+            ),
+            (&post, Interaction::Operation, "/$import", writes(None)),
+            (
+                &post,
+                Interaction::Operation,
+                "/Patient/1/$everything",
+                Some(vec![need(Some("Patient"), P::Read)]),
+            ),
+            (
+                &post,
+                Interaction::Operation,
+                "/Patient/$verify",
+                Some(vec![need(Some("Patient"), P::Search)]),
+            ),
+            (
+                &http::Method::DELETE,
+                Interaction::HistoryInstance,
+                "/Patient/1/_history",
+                None,
+            ),
+            (
+                &http::Method::DELETE,
+                Interaction::HistoryType,
+                "/Patient/_history",
+                None,
+            ),
+        ];
+        for (method, interaction, path, expected) in cases {
+            assert_eq!(
+                &needs(*interaction, method, path),
+                expected,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
     fn interactions_need_these_permissions() {
         use Interaction::*;
         use Permission as P;
@@ -381,7 +490,7 @@ mod tests {
         for (interaction, path, expected) in cases {
             let expected = expected.map(|(t, p)| vec![need(t, p)]);
             assert_eq!(
-                needs(*interaction, path),
+                needs(*interaction, &http::Method::GET, path),
                 expected,
                 "{interaction:?} {path}"
             );

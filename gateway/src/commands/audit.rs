@@ -391,10 +391,25 @@ fn find_missing(
         ),
         None => None,
     };
+    // Access records live in the audit repository, and only once
+    // delivered: they are looked for only in a sweep asked for AuditEvents
+    // (`--type AuditEvent`, usually with `--upstream <repository>`).
+    let sweeping_access_records = state.types.iter().any(|t| t == "AuditEvent");
+    let queued: std::collections::HashSet<u64> = ledger
+        .store()
+        .due_deliveries(i64::MAX, usize::MAX)?
+        .iter()
+        .map(|d| d.leaf_index)
+        .collect();
     let mut start = 0;
     while start < state.ledger_size_at_start {
         let end = (start + 10_000).min(state.ledger_size_at_start);
         for record in ledger.store().records(start, end)? {
+            if record.leaf.kind == ::ledger::leaf::LeafKind::Access
+                && (!sweeping_access_records || queued.contains(&record.leaf_index))
+            {
+                continue;
+            }
             let in_scope = (state.types.is_empty() || state.types.contains(&record.key.resource_type))
                 // Sealing follows the upstream's write within a second or so.
                 && since.is_none_or(|since| record.sealed_at + 2 >= since);

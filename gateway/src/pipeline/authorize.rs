@@ -19,6 +19,7 @@ use http::HeaderMap;
 
 use super::facts::{AccessNotes, RequestFacts};
 use super::Gateway;
+use crate::auth::smart::{Need, Permission};
 use crate::auth::{compartment, Caller, Grant};
 use crate::error::GatewayError;
 use crate::fhir::interaction::Interaction;
@@ -34,7 +35,7 @@ impl Gateway {
             .identify(
                 headers,
                 facts.conn.certificate_subject.as_deref(),
-                facts.interaction,
+                crate::auth::open_to_all(facts.interaction, &facts.fhir_path),
             )
             .await
     }
@@ -53,13 +54,86 @@ impl Gateway {
             Interaction::BatchOrTransaction => Some(batch_entries(body)?),
             _ => None,
         };
+        // A server may store a body by its own resourceType: the scope
+        // checked must be that type's.
+        if matches!(
+            facts.interaction,
+            Interaction::Create | Interaction::Update | Interaction::ConditionalUpdate
+        ) {
+            let path_type = crate::fhir::path::resource_type_of(&facts.fhir_path);
+            if let Some(body_type) = json_resource_type(body) {
+                if Some(body_type.as_str()) != path_type {
+                    return Err(GatewayError::Forbidden {
+                        reason: "the body's resourceType is not the path's".into(),
+                    });
+                }
+            }
+        }
         self.authenticator.authorize(
             &notes.caller,
             facts.interaction,
+            &facts.method,
             &facts.fhir_path,
             facts.query.as_deref(),
             batch.as_deref(),
         )
+    }
+
+    /// An answer may hold only resource types the token's scopes let the
+    /// caller read (`_include`, `_revinclude` and `$everything` bring in
+    /// others). A Bundle's entries are each checked; an answer the
+    /// gateway cannot look into passes only a token that may read every
+    /// type. `jwt` mode only.
+    pub(super) fn hold_answer_to_scopes(
+        &self,
+        caller: &Caller,
+        body: Option<&Bytes>,
+        facts: &RequestFacts,
+    ) -> Result<(), GatewayError> {
+        if !self.authenticator.enforces()
+            || crate::auth::open_to_all(facts.interaction, &facts.fhir_path)
+        {
+            return Ok(());
+        }
+        let may_read = |resource_type: Option<&str>| {
+            [Permission::Read, Permission::Search]
+                .into_iter()
+                .any(|permission| {
+                    caller
+                        .scopes
+                        .granting(&Need {
+                            resource_type: resource_type.map(str::to_owned),
+                            permission,
+                        })
+                        .is_some()
+                })
+        };
+        if may_read(None) {
+            return Ok(());
+        }
+        let refused = |what: &str| GatewayError::Forbidden {
+            reason: format!("the answer holds {what}, which the token's scopes do not cover"),
+        };
+        let Some(value) = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
+        else {
+            return Err(refused("resources the gateway cannot look into"));
+        };
+        let mut resources = vec![&value];
+        if value["resourceType"] == "Bundle" {
+            resources = value["entry"]
+                .as_array()
+                .map(|entries| entries.iter().map(|e| &e["resource"]).collect())
+                .unwrap_or_default();
+        }
+        for resource in resources {
+            let Some(resource_type) = resource["resourceType"].as_str() else {
+                continue;
+            };
+            if resource_type != "OperationOutcome" && !may_read(Some(resource_type)) {
+                return Err(refused(resource_type));
+            }
+        }
+        Ok(())
     }
 
     /// A write under a patient context may not name another patient.
@@ -132,7 +206,19 @@ impl Gateway {
     }
 }
 
+/// The `resourceType` of a JSON body, if it is one.
+fn json_resource_type(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
+    }
+    serde_json::from_slice::<Head>(body).ok()?.resource_type
+}
+
 /// `(method, url)` of each entry of a batch or transaction Bundle (JSON).
+/// An entry whose resource's type is not its URL's is refused: the
+/// server may store it by the resource's type.
 fn batch_entries(body: &Bytes) -> Result<Vec<(String, String)>, GatewayError> {
     let refused = || GatewayError::Forbidden {
         reason:
@@ -145,10 +231,22 @@ fn batch_entries(body: &Bytes) -> Result<Vec<(String, String)>, GatewayError> {
         .iter()
         .map(|entry| {
             let request = &entry["request"];
-            match (request["method"].as_str(), request["url"].as_str()) {
-                (Some(method), Some(url)) => Ok((method.to_owned(), url.to_owned())),
-                _ => Err(refused()),
+            let (Some(method), Some(url)) = (request["method"].as_str(), request["url"].as_str())
+            else {
+                return Err(refused());
+            };
+            if let Some(body_type) = entry["resource"]["resourceType"].as_str() {
+                let url_path = format!(
+                    "/{}",
+                    url.split('?').next().unwrap_or("").trim_start_matches('/')
+                );
+                if crate::fhir::path::resource_type_of(&url_path) != Some(body_type) {
+                    return Err(GatewayError::Forbidden {
+                        reason: "a batch entry's resourceType is not its URL's".into(),
+                    });
+                }
             }
+            Ok((method.to_owned(), url.to_owned()))
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 //! and look-alikes of the gateway's own `Inkan-*` headers dropped;
 //! `Location` and `Content-Location` rewritten to the public base), then
 //! decides whether the body is looked into: FHIR JSON or XML within
-//! `limits.max_inspected_response_bytes` is buffered for steps 17–17;
+//! `limits.max_inspected_response_bytes` is buffered for steps 17–19;
 //! anything else (HEAD, other media types, too large, still encoded)
 //! streams on untouched, counted as uninspected. Results: the streamed
 //! answer or the buffered one; 502 when an answer that must be converted
@@ -29,7 +29,7 @@ pub(super) enum Inspected {
     Buffered { head: Head, body: Bytes },
 }
 
-/// The head of a buffered answer and what steps 17–17 need to know of it.
+/// The head of a buffered answer and what steps 17–19 need to know of it.
 #[derive(Debug)]
 pub(super) struct Head {
     pub parts: http::response::Parts,

@@ -124,7 +124,10 @@ impl Gateway {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<BoxError>,
     {
-        // 4. Authenticate: the caller, before any body is read.
+        // 4. Authenticate: the caller, before any body is read. The TLS
+        //    client certificate names it even when the token is refused.
+        notes.caller.certificate_subject =
+            facts.conn.certificate_subject.as_deref().map(str::to_owned);
         notes.caller = self.identify(request.headers(), facts).await?;
         // 5. Receive: the whole body, before admission (a slow body holds
         //    no concurrency permit), bounded by its own slots.
@@ -205,6 +208,7 @@ impl Gateway {
         // 16. Inspect: relay the head; buffer a FHIR body or stream it on.
         let (mut head, body) = match self.inspect(answer, facts, &plan, &coding).await? {
             inspect::Inspected::Streamed(mut response) => {
+                self.hold_answer_to_scopes(&notes.caller, None, facts)?;
                 self.hold_answer_to_patient(&notes.grant, None, facts)?;
                 let headers = response.headers_mut();
                 encode::gateway_headers(headers, seal.as_ref(), &outgoing.text_report);
@@ -214,8 +218,9 @@ impl Gateway {
         };
         // 17. Verify: returned versions against their seals.
         let body = self.verify(body, &mut head, facts, &plan)?;
-        // The answer stays within a patient context; the patients it names
-        // go into the access record.
+        // The answer stays within the token's scopes and patient context;
+        // the patients it names go into the access record.
+        self.hold_answer_to_scopes(&notes.caller, Some(&body), facts)?;
         self.hold_answer_to_patient(&notes.grant, Some(&body), facts)?;
         if self.auditor.is_some() && head.format == crate::fhir::format::WireFormat::Json {
             let max = self.config.audit.max_patients_per_request;

@@ -34,19 +34,36 @@ impl Gateway {
                 base_path: self.config.base_path.clone(),
             });
         };
+        // An access record in a separate audit repository: the caller's
+        // token was issued for this FHIR server, not for that one, and is
+        // not sent there. The gateway validated it and its scopes granted
+        // this read of AuditEvent (step 7), so the gateway asks the
+        // repository with its own credential; without validated tokens it
+        // cannot vouch for the caller and refuses.
+        let audit_event =
+            crate::fhir::path::resource_type_of(&facts.fhir_path) == Some("AuditEvent");
+        let separate_repository = self.config.audit.repository_url.is_some();
+        let mut headers = parts.headers.clone();
+        let holder = match (&self.audit_repository, audit_event && separate_repository) {
+            (Some(repository), true) => {
+                if !self.authenticator.enforces() {
+                    return Err(GatewayError::Forbidden {
+                        reason: "$proof of an access record in a separate audit repository needs [auth] mode = \"jwt\"; at the hospital, use inkan ledger proof".into(),
+                    });
+                }
+                headers.remove(http::header::AUTHORIZATION);
+                if let Some(own) = repository.gateway_authorization() {
+                    headers.insert(http::header::AUTHORIZATION, own.clone());
+                }
+                repository
+            }
+            _ => &self.upstream,
+        };
         let request = OperationRequest {
-            headers: &parts.headers,
+            headers: &headers,
             body,
             wanted: facts.wanted,
             peer: facts.conn.peer.ip(),
-        };
-        // An access record lives in the audit repository: the caller's
-        // right to read it is asked there.
-        let audit_event =
-            crate::fhir::path::resource_type_of(&facts.fhir_path) == Some("AuditEvent");
-        let holder = match (&self.audit_repository, audit_event) {
-            (Some(repository), true) => repository,
-            _ => &self.upstream,
         };
         operations::answer(sealer, holder, &self.verify_limiter, operation, request).await
     }

@@ -348,3 +348,55 @@ async fn past_the_concurrency_limit_the_answer_is_503_with_retry_after() {
     assert_eq!(headers["retry-after"], "1");
     assert!(upstream.paths().is_empty());
 }
+
+/// The audit repository refuses one event (here: the one whose request id
+/// says "poison"): the other events of its batch are still delivered, one
+/// per transaction, and only the refused one waits in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_repository_refuses_does_not_hold_back_its_batch() {
+    let upstream = ScriptedUpstream::start(|method, _, body| {
+        if method == "GET" {
+            let patient = PATIENT_V1.as_bytes().to_vec();
+            return (200, vec![("content-type", "application/fhir+json".into())], patient);
+        }
+        let text = String::from_utf8_lossy(body);
+        if text.contains("poison") {
+            return (400, vec![], b"{}".to_vec());
+        }
+        let bundle: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let entries: Vec<serde_json::Value> = (0..bundle["entry"].as_array().unwrap().len())
+            .map(|i| serde_json::json!({"response": {"status": "201", "location": format!("AuditEvent/r{i}-{}/_history/1", text.len())}}))
+            .collect();
+        let answer = serde_json::json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entries});
+        (200, vec![("content-type", "application/fhir+json".into())], answer.to_string().into_bytes())
+    })
+    .await;
+    let ledger = tempfile::tempdir().unwrap();
+    let gw = gateway(&upstream, Some(ledger.path()), |c| {
+        c.audit.enabled = true;
+        c.ledger.verify_reads = crate::config::VerifyReads::Off;
+    });
+    for request_id in ["rid-a", "rid-poison", "rid-b"] {
+        let (status, _, _) = send(
+            &gw,
+            get("/fhir/Patient/p1").header("x-request-id", request_id),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let sealer = gw.sealer().unwrap();
+    let repository = gw.audit_repository().unwrap();
+    let round = crate::audit::deliver::deliver_round(sealer, repository, 10)
+        .await
+        .unwrap();
+    assert_eq!((round.delivered, round.deferred), (2, 1));
+    let posts = upstream
+        .paths()
+        .iter()
+        .filter(|p| p.starts_with("POST"))
+        .count();
+    assert_eq!(posts, 4, "the batch of three, then each alone");
+    let backlog = sealer.ledger().store().delivery_backlog().unwrap().0;
+    assert_eq!(backlog, 1, "only the refused event waits");
+}
