@@ -10,6 +10,11 @@
 # (off, audit, jwt, off, …), medians.
 #
 #   bench/access.sh [seconds per row, default 15]
+#
+# INKAN_BENCH_REPOSITORY=down: the audit repository is a closed port, so
+# events stay queued in the ledger — the request path's own cost, without
+# the delivery and the repository (a Python server on the same two cores)
+# competing for the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-15}"
@@ -37,7 +42,9 @@ start_gateway() { # name extra-toml → sets gw_port
   start_inkan_gw "$work/inkan-$1.toml" "$work/inkan-$1.log" "$gw_port"
 }
 start_gateway off ""; off_port=$gw_port
-start_gateway audit "[audit]\nenabled = true\nrepository_url = \"http://127.0.0.1:$sek_port/fhir\"\n"; audit_port=$gw_port
+repository="http://127.0.0.1:$sek_port/fhir"
+[ "${INKAN_BENCH_REPOSITORY:-}" = down ] && repository="http://127.0.0.1:$(free_port)/fhir"
+start_gateway audit "[audit]\nenabled = true\nrepository_url = \"$repository\"\n"; audit_port=$gw_port
 start_gateway jwt "[auth]\nmode = \"jwt\"\nissuer = \"http://127.0.0.1:$op_port\"\naudience = [\"$resource\"]\n"; jwt_port=$gw_port
 
 # Some Patients to read (through the "off" gateway, sealed in its ledger).
@@ -64,7 +71,7 @@ done
 # The access records written above, delivered by now or soon.
 sleep 3
 backlog=$(curl -fsS "http://127.0.0.1:$sek_port/fhir/AuditEvent?_count=1&_total=accurate" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("total", "?"))')
-echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $rounds interleaved rounds of ${round}s per row, medians; $backlog AuditEvents in the repository afterwards"
+echo "Run: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $rounds interleaved rounds of ${round}s per row, medians; repository ${INKAN_BENCH_REPOSITORY:-up}, $backlog AuditEvents in it afterwards; $("$inkan" ledger --dir "$work/ledger-audit" stats | grep leaves)"
 echo
 python3 - "$work/results" <<'PY'
 import statistics, sys

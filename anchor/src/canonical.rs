@@ -25,8 +25,37 @@ pub fn canonicalize(input: &[u8]) -> Result<Vec<u8>, Error> {
     canonicalize_with_depth(input, DEFAULT_MAX_DEPTH)
 }
 
+/// Canonicalizes FHIR JSON bytes, leaving out the top-level members
+/// named in `omit` (an access record's `id` and `meta`), in one pass.
+/// Input that is not an object is refused.
+pub fn canonicalize_omitting(input: &[u8], omit: &[&str]) -> Result<Vec<u8>, Error> {
+    let (value, len) = parse(input, DEFAULT_MAX_DEPTH)?;
+    let Value::Object(members) = value else {
+        return Err(Error::Canonical {
+            offset: 0,
+            reason: "expected a JSON object".into(),
+        });
+    };
+    let kept = members
+        .into_iter()
+        .filter(|(name, _)| !omit.contains(&name.as_str()))
+        .collect();
+    let mut out = Vec::with_capacity(len);
+    Value::Object(kept).write(&mut out);
+    Ok(out)
+}
+
 /// Canonicalizes FHIR JSON bytes, rejecting nesting deeper than `max_depth`.
 pub fn canonicalize_with_depth(input: &[u8], max_depth: usize) -> Result<Vec<u8>, Error> {
+    let (value, len) = parse(input, max_depth)?;
+    let mut out = Vec::with_capacity(len);
+    value.write(&mut out);
+    Ok(out)
+}
+
+/// Parses and checks the input; the value (members sorted) and the
+/// input's length.
+fn parse(input: &[u8], max_depth: usize) -> Result<(Value<'_>, usize), Error> {
     let text = std::str::from_utf8(input).map_err(|e| Error::Canonical {
         offset: e.valid_up_to(),
         reason: "invalid UTF-8".into(),
@@ -43,9 +72,7 @@ pub fn canonicalize_with_depth(input: &[u8], max_depth: usize) -> Result<Vec<u8>
     if parser.pos != parser.bytes.len() {
         return Err(parser.error("trailing data after the JSON value"));
     }
-    let mut out = Vec::with_capacity(input.len());
-    value.write(&mut out);
-    Ok(out)
+    Ok((value, input.len()))
 }
 
 /// A parsed JSON value that keeps numbers as their source text.

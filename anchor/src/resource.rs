@@ -237,27 +237,14 @@ pub fn canonical_resource(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error
 /// `lastUpdated`). The ledger binds the repository's id to the record
 /// when it is delivered. Pure.
 pub fn canonical_access_record(bytes: &[u8], format: Format) -> Result<Vec<u8>, Error> {
-    let canonical = canonical_resource(bytes, format)?;
-    let mut value: serde_json::Value =
-        serde_json::from_slice(&canonical).map_err(|e| Error::Canonical {
-            offset: 0,
-            reason: format!("canonical form is not JSON: {e}"),
-        })?;
-    let Some(object) = value.as_object_mut() else {
-        return Err(Error::Canonical {
-            offset: 0,
-            reason: "an access record must be a JSON object".into(),
-        });
-    };
-    let had_meta = object.remove("meta").is_some();
-    if object.remove("id").is_none() && !had_meta {
-        return Ok(canonical);
+    const OWNED_BY_THE_REPOSITORY: &[&str] = &["id", "meta"];
+    match format {
+        Format::Json => canonical::canonicalize_omitting(bytes, OWNED_BY_THE_REPOSITORY),
+        Format::Xml => canonical::canonicalize_omitting(
+            &canonical_resource(bytes, format)?,
+            OWNED_BY_THE_REPOSITORY,
+        ),
     }
-    let without_meta = serde_json::to_vec(&value).map_err(|e| Error::Canonical {
-        offset: 0,
-        reason: format!("cannot re-serialize the access record: {e}"),
-    })?;
-    canonical::canonicalize(&without_meta)
 }
 
 #[cfg(test)]
