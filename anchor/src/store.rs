@@ -263,8 +263,9 @@ pub trait AnchorState: Send + Sync {
 /// returns: the deliverer relies on it to neither lose nor duplicate an
 /// event across a crash.
 pub trait DeliveryQueue: Send + Sync {
-    /// Up to `limit` records whose next attempt is due at `now_ms`, oldest
-    /// leaf first.
+    /// Up to `limit` records whose next attempt is due at `now_ms`: those
+    /// never tried first (oldest leaf first), then deferred ones by due
+    /// time, so that a failing batch cannot hold back fresh records.
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, Error>;
     /// Counts an attempt for each leaf before it is sent, so that after a
     /// crash the deliverer knows the event may already have arrived.
@@ -346,6 +347,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     next_attempt_ms INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT
 );
+-- The deliverer asks for what is due every half second, with a backlog of
+-- any size (an outage): by index, never a scan of the bodies.
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_ms, leaf_index);
 ";
 
 /// Work for the appender thread; every job in a group shares one commit.
@@ -1031,7 +1035,7 @@ impl DeliveryQueue for SqliteStore {
             let mut stmt = c.prepare_cached(
                 "SELECT d.leaf_index, v.resource_type, v.id, v.version_id, d.body, d.attempts
                  FROM deliveries d JOIN versions v ON v.leaf_index = d.leaf_index
-                 WHERE d.next_attempt_ms <= ?1 ORDER BY d.leaf_index LIMIT ?2",
+                 WHERE d.next_attempt_ms <= ?1 ORDER BY d.next_attempt_ms, d.leaf_index LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![now_ms, limit], |r| {
                 Ok(Delivery {

@@ -108,7 +108,9 @@ pub fn events(
     patients
         .into_iter()
         .map(|patient| {
-            let id = uuid::Uuid::new_v4().to_string();
+            // Time-ordered (UUIDv7): the ledger's index takes them in
+            // order, at its end, instead of one random page per event.
+            let id = uuid::Uuid::now_v7().to_string();
             let event = event(&id, access, observer, patient, left_out);
             let bytes = serde_json::to_vec(&event).unwrap_or_default();
             (id, bytes)
