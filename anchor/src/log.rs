@@ -218,6 +218,12 @@ pub struct Ledger {
     tree: Mutex<TreeState>,
     signer: NoteSigner,
     backends: Vec<Box<dyn AnchorBackend>>,
+    /// One lock per backend: the checkpointer and a backend's own pacing
+    /// thread may both want to anchor the latest checkpoint; one stamp
+    /// (one chain transaction) is enough, and a late failure of a second
+    /// attempt must not be recorded over the first one's success (a test
+    /// caught `failures = 1` beside a fresh receipt under load).
+    anchoring: Vec<Mutex<()>>,
     /// Serializes checkpoint production (never two signers racing).
     checkpointing: Mutex<()>,
     /// Index records sealed or looked up recently. Records never change
@@ -408,6 +414,7 @@ impl Ledger {
         )?;
         let ledger = Ledger {
             backends: vec![Box::new(LocalFileAnchor::new(dir.join("anchors.log")))],
+            anchoring: vec![Mutex::new(())],
             dir: dir.to_owned(),
             store,
             tree: Mutex::new(TreeState::default()),
@@ -432,6 +439,7 @@ impl Ledger {
     /// Adds an anchor backend (the `local` one is always present).
     pub fn add_backend(&mut self, backend: Box<dyn AnchorBackend>) {
         self.backends.push(backend);
+        self.anchoring.push(Mutex::new(()));
     }
 
     /// The log's public key, which verifies its checkpoints (the contents of
@@ -737,6 +745,12 @@ impl Ledger {
     /// Every attempt's outcome is recorded for `inkan anchors status`.
     pub fn anchor_with(&self, index: usize) -> Result<bool, Error> {
         let Some(backend) = self.backends.get(index) else {
+            return Ok(false);
+        };
+        // Busy: another thread is anchoring with this backend right now
+        // (an EVM backend may wait minutes for confirmations); it will
+        // record what happens, and the checkpointer must not wait for it.
+        let Ok(_one_at_a_time) = self.anchoring[index].try_lock() else {
             return Ok(false);
         };
         let Some(latest) = self.store.latest_checkpoint()? else {

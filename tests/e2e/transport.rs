@@ -192,9 +192,12 @@ fn tls_listener_with_required_client_certificates() {
         ]);
     }
     let hfs = inkan_e2e::Hfs::start();
+    // Access records on: the certificate's subject names the client.
+    let repository = inkan_e2e::Sekmet::start();
     let tls = format!(
-        "[tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/ca.pem\"\n",
-        d.display()
+        "[audit]\nenabled = true\ndelivery_interval_ms = 100\nrepository_url = \"{1}\"\n[tls]\ncert_file = \"{0}/server.pem\"\nkey_file = \"{0}/server.key\"\nclient_ca_file = \"{0}/ca.pem\"\n",
+        d.display(),
+        repository.url
     );
     let gateway = inkan_e2e::Gateway::start_tls(&hfs.url, &tls);
     let ca = reqwest::Certificate::from_pem(&std::fs::read(d.join("ca.pem")).unwrap()).unwrap();
@@ -225,5 +228,42 @@ fn tls_listener_with_required_client_certificates() {
     assert!(
         without_cert.get(&url).send().is_err(),
         "a client without a certificate is refused"
+    );
+
+    // The access record of the request names the certificate's subject.
+    let read = with_cert
+        .get(format!("https://127.0.0.1:{}/fhir/Patient", gateway.port))
+        .send()
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let request_id = read.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let event = loop {
+        let page: serde_json::Value = inkan_e2e::client()
+            .get(format!("{}/AuditEvent?_count=100", repository.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let found = page["entry"].as_array().into_iter().flatten().find(|e| {
+            e["resource"]["entity"][0]["what"]["identifier"]["value"] == request_id.as_str()
+        });
+        if let Some(entry) = found {
+            break entry["resource"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access record for {request_id}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let client_agent = &event["agent"][0];
+    assert_eq!(
+        client_agent["who"]["identifier"]["value"], "CN=client",
+        "{event}"
+    );
+    assert_eq!(
+        client_agent["who"]["identifier"]["system"],
+        "urn:ietf:rfc:5280:subject"
     );
 }
