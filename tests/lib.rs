@@ -1006,3 +1006,87 @@ impl OpenIdProvider {
         (status, response.json().unwrap())
     }
 }
+
+/// A PostgreSQL cluster of its own in a temporary directory, run by
+/// `scripts/postgres.sh` (Debian's server, pg_ctl, 127.0.0.1, an
+/// unprivileged owner), stopped when dropped.
+#[derive(Debug)]
+pub struct Postgres {
+    /// `postgres://inkan@127.0.0.1:<port>/inkan`.
+    pub url: String,
+    pub port: u16,
+    cluster: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = dir.path().join("cluster");
+        let port = free_port();
+        let url = Postgres::run("start", &cluster, &port.to_string());
+        Postgres {
+            url,
+            port,
+            cluster,
+            _dir: dir,
+        }
+    }
+
+    /// Stops the server: `fast` (clean) or `immediate` (as in a crash,
+    /// recovered from the WAL at the next start).
+    pub fn stop(&self, mode: &str) {
+        Postgres::run("stop", &self.cluster, mode);
+    }
+
+    /// Starts it again on the same port and data.
+    pub fn start_again(&self) {
+        Postgres::run("start", &self.cluster, &self.port.to_string());
+    }
+
+    /// Runs SQL with `psql` (one session; statements separated by `;`),
+    /// returning the unaligned, tuples-only output; panics on an error.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = self.psql(sql);
+        assert!(
+            output.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+
+    /// `psql` with `sql`, whatever it answers.
+    pub fn psql(&self, sql: &str) -> std::process::Output {
+        Command::new("psql")
+            .arg(&self.url)
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap()
+    }
+
+    fn run(what: &str, cluster: &Path, arg: &str) -> String {
+        let output = Command::new(workspace_root().join("scripts/postgres.sh"))
+            .arg(what)
+            .arg(cluster)
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "scripts/postgres.sh {what} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new(workspace_root().join("scripts/postgres.sh"))
+            .arg("stop")
+            .arg(&self.cluster)
+            .arg("immediate")
+            .output();
+    }
+}

@@ -19,6 +19,7 @@ mod japanese;
 mod ledger_cli;
 mod ledger_crash;
 mod passthrough;
+mod postgres;
 mod rewriting;
 mod scripts;
 mod seal_crash;
