@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
 use crate::config::AuthConfig;
 use crate::error::ConfigError;
@@ -77,7 +76,12 @@ pub struct JwtValidator {
     cache_for: Duration,
     refresh_min_interval: Duration,
     source: KeySource,
-    cache: Mutex<KeyCache>,
+    /// Read by every request; written only after a fetch.
+    cache: std::sync::RwLock<KeyCache>,
+    /// One fetch at a time. Taken only by requests that need a refresh
+    /// (an unknown kid, stale keys): a token with a known kid never waits
+    /// for the identity provider.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl JwtValidator {
@@ -132,7 +136,8 @@ impl JwtValidator {
             cache_for: Duration::from_secs(config.jwks_cache_seconds),
             refresh_min_interval: Duration::from_secs(config.jwks_refresh_min_interval_seconds),
             source,
-            cache: Mutex::new(KeyCache {
+            refreshing: tokio::sync::Mutex::new(()),
+            cache: std::sync::RwLock::new(KeyCache {
                 fetched: (!keys.is_empty()).then(Instant::now),
                 keys,
                 last_refresh_attempt: None,
@@ -143,9 +148,27 @@ impl JwtValidator {
     /// The issuer's keys now, fetching them when none are cached yet (a
     /// start-up check; failures are logged and retried by requests).
     pub async fn prefetch(&self) -> Result<usize, InvalidToken> {
-        let mut cache = self.cache.lock().await;
-        self.refresh(&mut cache, true).await?;
-        Ok(cache.keys.len())
+        let _one_fetch = self.refreshing.lock().await;
+        self.refresh(true).await?;
+        Ok(self.read_cache().keys.len())
+    }
+
+    fn read_cache(&self) -> std::sync::RwLockReadGuard<'_, KeyCache> {
+        // The cache holds no invariant a panicking writer could break.
+        self.cache
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The cached key for `kid`/`alg`, and whether the cache is stale.
+    fn cached(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> (Option<(DecodingKey, Algorithm)>, bool) {
+        let cache = self.read_cache();
+        let stale = cache.fetched.is_none_or(|at| at.elapsed() > self.cache_for);
+        (pick(&cache.keys, kid, alg), stale)
     }
 
     /// Validates `token`; its claims when every check passes.
@@ -195,38 +218,48 @@ impl JwtValidator {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<(DecodingKey, Algorithm), InvalidToken> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache.fetched.is_none_or(|at| at.elapsed() > self.cache_for);
-        if stale {
-            // A failed refresh keeps serving the keys it has.
-            let _ = self.refresh(&mut cache, false).await;
-        }
-        if let Some(found) = pick(&cache.keys, kid, alg) {
+        if let (Some(found), false) = self.cached(kid, alg) {
             return Ok(found);
         }
-        if !stale {
-            self.refresh(&mut cache, false).await?;
+        let _one_fetch = self.refreshing.lock().await;
+        // Another request may have refreshed while this one waited.
+        if let (Some(found), false) = self.cached(kid, alg) {
+            return Ok(found);
         }
-        pick(&cache.keys, kid, alg)
-            .ok_or_else(|| InvalidToken("the token's signing key (kid) is not the issuer's".into()))
+        let refreshed = self.refresh(false).await;
+        // A failed refresh keeps serving the keys it has.
+        match (self.cached(kid, alg).0, refreshed) {
+            (Some(found), _) => Ok(found),
+            (None, Err(error)) => Err(error),
+            (None, Ok(())) => Err(InvalidToken(
+                "the token's signing key (kid) is not the issuer's".into(),
+            )),
+        }
     }
 
-    async fn refresh(&self, cache: &mut KeyCache, force: bool) -> Result<(), InvalidToken> {
+    /// Fetches the issuer's keys (discovery only), at most once per
+    /// `refresh_min_interval` unless `force`. The caller holds
+    /// `refreshing`; the cache is locked only to read and to store.
+    async fn refresh(&self, force: bool) -> Result<(), InvalidToken> {
         let KeySource::Discovery { issuer, client } = &self.source else {
             return Ok(());
         };
-        let too_soon = cache
-            .last_refresh_attempt
-            .is_some_and(|at| at.elapsed() < self.refresh_min_interval);
-        if too_soon && !force {
-            return Err(InvalidToken(
-                "the token's signing key (kid) is unknown (key refresh rate-limited)".into(),
-            ));
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+            let too_soon = cache
+                .last_refresh_attempt
+                .is_some_and(|at| at.elapsed() < self.refresh_min_interval);
+            if too_soon && !force {
+                return Err(InvalidToken(
+                    "the token's signing key (kid) is unknown (key refresh rate-limited)".into(),
+                ));
+            }
+            cache.last_refresh_attempt = Some(Instant::now());
         }
-        cache.last_refresh_attempt = Some(Instant::now());
         match fetch_keys(issuer, client).await {
             Ok(keys) => {
                 tracing::info!(keys = keys.len(), "identity provider keys fetched");
+                let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
                 cache.keys = keys;
                 cache.fetched = Some(Instant::now());
                 Ok(())
@@ -359,6 +392,99 @@ pub fn unverified_claims(token: &str) -> Option<Claims> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An identity provider on a free port: discovery and an empty JWK
+    /// set, counting the fetches of the set.
+    async fn provider() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let issuer = format!("http://{}", listener.local_addr().unwrap());
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served_issuer, counter) = (issuer.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (issuer, counter) = (served_issuer.clone(), counter.clone());
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let (issuer, counter) = (issuer.clone(), counter.clone());
+                        async move {
+                            let body = match request.uri().path() {
+                            "/.well-known/openid-configuration" => {
+                                serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}).to_string()
+                            }
+                            _ => {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                                r#"{"keys":[]}"#.to_owned()
+                            }
+                        };
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)),
+                            ))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+                );
+            }
+        });
+        (issuer, fetches)
+    }
+
+    fn token_with_kid(kid: &str) -> String {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        format!(
+            "{}.{}.c2ln",
+            b64(serde_json::json!({"alg": "ES256", "kid": kid})),
+            b64(serde_json::json!({"sub": "x"}))
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_kids_refresh_the_keys_once_however_many_arrive() {
+        let (issuer, fetches) = provider().await;
+        let validator = Arc::new(
+            JwtValidator::new(&AuthConfig {
+                mode: crate::config::AuthMode::Jwt,
+                issuer: Some(issuer),
+                audience: vec!["https://fhir.test/fhir".into()],
+                jwks_refresh_min_interval_seconds: 2,
+                ..AuthConfig::default()
+            })
+            .unwrap(),
+        );
+        validator.prefetch().await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "the start-up fetch");
+        // Right after it, an unknown kid is refused without a fetch.
+        assert!(validator.validate(&token_with_kid("early")).await.is_err());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "rate-limited");
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        // Twenty forged kids at once: one refresh, the rest rate-limited.
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let validator = validator.clone();
+                tokio::spawn(async move {
+                    validator
+                        .validate(&token_with_kid(&format!("forged-{i}")))
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let refused = task.await.unwrap().unwrap_err();
+            assert!(refused.0.contains("kid"), "{refused}");
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "one refresh for twenty unknown kids"
+        );
+    }
 
     #[test]
     fn only_loopback_hosts_count_as_loopback() {
