@@ -58,7 +58,7 @@ run() { # label connections url: one round, appended to $work/results
 rounds=3
 round=$(( duration / rounds > 2 ? duration / rounds : 2 ))
 for _ in $(seq 1 "$rounds"); do
-  for c in 1 16; do
+  for c in 1 16 64; do
     for mode in off audit jwt; do
       port=$off_port
       [ "$mode" = audit ] && port=$audit_port
