@@ -286,6 +286,9 @@ pub trait DeliveryQueue: Send + Sync {
     /// How many records wait, and the oldest one's sealing time (Unix
     /// seconds).
     fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error>;
+    /// The leaves of every record not delivered yet, due or not, in leaf
+    /// order (no bodies: a backlog after an outage may be large).
+    fn queued_deliveries(&self) -> Result<Vec<u64>, Error>;
 }
 
 fn db_error(e: rusqlite::Error) -> Error {
@@ -1057,7 +1060,7 @@ impl DeliveryQueue for SqliteStore {
         self.update_deliveries(
             leaf_indexes,
             "UPDATE deliveries SET attempts = attempts + 1 WHERE leaf_index = ?1",
-            |_| Vec::new(),
+            &[],
         )
     }
 
@@ -1090,8 +1093,16 @@ impl DeliveryQueue for SqliteStore {
         self.update_deliveries(
             leaf_indexes,
             "UPDATE deliveries SET next_attempt_ms = ?2, last_error = ?3 WHERE leaf_index = ?1",
-            |_| vec![next_attempt_ms.into(), error.to_owned().into()],
+            &[next_attempt_ms.into(), error.to_owned().into()],
         )
+    }
+
+    fn queued_deliveries(&self) -> Result<Vec<u64>, Error> {
+        self.read(|c| {
+            let mut stmt = c.prepare("SELECT leaf_index FROM deliveries ORDER BY leaf_index")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
     }
 
     fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error> {
@@ -1106,13 +1117,13 @@ impl DeliveryQueue for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Runs `sql` once per leaf index (`?1`, then the values `extra`
-    /// gives) in one durable transaction.
+    /// Runs `sql` once per leaf index (`?1`, then the `extra` values as
+    /// `?2`…) in one durable transaction.
     fn update_deliveries(
         &self,
         leaf_indexes: &[u64],
         sql: &str,
-        extra: impl Fn(u64) -> Vec<rusqlite::types::Value>,
+        extra: &[rusqlite::types::Value],
     ) -> Result<(), Error> {
         if leaf_indexes.is_empty() {
             return Ok(());
@@ -1123,7 +1134,7 @@ impl SqliteStore {
                 let mut stmt = tx.prepare_cached(sql)?;
                 for &index in leaf_indexes {
                     let mut values: Vec<rusqlite::types::Value> = vec![(index as i64).into()];
-                    values.extend(extra(index));
+                    values.extend_from_slice(extra);
                     stmt.execute(rusqlite::params_from_iter(values))?;
                 }
             }

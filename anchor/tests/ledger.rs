@@ -254,6 +254,11 @@ fn an_access_record_is_queued_with_its_leaf_proves_as_stored_and_an_edit_is_tamp
         .defer_deliveries(&[1], i64::MAX, "repository down")
         .unwrap();
     assert!(ledger.due_deliveries(10).unwrap().is_empty(), "deferred");
+    assert_eq!(
+        ledger.store().queued_deliveries().unwrap(),
+        [1],
+        "still queued"
+    );
     assert_eq!(ledger.store().delivery_backlog().unwrap().0, 1);
     // The repository stored it under an id of its own.
     ledger
@@ -724,6 +729,9 @@ mod failed_but_persisted {
         }
         fn delivery_backlog(&self) -> Result<(u64, Option<i64>), Error> {
             self.inner.delivery_backlog()
+        }
+        fn queued_deliveries(&self) -> Result<Vec<u64>, Error> {
+            self.inner.queued_deliveries()
         }
     }
 

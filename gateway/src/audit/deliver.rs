@@ -42,10 +42,13 @@ pub struct Round {
 }
 
 /// The audit repository as configured: `[audit] repository_url` with its
-/// own token, else the upstream with the gateway's.
-pub fn repository(config: &crate::config::Config) -> Result<UpstreamReader, ConfigError> {
+/// own token, else `upstream` itself (its client and the gateway's token).
+pub fn repository(
+    config: &crate::config::Config,
+    upstream: &UpstreamReader,
+) -> Result<UpstreamReader, ConfigError> {
     let Some(url) = &config.audit.repository_url else {
-        return UpstreamReader::new(&config.upstream);
+        return Ok(upstream.clone());
     };
     UpstreamReader::new(&crate::config::UpstreamConfig {
         url: url.clone(),
@@ -234,38 +237,14 @@ async fn send_transaction(
         .iter()
         .map(|entry| {
             let location = entry["response"]["location"].as_str()?;
-            repository_id(location).map(str::to_owned)
+            crate::fhir::path::id_of_reference(location, "AuditEvent")
         })
         .collect())
-}
-
-/// The id in a `location` such as `AuditEvent/7/_history/1` or an
-/// absolute URL of it.
-fn repository_id(location: &str) -> Option<&str> {
-    let path = location.split("/_history/").next()?;
-    let (head, id) = path.rsplit_once('/')?;
-    (head == "AuditEvent" || head.ends_with("/AuditEvent")).then_some(id)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_ids_come_from_locations() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("AuditEvent/7/_history/1", Some("7")),
-            (
-                "http://audit.test/fhir/AuditEvent/a-b/_history/1",
-                Some("a-b"),
-            ),
-            ("AuditEvent/7", Some("7")),
-            ("Patient/7/_history/1", None),
-        ];
-        for (location, expected) in cases {
-            assert_eq!(repository_id(location), *expected, "{location}");
-        }
-    }
 
     #[test]
     fn backoff_doubles_from_one_second_to_five_minutes() {

@@ -5,20 +5,14 @@
 
 use serde::Deserialize;
 
+use crate::fhir::path::{id_of_reference, query_pairs};
+
 /// Adds `id` unless present; at most `max` + 1 entries are kept, so the
 /// caller can tell that more were left out without unbounded memory.
 pub fn add(patients: &mut Vec<String>, id: &str, max: usize) {
     if !id.is_empty() && patients.len() <= max && !patients.iter().any(|p| p == id) {
         patients.push(id.to_owned());
     }
-}
-
-/// The patient id a reference names (`Patient/1`, an absolute URL,
-/// with or without `_history`); `None` for other types.
-pub fn patient_of_reference(reference: &str) -> Option<&str> {
-    let reference = reference.split("/_history/").next()?;
-    let (head, id) = reference.rsplit_once('/')?;
-    (head == "Patient" || head.ends_with("/Patient")).then_some(id)
 }
 
 /// Patients named by the path and the patient search parameters.
@@ -30,21 +24,18 @@ pub fn in_request(fhir_path: &str, query: Option<&str>, patients: &mut Vec<Strin
             add(patients, id, max);
         }
     }
-    for pair in query.unwrap_or("").split('&') {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (name, value) in query_pairs(query.unwrap_or("")) {
         let base = name.split(':').next().unwrap_or("");
         let named = matches!(base, "patient" | "subject") || (is_patient && base == "_id");
         if !named {
             continue;
         }
-        let value = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
         for item in value.split(',') {
-            let id = match patient_of_reference(item) {
-                Some(id) => id,
-                None if !item.contains('/') => item,
-                None => continue,
-            };
-            add(patients, id, max);
+            match id_of_reference(item, "Patient") {
+                Some(id) => add(patients, &id, max),
+                None if !item.contains('/') => add(patients, item, max),
+                None => {}
+            }
         }
     }
 }
@@ -105,12 +96,9 @@ fn collect(resource: &Resource, patients: &mut Vec<String>, max: usize) {
             None => &[],
         };
         for reference in references {
-            if let Some(id) = reference
-                .reference
-                .as_deref()
-                .and_then(patient_of_reference)
-            {
-                add(patients, id, max);
+            let named = reference.reference.as_deref();
+            if let Some(id) = named.and_then(|r| id_of_reference(r, "Patient")) {
+                add(patients, &id, max);
             }
         }
     }

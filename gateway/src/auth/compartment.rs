@@ -9,7 +9,7 @@
 //!   `Patient` gets `_id=<context>`. Searches the gateway cannot pin to the
 //!   patient (other types, chains, `_has`, system-wide) are refused.
 
-use percent_encoding::percent_decode_str;
+use crate::fhir::path::{id_of_reference, query_pairs};
 
 /// Resource types with a `patient` search parameter (FHIR R4's search
 /// parameter registry, the resources of the Patient compartment that have
@@ -139,13 +139,7 @@ pub fn pin_search(
 /// Whether a reference (`123`, `Patient/123`, an absolute URL, with or
 /// without `_history`) names the patient `patient`.
 pub fn names_the_patient(reference: &str, patient: &str) -> bool {
-    let reference = reference.split("/_history/").next().unwrap_or("");
-    if reference == patient {
-        return true;
-    }
-    reference
-        .strip_suffix(patient)
-        .is_some_and(|head| head == "Patient/" || head.ends_with("/Patient/"))
+    reference == patient || id_of_reference(reference, "Patient").as_deref() == Some(patient)
 }
 
 /// The first reference in `resource` (parsed JSON) that names another
@@ -176,18 +170,6 @@ pub fn foreign_patient(resource: &serde_json::Value, patient: &str) -> Option<St
         }
     }
     None
-}
-
-fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| {
-            percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        (decode(name), decode(value))
-    })
 }
 
 #[cfg(test)]

@@ -395,12 +395,10 @@ fn find_missing(
     // delivered: they are looked for only in a sweep asked for AuditEvents
     // (`--type AuditEvent`, usually with `--upstream <repository>`).
     let sweeping_access_records = state.types.iter().any(|t| t == "AuditEvent");
-    let queued: std::collections::HashSet<u64> = ledger
-        .store()
-        .due_deliveries(i64::MAX, usize::MAX)?
-        .iter()
-        .map(|d| d.leaf_index)
-        .collect();
+    let queued: std::collections::HashSet<u64> = match sweeping_access_records {
+        true => ledger.store().queued_deliveries()?.into_iter().collect(),
+        false => Default::default(),
+    };
     let mut start = 0;
     while start < state.ledger_size_at_start {
         let end = (start + 10_000).min(state.ledger_size_at_start);

@@ -81,6 +81,29 @@ pub fn version_path(key: &VersionKey) -> String {
     )
 }
 
+/// The id of the resource of `resource_type` a reference names
+/// (`Patient/1`, an absolute URL, with or without `_history`); `None`
+/// for another type or anything that is not a literal reference.
+pub fn id_of_reference(reference: &str, resource_type: &str) -> Option<String> {
+    ResourcePath::parse(reference)
+        .filter(|p| p.resource_type == resource_type)
+        .map(|p| p.id)
+}
+
+/// The `name=value` pairs of a query, both percent-decoded (`+` is a
+/// space, as in forms); empty pairs skipped.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        (decode(name), decode(value))
+    })
+}
+
 /// The version id in an ETag: `W/"3"` → `3`.
 pub fn etag_version(etag: &str) -> Option<String> {
     let version = etag.trim().trim_start_matches("W/").trim_matches('"');
@@ -90,6 +113,52 @@ pub fn etag_version(etag: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_of_references_table() {
+        // (reference or Location, type, id)
+        let table: &[(&str, &str, Option<&str>)] = &[
+            ("AuditEvent/7/_history/1", "AuditEvent", Some("7")),
+            (
+                "http://audit.test/fhir/AuditEvent/a-b/_history/1",
+                "AuditEvent",
+                Some("a-b"),
+            ),
+            ("AuditEvent/7", "AuditEvent", Some("7")),
+            ("Patient/7/_history/1", "AuditEvent", None),
+            ("Patient/p1", "Patient", Some("p1")),
+            (
+                "https://fhir.example.jp/fhir/Patient/p1",
+                "Patient",
+                Some("p1"),
+            ),
+            ("Group/p1", "Patient", None),
+            ("p1", "Patient", None),
+        ];
+        for (reference, resource_type, expected) in table {
+            assert_eq!(
+                id_of_reference(reference, resource_type).as_deref(),
+                *expected,
+                "{reference}"
+            );
+        }
+    }
+
+    #[test]
+    fn query_pairs_are_decoded_like_forms() {
+        let pairs: Vec<(String, String)> =
+            query_pairs("subject=Patient%2Fp2&&name=Yamada+Taro&_has").collect();
+        let expected = [
+            ("subject", "Patient/p2"),
+            ("name", "Yamada Taro"),
+            ("_has", ""),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(pairs, expected);
+    }
 
     #[test]
     fn resource_paths_table() {

@@ -100,12 +100,14 @@ fn touched(facts: &RequestFacts, response: &Response<ResponseBody>) -> Vec<Strin
             .get(http::header::LOCATION)
             .or_else(|| response.headers().get(http::header::CONTENT_LOCATION))
             .and_then(|v| v.to_str().ok());
-        if let (Some(location), Some(resource_type)) = (location, segments.first()) {
-            // `…/Type/id/_history/v` (or `…/Type/id`) → `Type/id/_history/v`.
-            let location = location.split('?').next().unwrap_or("");
-            if let Some(at) = location.rfind(&format!("/{resource_type}/")) {
-                return vec![location[at + 1..].to_owned()];
-            }
+        // `…/Type/id/_history/v` (or `…/Type/id`) → `Type/id/_history/v`.
+        let named = location.and_then(path::ResourcePath::parse);
+        if let Some(written) = named.filter(|p| segments.first() == Some(&p.resource_type.as_str()))
+        {
+            return vec![match written.version_id {
+                Some(v) => format!("{}/{}/_history/{v}", written.resource_type, written.id),
+                None => format!("{}/{}", written.resource_type, written.id),
+            }];
         }
     }
     match (facts.interaction, segments.as_slice()) {

@@ -8,11 +8,12 @@
 //! - Authorize (step 7) runs once the body is in (batch entries are in
 //!   it): SMART scopes against the interaction, a patient context against
 //!   the path and query (403). May change: nothing; the grant it returns
-//!   can add a search parameter (step 10).
-//! - [`Gateway::hold_write_to_patient`] (after step 9) and
-//!   [`Gateway::hold_answer_to_patient`] (after step 16) refuse a body
-//!   that points at another patient than the token's (403); they run only
-//!   when a patient scope granted the request.
+//!   can add a search parameter (after step 11).
+//! - [`Gateway::hold_write_to_patient`] (after step 11) refuses a body
+//!   that points at another patient than the token's, and
+//!   [`Gateway::hold_answer`] (after step 17) an answer that holds types
+//!   the scopes do not cover or another patient (403); they do nothing in
+//!   passthrough or without a patient scope.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -79,63 +80,6 @@ impl Gateway {
         )
     }
 
-    /// An answer may hold only resource types the token's scopes let the
-    /// caller read (`_include`, `_revinclude` and `$everything` bring in
-    /// others). A Bundle's entries are each checked; an answer the
-    /// gateway cannot look into passes only a token that may read every
-    /// type. `jwt` mode only.
-    pub(super) fn hold_answer_to_scopes(
-        &self,
-        caller: &Caller,
-        body: Option<&Bytes>,
-        facts: &RequestFacts,
-    ) -> Result<(), GatewayError> {
-        if !self.authenticator.enforces()
-            || crate::auth::open_to_all(facts.interaction, &facts.fhir_path)
-        {
-            return Ok(());
-        }
-        let may_read = |resource_type: Option<&str>| {
-            [Permission::Read, Permission::Search]
-                .into_iter()
-                .any(|permission| {
-                    caller
-                        .scopes
-                        .granting(&Need {
-                            resource_type: resource_type.map(str::to_owned),
-                            permission,
-                        })
-                        .is_some()
-                })
-        };
-        if may_read(None) {
-            return Ok(());
-        }
-        let refused = |what: &str| GatewayError::Forbidden {
-            reason: format!("the answer holds {what}, which the token's scopes do not cover"),
-        };
-        let Some(value) = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        else {
-            return Err(refused("resources the gateway cannot look into"));
-        };
-        let mut resources = vec![&value];
-        if value["resourceType"] == "Bundle" {
-            resources = value["entry"]
-                .as_array()
-                .map(|entries| entries.iter().map(|e| &e["resource"]).collect())
-                .unwrap_or_default();
-        }
-        for resource in resources {
-            let Some(resource_type) = resource["resourceType"].as_str() else {
-                continue;
-            };
-            if resource_type != "OperationOutcome" && !may_read(Some(resource_type)) {
-                return Err(refused(resource_type));
-            }
-        }
-        Ok(())
-    }
-
     /// A write under a patient context may not name another patient.
     pub(super) fn hold_write_to_patient(
         &self,
@@ -161,49 +105,116 @@ impl Gateway {
         }
     }
 
-    /// An answer under a patient context may not show another patient:
-    /// the resource, or each entry of a Bundle. An answer the gateway
-    /// cannot look into (streamed, XML) is refused for reads of other
-    /// types than Patient.
-    pub(super) fn hold_answer_to_patient(
+    /// The answer stays within the token's scopes and patient context
+    /// (`jwt` mode; nothing to do otherwise). The body is parsed once for
+    /// both checks; `None` (streamed) or a body that is not JSON is one
+    /// the gateway cannot look into.
+    ///
+    /// - Scopes: only resource types the scopes let the caller read
+    ///   (`_include`, `_revinclude` and `$everything` bring in others),
+    ///   each entry of a Bundle checked; an answer the gateway cannot look
+    ///   into passes only a token that may read every type.
+    /// - Patient context: no resource or Bundle entry may show another
+    ///   patient; an answer the gateway cannot look into is refused.
+    pub(super) fn hold_answer(
         &self,
-        grant: &Grant,
+        notes: &AccessNotes,
         body: Option<&Bytes>,
         facts: &RequestFacts,
     ) -> Result<(), GatewayError> {
-        let Some(patient) = &grant.patient else {
+        let check_scopes = self.authenticator.enforces()
+            && !crate::auth::open_to_all(facts.interaction, &facts.fhir_path)
+            && !may_read(&notes.caller, None);
+        let patient = notes.grant.patient.as_deref();
+        if !check_scopes && patient.is_none() {
             return Ok(());
-        };
-        let refused = |reason: &str| GatewayError::Forbidden {
-            reason: reason.to_owned(),
-        };
-        let Some(value) = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok())
-        else {
-            return Err(refused(
-                "the answer cannot be checked against the token's patient context",
-            ));
-        };
-        let mut resources = vec![&value];
-        if value["resourceType"] == "Bundle" {
-            resources = value["entry"]
-                .as_array()
-                .map(|entries| entries.iter().map(|e| &e["resource"]).collect())
-                .unwrap_or_default();
         }
-        for resource in resources.into_iter().filter(|r| r.is_object()) {
-            // Search outcomes and error answers name no patient.
-            if resource["resourceType"] == "OperationOutcome" {
-                continue;
-            }
-            if compartment::foreign_patient(resource, patient).is_some() {
-                tracing::info!(request_id = %facts.request_id, "an answer crossed the token's patient context");
-                return Err(refused(
-                    "the answer concerns another patient than the token's",
-                ));
-            }
+        let value = body.and_then(|b| serde_json::from_slice::<serde_json::Value>(b).ok());
+        let resources = value.as_ref().map(answer_resources);
+        if check_scopes {
+            hold_to_scopes(&notes.caller, resources.as_deref())?;
+        }
+        if let Some(patient) = patient {
+            hold_to_patient(patient, resources.as_deref(), facts)?;
         }
         Ok(())
     }
+}
+
+/// The resources of an answer: the resource itself, or a Bundle's entries'.
+fn answer_resources(value: &serde_json::Value) -> Vec<&serde_json::Value> {
+    if value["resourceType"] != "Bundle" {
+        return vec![value];
+    }
+    value["entry"]
+        .as_array()
+        .map(|entries| entries.iter().map(|e| &e["resource"]).collect())
+        .unwrap_or_default()
+}
+
+/// Whether the caller's scopes let it read (or search) `resource_type`
+/// (`None`: every type).
+fn may_read(caller: &Caller, resource_type: Option<&str>) -> bool {
+    [Permission::Read, Permission::Search]
+        .into_iter()
+        .any(|permission| {
+            caller
+                .scopes
+                .granting(&Need {
+                    resource_type: resource_type.map(str::to_owned),
+                    permission,
+                })
+                .is_some()
+        })
+}
+
+fn hold_to_scopes(
+    caller: &Caller,
+    resources: Option<&[&serde_json::Value]>,
+) -> Result<(), GatewayError> {
+    let refused = |what: &str| GatewayError::Forbidden {
+        reason: format!("the answer holds {what}, which the token's scopes do not cover"),
+    };
+    let Some(resources) = resources else {
+        return Err(refused("resources the gateway cannot look into"));
+    };
+    for resource in resources {
+        let Some(resource_type) = resource["resourceType"].as_str() else {
+            continue;
+        };
+        if resource_type != "OperationOutcome" && !may_read(caller, Some(resource_type)) {
+            return Err(refused(resource_type));
+        }
+    }
+    Ok(())
+}
+
+fn hold_to_patient(
+    patient: &str,
+    resources: Option<&[&serde_json::Value]>,
+    facts: &RequestFacts,
+) -> Result<(), GatewayError> {
+    let refused = |reason: &str| GatewayError::Forbidden {
+        reason: reason.to_owned(),
+    };
+    let Some(resources) = resources else {
+        return Err(refused(
+            "the answer cannot be checked against the token's patient context",
+        ));
+    };
+    for resource in resources.iter().filter(|r| r.is_object()) {
+        // Search outcomes and error answers name no patient.
+        if resource["resourceType"] == "OperationOutcome" {
+            continue;
+        }
+        if compartment::foreign_patient(resource, patient).is_some() {
+            tracing::info!(request_id = %facts.request_id, "an answer crossed the token's patient context");
+            return Err(refused(
+                "the answer concerns another patient than the token's",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The `resourceType` of a JSON body, if it is one.

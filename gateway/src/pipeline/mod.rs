@@ -208,8 +208,7 @@ impl Gateway {
         // 16. Inspect: relay the head; buffer a FHIR body or stream it on.
         let (mut head, body) = match self.inspect(answer, facts, &plan, &coding).await? {
             inspect::Inspected::Streamed(mut response) => {
-                self.hold_answer_to_scopes(&notes.caller, None, facts)?;
-                self.hold_answer_to_patient(&notes.grant, None, facts)?;
+                self.hold_answer(notes, None, facts)?;
                 let headers = response.headers_mut();
                 encode::gateway_headers(headers, seal.as_ref(), &outgoing.text_report);
                 return Ok(response);
@@ -220,8 +219,7 @@ impl Gateway {
         let body = self.verify(body, &mut head, facts, &plan)?;
         // The answer stays within the token's scopes and patient context;
         // the patients it names go into the access record.
-        self.hold_answer_to_scopes(&notes.caller, Some(&body), facts)?;
-        self.hold_answer_to_patient(&notes.grant, Some(&body), facts)?;
+        self.hold_answer(notes, Some(&body), facts)?;
         if self.auditor.is_some() && head.format == crate::fhir::format::WireFormat::Json {
             let max = self.config.audit.max_patients_per_request;
             crate::audit::patients::in_answer(&body, &mut notes.patients, max);

@@ -90,7 +90,7 @@ impl Gateway {
             _ => None,
         };
         let audit_repository = match auditor {
-            Some(_) => Some(crate::audit::deliver::repository(&config)?),
+            Some(_) => Some(crate::audit::deliver::repository(&config, &upstream)?),
             None => None,
         };
         Ok(Gateway {
